@@ -1,0 +1,148 @@
+"""What the engine asks the outside world to do.
+
+Each command maps to one ARI request (or, for ``RequestAgent`` and
+``ReleaseAgent``, to the agent roster; for ``StartTimer`` to the event loop;
+for ``Log`` to the call log). The engine decides; the controller only
+executes. Hanging up a caller is deliberately not expressible except as
+``ReleaseIdleLine``, the one R9 exception, so the invariant "the service never
+hangs up a caller" can be checked by looking at command types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """Base of every engine output."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ring(Command):
+    """Send ring indication (SIP 180) to the caller before we answer (R1)."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer(Command):
+    """Answer the caller's channel."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Play(Command):
+    """Play prompts (``sound:liyi/...``) to a channel; ends with PlaybackFinished."""
+
+    channel_id: str
+    playback_id: str
+    media: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartMusic(Command):
+    """Music on hold for a channel, so a waiting caller never hears silence."""
+
+    channel_id: str
+    moh_class: str = "default"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopMusic(Command):
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dial(Command):
+    """Originate a leg to an agent's phone into our app with a channel id we chose."""
+
+    channel_id: str
+    endpoint: str
+    caller_id: str
+    app_args: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hangup(Command):
+    """Hang up an agent leg. Never used on a caller channel."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseIdleLine(Command):
+    """Release a caller line left open and silent after closing (the R9 exception)."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bridge(Command):
+    """Create a mixing bridge (with DTMF events) if needed and put channels in it."""
+
+    bridge_id: str
+    channel_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DestroyBridge(Command):
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetVar(Command):
+    """Keep call state on the channel itself so a restarted controller can recover."""
+
+    channel_id: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTimer(Command):
+    """Fire ``TimerFired(name, token)`` at ``at`` (epoch seconds); replaces any same-named timer."""
+
+    name: str
+    token: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer(Command):
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestAgent(Command):
+    """Ask the roster for the longest-idle free agent, skipping ones already tried."""
+
+    skip: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseAgent(Command):
+    """Give an agent back to the roster (idle from now on)."""
+
+    agent: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log(Command):
+    """One entry of the call's timeline: a state change and its evidence."""
+
+    at: float
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded(Command):
+    """The call is over: who hung up first and the compliance record (R9, R12)."""
+
+    at: float
+    first_hangup: str
+    compliance: dict[str, dict[str, Any]]

@@ -1,0 +1,115 @@
+"""What can happen to a call, as the engine hears it.
+
+Names follow Asterisk's ARI events (``StasisStart``, ``ChannelDtmfReceived``,
+``PlaybackFinished``…) so that a reader of an ARI trace and a reader of the
+engine speak the same words. The controller translates raw ARI JSON into
+these; the engine never sees JSON. ``at`` is the wall-clock time (epoch
+seconds) the event happened: the clock is passed in, never read.
+
+Every event is a frozen, slotted, keyword-only dataclass so that a call's
+whole input can be logged and replayed (see ``callflow.replay``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every engine input."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StasisStart(Event):
+    """A channel entered our Stasis app.
+
+    For the caller this is the call arriving; ``created_at`` is the channel's
+    ``creationtime`` because rings count from when the line started ringing,
+    not from when the controller noticed. For an agent leg we originated,
+    StasisStart means the agent's phone answered.
+    """
+
+    channel_id: str
+    caller_number: str = ""
+    caller_name: str = ""
+    created_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StasisEnd(Event):
+    """A channel left our app: for a caller or an agent, they hung up."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelDestroyed(Event):
+    """A channel is gone; for an unanswered agent leg (cause 19/17) it is the only sign."""
+
+    channel_id: str
+    cause: int = 0
+    cause_txt: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialFailed(Event):
+    """Originating an agent leg was refused (ARI 4xx/5xx, e.g. "Allocation failed")."""
+
+    channel_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaybackFinished(Event):
+    """A prompt we started has ended (``done``) or could not play (``failed``)."""
+
+    playback_id: str
+    state: str = "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelDtmfReceived(Event):
+    """A key pressed on a channel (only raised in Stasis or dtmf_events bridges)."""
+
+    channel_id: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Event):
+    """A timer the engine asked for has fired; a stale ``token`` is ignored."""
+
+    name: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentPicked(Event):
+    """The roster chose an agent for this call (answer to ``RequestAgent``)."""
+
+    agent: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoAgentFree(Event):
+    """The roster has no registered, idle agent for this call right now."""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        StasisStart,
+        StasisEnd,
+        ChannelDestroyed,
+        DialFailed,
+        PlaybackFinished,
+        ChannelDtmfReceived,
+        TimerFired,
+        AgentPicked,
+        NoAgentFree,
+    )
+}
