@@ -1,0 +1,436 @@
+"""The call-flow configuration: read once, validated, frozen, passed in.
+
+Validation is where a rule is protected before any call is taken: a config
+that would break R1 (answer after ring 4) or R2 (an hour with no greeting) is
+rejected with every problem and where it is, rather than half-applied. The
+parser takes plain mappings (already loaded from YAML by ``liyi``), so this
+module does no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_APP_NAME = "liyi"
+MEDIA_PREFIX = "sound:liyi/"
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config, with its dotted location (and line, if known)."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class RingCadence:
+    """How a ring sounds: ``on`` seconds of tone then ``off`` of silence.
+
+    "Within N rings" means before the end of the N-th ring's tone.
+    """
+
+    on: float = 1.0
+    off: float = 4.0
+
+    @property
+    def period(self) -> float:
+        return self.on + self.off
+
+    def ring_end(self, rings: int) -> float:
+        """Seconds from the start of ringing to the end of ring ``rings``' tone."""
+        return (rings - 1) * self.period + self.on
+
+    def rings_elapsed(self, seconds: float) -> int:
+        """How many rings had started ``seconds`` after ringing began."""
+        if seconds < 0:
+            return 0
+        return int(seconds // self.period) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBand:
+    """A part of the day with its own salutation (早上好/中午好/下午好/晚上好)."""
+
+    start: dt.time
+    end: dt.time
+    prompt: str
+
+    def contains(self, t: dt.time) -> bool:
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end  # wraps midnight
+
+
+@dataclass(frozen=True, slots=True)
+class OpenHours:
+    days: frozenset[int]  # 0 = Monday
+    start: dt.time
+    end: dt.time
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    endpoint: str
+
+
+DEFAULT_BANDS = (
+    TimeBand(dt.time(5), dt.time(11), "greeting-morning"),
+    TimeBand(dt.time(11), dt.time(13), "greeting-noon"),
+    TimeBand(dt.time(13), dt.time(18), "greeting-afternoon"),
+    TimeBand(dt.time(18), dt.time(5), "greeting-evening"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFlowConfig:
+    """Everything the engine needs to decide, per call, what to do next."""
+
+    company: str = "礼仪客服中心"
+    timezone: str = "Asia/Shanghai"
+    cadence: RingCadence = RingCadence()
+    answer_after_rings: int = 1
+    answer_guard_seconds: float = 0.3
+    agent_rings: int = 3
+    bands: tuple[TimeBand, ...] = DEFAULT_BANDS
+    open_hours: tuple[OpenHours, ...] = ()  # empty: open around the clock
+    holidays: frozenset[dt.date] = frozenset()
+    closed_prompt: str = "greeting-closed"
+    wait_prompt: str | None = "ring-wait"
+    moh_class: str = "default"
+    agent_retry_seconds: float = 2.0
+    closing_prompts: tuple[str, ...] = ("closing-thanks",)
+    idle_release_seconds: float = 600.0
+    prompt_timeout_seconds: float = 30.0
+    agents: tuple[AgentConfig, ...] = ()
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
+
+    def local_time(self, epoch: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(epoch, self.tz)
+
+    def greeting_for(self, epoch: float) -> str:
+        """The greeting prompt for this moment: closed greeting outside hours, else the band's."""
+        local = self.local_time(epoch)
+        if not self.is_open(local):
+            return self.closed_prompt
+        for band in self.bands:
+            if band.contains(local.time()):
+                return band.prompt
+        return self.bands[0].prompt  # unreachable for a validated config
+
+    def is_open(self, local: dt.datetime) -> bool:
+        if local.date() in self.holidays:
+            return False
+        if not self.open_hours:
+            return True
+        return any(
+            local.weekday() in oh.days and oh.start <= local.time() < oh.end
+            for oh in self.open_hours
+        )
+
+    def prompts_used(self) -> set[str]:
+        names = {b.prompt for b in self.bands} | {self.closed_prompt} | set(self.closing_prompts)
+        if self.wait_prompt:
+            names.add(self.wait_prompt)
+        return names
+
+
+class _Reader:
+    """Collects problems while reading a nested mapping, so all are reported at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(ConfigProblem(path, message))
+
+    def section(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.problem(_join(path, key), f"{value!r} — must be a mapping")
+            return {}
+        return value
+
+    def number(
+        self, data: Mapping[str, Any], key: str, path: str, default: float,
+        lo: float, hi: float, why: str = "", integer: bool = False,
+    ) -> float:
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        where = _join(path, key)
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type:
+            kind = "a whole number" if integer else "a number"
+            self.problem(where, f"{value!r} — must be {kind}{_why(why)}")
+            return default
+        if not lo <= value <= hi:
+            rng = f"{lo:g}..{hi:g}"
+            self.problem(where, f"{value} — must be {rng}{_why(why)}")
+            return default
+        return value
+
+    def text(self, data: Mapping[str, Any], key: str, path: str, default: str) -> str:
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            self.problem(_join(path, key), f"{value!r} — must be a non-empty text")
+            return default
+        return value.strip()
+
+    def clock(self, value: Any, where: str) -> dt.time | None:
+        if isinstance(value, int) and 0 <= value < 24 * 60:  # YAML 1.1 reads 09:00 as 540
+            return dt.time(value // 60, value % 60)
+        if isinstance(value, str):
+            try:
+                hh, mm = value.strip().split(":")
+                return dt.time(int(hh) % 24 if hh.strip() == "24" else int(hh), int(mm))
+            except ValueError:
+                pass
+        self.problem(where, f"{value!r} — must be a time like \"09:00\"")
+        return None
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _why(why: str) -> str:
+    return f" ({why})" if why else ""
+
+
+def parse_callflow(
+    data: Mapping[str, Any], *, known_prompts: Iterable[str] | None = None
+) -> tuple[CallFlowConfig | None, list[ConfigProblem]]:
+    """Read the call-flow parts of a config; return the config or every problem found."""
+    r = _Reader()
+    if not isinstance(data, Mapping):
+        return None, [ConfigProblem("(top)", "the config must be a mapping of sections")]
+
+    company = r.section(data, "company", "")
+    name = r.text(company, "name", "company", "")
+    if not name:
+        r.problem("company.name", "missing — the greeting must name the company (R2)")
+    tz_name = r.text(company, "timezone", "company", "Asia/Shanghai")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.problem("company.timezone", f"{tz_name!r} — unknown time zone (e.g. Asia/Shanghai)")
+        tz = ZoneInfo("Asia/Shanghai")
+
+    ring = r.section(data, "ring", "")
+    cad = r.section(ring, "cadence", "ring")
+    cadence = RingCadence(
+        on=r.number(cad, "on_seconds", "ring.cadence", 1.0, 0.01, 10.0),
+        off=r.number(cad, "off_seconds", "ring.cadence", 4.0, 0.0, 10.0),
+    )
+    answer_after = int(r.number(ring, "answer_after_rings", "ring", 1, 1, 3, "R1", integer=True))
+    agent_rings = int(r.number(ring, "agent_rings", "ring", 3, 1, 3, "R1", integer=True))
+    guard = r.number(ring, "answer_guard_seconds", "ring", min(0.3, cadence.on / 2), 0.0,
+                     cadence.on, "must leave the answer inside the ring's tone")
+
+    bands = _read_bands(r, r.section(data, "greeting", ""))
+
+    hours = r.section(data, "hours", "")
+    open_hours = _read_open_hours(r, hours.get("open"), "hours.open")
+    holidays = _read_dates(r, hours.get("holidays"), "hours.holidays")
+    closed_prompt = r.text(hours, "closed_prompt", "hours", "greeting-closed")
+
+    waiting = r.section(data, "waiting", "")
+    wait_prompt: str | None = r.text(waiting, "prompt", "waiting", "ring-wait")
+    if waiting.get("prompt", "x") in ("", None, False):
+        wait_prompt = None
+    moh = r.text(waiting, "music_class", "waiting", "default")
+    retry = r.number(waiting, "agent_retry_seconds", "waiting", 2.0, 0.05, 60.0)
+
+    closing = r.section(data, "closing", "")
+    closing_prompts = _read_names(r, closing.get("after_agent_hangup", ["closing-thanks"]),
+                                  "closing.after_agent_hangup")
+    if not closing_prompts:
+        r.problem("closing.after_agent_hangup",
+                  "empty — a caller left by the agent must hear the closing prompt (R9)")
+    idle_min = r.number(closing, "idle_release_minutes", "closing", 10.0, 1.0, 24 * 60.0,
+                        "R9: a silent line may be released only after a long idle time")
+    prompt_timeout = r.number(closing, "prompt_timeout_seconds", "closing", 30.0, 1.0, 600.0)
+
+    agents = _read_agents(r, data.get("agents", []))
+
+    cfg = CallFlowConfig(
+        company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
+        answer_guard_seconds=guard, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
+        holidays=holidays, closed_prompt=closed_prompt, wait_prompt=wait_prompt, moh_class=moh,
+        agent_retry_seconds=retry, closing_prompts=closing_prompts,
+        idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
+        agents=agents, tz=tz,
+    )
+    if known_prompts is not None:
+        known = set(known_prompts)
+        for prompt in sorted(cfg.prompts_used() - known):
+            r.problem(_prompt_path(cfg, prompt), f"prompt {prompt!r} does not exist in scripts_zh/")
+    if r.problems:
+        return None, r.problems
+    return cfg, []
+
+
+def _prompt_path(cfg: CallFlowConfig, prompt: str) -> str:
+    for i, band in enumerate(cfg.bands):
+        if band.prompt == prompt:
+            return f"greeting.bands[{i}].prompt"
+    if prompt == cfg.closed_prompt:
+        return "hours.closed_prompt"
+    if prompt == cfg.wait_prompt:
+        return "waiting.prompt"
+    return "closing.after_agent_hangup"
+
+
+def _read_bands(r: _Reader, greeting: Mapping[str, Any]) -> tuple[TimeBand, ...]:
+    raw = greeting.get("bands")
+    if raw is None:
+        return DEFAULT_BANDS
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        r.problem("greeting.bands", "must be a list of {from, to, prompt} (R2)")
+        return DEFAULT_BANDS
+    bands: list[TimeBand] = []
+    for i, item in enumerate(raw):
+        where = f"greeting.bands[{i}]"
+        if not isinstance(item, Mapping):
+            r.problem(where, f"{item!r} — must be a mapping with from, to, prompt")
+            continue
+        start = r.clock(item.get("from"), f"{where}.from")
+        end = r.clock(item.get("to"), f"{where}.to")
+        prompt = r.text(item, "prompt", where, "")
+        if not prompt:
+            r.problem(f"{where}.prompt", "missing — each band needs its greeting prompt (R2)")
+        if start is not None and end is not None and prompt:
+            if start == end:
+                r.problem(where, "from and to are equal — an empty band")
+            else:
+                bands.append(TimeBand(start, end, prompt))
+    if bands and len(bands) == len(raw):
+        _check_day_covered(r, bands)
+    return tuple(bands) or DEFAULT_BANDS
+
+
+def _check_day_covered(r: _Reader, bands: list[TimeBand]) -> None:
+    """Every minute of the day must have exactly one salutation (R2)."""
+    for minute in range(0, 24 * 60):
+        t = dt.time(minute // 60, minute % 60)
+        hits = [i for i, b in enumerate(bands) if b.contains(t)]
+        if not hits:
+            r.problem("greeting.bands", f"no band covers {t:%H:%M} — every hour needs a greeting (R2)")
+            return
+        if len(hits) > 1:
+            where = ", ".join(f"[{i}]" for i in hits)
+            r.problem("greeting.bands", f"bands {where} overlap at {t:%H:%M}")
+            return
+
+
+def _read_open_hours(r: _Reader, raw: Any, path: str) -> tuple[OpenHours, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        r.problem(path, "must be a list of {days, from, to}")
+        return ()
+    result = []
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            r.problem(where, f"{item!r} — must be a mapping with days, from, to")
+            continue
+        days_raw = item.get("days", list(WEEKDAYS[:5]))
+        days: set[int] = set()
+        for d in days_raw if isinstance(days_raw, Sequence) and not isinstance(days_raw, str) else [days_raw]:
+            if isinstance(d, str) and d.lower()[:3] in WEEKDAYS:
+                days.add(WEEKDAYS.index(d.lower()[:3]))
+            else:
+                r.problem(f"{where}.days", f"{d!r} — must be one of {', '.join(WEEKDAYS)}")
+        start = r.clock(item.get("from"), f"{where}.from")
+        end = r.clock(item.get("to"), f"{where}.to")
+        if start is not None and end is not None:
+            if end <= start:
+                r.problem(where, "to must be later than from")
+            else:
+                result.append(OpenHours(frozenset(days), start, end))
+    return tuple(result)
+
+
+def _read_dates(r: _Reader, raw: Any, path: str) -> frozenset[dt.date]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        r.problem(path, "must be a list of dates like 2026-10-01")
+        return frozenset()
+    dates = set()
+    for i, item in enumerate(raw):
+        if isinstance(item, dt.date):
+            dates.add(item)
+            continue
+        try:
+            dates.add(dt.date.fromisoformat(str(item)))
+        except ValueError:
+            r.problem(f"{path}[{i}]", f"{item!r} — must be a date like 2026-10-01")
+    return frozenset(dates)
+
+
+def _read_names(r: _Reader, raw: Any, path: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, Sequence):
+        r.problem(path, "must be a list of prompt names")
+        return ()
+    names = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str) and item.strip():
+            names.append(item.strip())
+        else:
+            r.problem(f"{path}[{i}]", f"{item!r} — must be a prompt name")
+    return tuple(names)
+
+
+def _read_agents(r: _Reader, raw: Any) -> tuple[AgentConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        r.problem("agents", "must be a list of {name, endpoint}")
+        return ()
+    agents: list[AgentConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        where = f"agents[{i}]"
+        if not isinstance(item, Mapping):
+            r.problem(where, f"{item!r} — must be a mapping with name and endpoint")
+            continue
+        name = r.text(item, "name", where, "")
+        if not name:
+            r.problem(f"{where}.name", "missing")
+            continue
+        if not all(c.isalnum() or c in "-_." for c in name):
+            r.problem(f"{where}.name", f"{name!r} — letters, digits, - _ . only")
+            continue
+        if name in seen:
+            r.problem(f"{where}.name", f"{name!r} — listed twice")
+            continue
+        seen.add(name)
+        endpoint = r.text(item, "endpoint", where, f"PJSIP/{name}")
+        if "/" not in endpoint:
+            r.problem(f"{where}.endpoint", f"{endpoint!r} — must look like PJSIP/{name}")
+            continue
+        agents.append(AgentConfig(name, endpoint))
+    return tuple(agents)

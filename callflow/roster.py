@@ -1,0 +1,83 @@
+"""Which agent gets the next call: the longest-idle one whose phone can ring.
+
+Pure bookkeeping shared by all calls (the per-call engines ask through
+``RequestAgent``). An agent can be offered a call only when their SIP phone is
+registered, not busy on another call (device state), and not already offered
+or talking through us. An agent who let a call ring out goes to the back of
+the line: their idle time restarts when the offer ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+FREE_DEVICE_STATES = frozenset({"NOT_INUSE", "UNKNOWN"})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    name: str
+    endpoint: str
+    registered: bool = False
+    device_state: str = "UNKNOWN"
+    engaged_by: str | None = None  # call id holding this agent (offered or talking)
+    idle_since: float = 0.0
+
+    @property
+    def free(self) -> bool:
+        return self.registered and self.engaged_by is None and self.device_state in FREE_DEVICE_STATES
+
+
+class Roster:
+    """The agents and their availability; not thread-safe, owned by one event loop."""
+
+    def __init__(self, agents: list[tuple[str, str]], *, assume_registered: bool = False,
+                 now: float = 0.0) -> None:
+        self._agents: dict[str, AgentStatus] = {
+            name: AgentStatus(name, endpoint, registered=assume_registered, idle_since=now)
+            for name, endpoint in agents
+        }
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._agents.values()))
+
+    def get(self, name: str) -> AgentStatus | None:
+        return self._agents.get(name)
+
+    def by_endpoint(self, endpoint: str) -> AgentStatus | None:
+        """Match ``PJSIP/agent1`` or plain ``agent1`` (AMI speaks of both)."""
+        for agent in self._agents.values():
+            if agent.endpoint == endpoint or agent.endpoint.split("/", 1)[-1] == endpoint:
+                return agent
+        return None
+
+    def phone_state(self, endpoint: str, *, registered: bool | None = None,
+                    device_state: str | None = None) -> AgentStatus | None:
+        agent = self.by_endpoint(endpoint)
+        if agent is None:
+            return None
+        agent = replace(
+            agent,
+            registered=agent.registered if registered is None else registered,
+            device_state=agent.device_state if device_state is None else device_state,
+        )
+        self._agents[agent.name] = agent
+        return agent
+
+    def pick(self, call_id: str, *, skip: tuple[str, ...] = (), now: float) -> AgentStatus | None:
+        """Engage the longest-idle free agent not in ``skip`` for ``call_id``."""
+        candidates = [a for a in self._agents.values() if a.free and a.name not in skip]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda a: (a.idle_since, a.name))
+        self._agents[best.name] = replace(best, engaged_by=call_id)
+        return self._agents[best.name]
+
+    def release(self, name: str, *, call_id: str, now: float) -> None:
+        agent = self._agents.get(name)
+        if agent is None or agent.engaged_by != call_id:
+            return
+        self._agents[name] = replace(agent, engaged_by=None, idle_since=now)
+
+    def free_count(self) -> int:
+        return sum(1 for a in self._agents.values() if a.free)
