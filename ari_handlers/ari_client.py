@@ -22,6 +22,7 @@ Things the real Asterisk 22 traces taught us (``shared/asterisk-traces/``):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import random
@@ -105,7 +106,9 @@ class AriClient:
         """
         self.base_url = base_url.rstrip("/")
         self.app = app
-        self._auth = aiohttp.BasicAuth(username, password)
+        # A plain header: aiohttp 3.14 deprecates its BasicAuth/auth= in favour of this.
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._auth_headers = {"Authorization": f"Basic {token}"}
         self._api_key = f"{username}:{password}"
         self._api_key_in_url = api_key_in_url
         self._session = session
@@ -134,7 +137,8 @@ class AriClient:
         query = {k: v for k, v in (params or {}).items()}
         try:
             async with self._get_session().request(
-                method, url, params=query or None, auth=self._auth, timeout=self._timeout
+                method, url, params=query or None, headers=self._auth_headers,
+                timeout=self._timeout,
             ) as resp:
                 body = await resp.text()
                 status = resp.status
@@ -348,13 +352,13 @@ class AriClient:
         """
         stop = stop if stop is not None else asyncio.Event()
         url = self.events_url()
-        auth = None if self._api_key_in_url else self._auth
+        headers = None if self._api_key_in_url else self._auth_headers
         backoff = RECONNECT_MIN_DELAY
         while not stop.is_set():
             connected = False
             try:
                 async with self._get_session().ws_connect(
-                    url, auth=auth, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+                    url, headers=headers, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
                 ) as ws:
                     connected = True
                     backoff = RECONNECT_MIN_DELAY

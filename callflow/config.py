@@ -199,7 +199,9 @@ class _Reader:
         if isinstance(value, str):
             try:
                 hh, mm = value.strip().split(":")
-                return dt.time(int(hh) % 24 if hh.strip() == "24" else int(hh), int(mm))
+                if int(hh) == 24 and int(mm) == 0:
+                    return dt.time.max  # "24:00": the end of the day
+                return dt.time(int(hh), int(mm))
             except ValueError:
                 pass
         self.problem(where, f"{value!r} — must be a time like \"09:00\"")

@@ -1,0 +1,26 @@
+"""The call log (R10, R12): every call, its whole timeline and its compliance record.
+
+``CallStore`` is the one entry point: non-blocking writes for the controller,
+async queries for the CLI and the web. See ``db.store`` for how writes survive
+a database outage and a controller restart.
+"""
+
+from db.records import (
+    AgentRecord,
+    AmbiguousCallId,
+    CallRecord,
+    CallSummary,
+    ComplianceMark,
+    TimelineEntry,
+)
+from db.store import CallStore
+
+__all__ = [
+    "AgentRecord",
+    "AmbiguousCallId",
+    "CallRecord",
+    "CallStore",
+    "CallSummary",
+    "ComplianceMark",
+    "TimelineEntry",
+]

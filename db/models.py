@@ -15,7 +15,8 @@ models are the single source the migrations are checked against (a test runs
 
 Only portable column types are used (``JSON``, ``Text``, timezone-aware
 ``DateTime``) so the same code runs on SQLite (aiosqlite) and PostgreSQL
-(asyncpg).
+(asyncpg). Strings are ``Text`` without a length: a 2 KB caller name must not
+turn into a write that PostgreSQL rejects and the call log retries forever.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    String,
     Text,
     UniqueConstraint,
 )
@@ -91,7 +91,7 @@ class Call(Base):
 
     __tablename__ = "calls"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
     channel_id: Mapped[str | None] = mapped_column(Text)
     caller_number: Mapped[str | None] = mapped_column(Text)
     caller_name: Mapped[str | None] = mapped_column(Text)
@@ -100,10 +100,10 @@ class Call(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # R9 evidence: "caller" | "agent" | "service".
-    first_hangup: Mapped[str | None] = mapped_column(String(16))
+    first_hangup: Mapped[str | None] = mapped_column(Text)
     agent: Mapped[str | None] = mapped_column(Text)
-    outcome: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
@@ -120,13 +120,13 @@ class TimelineRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("calls.id", ondelete="CASCADE"), nullable=False
+        Text, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False
     )
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     # "event" (engine input, replayable) or "log" (engine output / evidence).
-    source: Mapped[str] = mapped_column(String(16), nullable=False)
-    kind: Mapped[str] = mapped_column(String(128), nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
     __table_args__ = (UniqueConstraint("call_id", "seq", name="uq_timeline_call_id_seq"),)
@@ -138,10 +138,10 @@ class ComplianceRow(Base):
     __tablename__ = "compliance"
 
     call_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+        Text, ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
     )
-    rule: Mapped[str] = mapped_column(String(16), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    rule: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
     __table_args__ = (Index("ix_compliance_rule_status", "rule", "status"),)
@@ -152,10 +152,10 @@ class Agent(Base):
 
     __tablename__ = "agents"
 
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
     endpoint: Mapped[str] = mapped_column(Text, nullable=False)
     registered: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    device_state: Mapped[str] = mapped_column(String(64), nullable=False)
+    device_state: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -168,5 +168,5 @@ class JournalMark(Base):
 
     __tablename__ = "journal_marks"
 
-    journal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    journal_id: Mapped[str] = mapped_column(Text, primary_key=True)
     applied_through: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -1,0 +1,290 @@
+"""Agents' SIP phones as AMI (panoramisk) sees them: registered? idle?
+
+Why AMI and not ARI: with the default ARI subscription our app never hears
+about endpoints or device states (trace 11), and ``GET /deviceStates`` lists
+only ARI-controlled states (trace 09). AMI reports every REGISTER and
+un-REGISTER and every device state change of ``PJSIP/agentN``.
+
+How it works (messages as in ``shared/asterisk-traces/09-ami-agent-presence.jsonl``):
+
+* After every login (the first and each reconnect) we read the whole truth:
+  ``PJSIPShowContacts`` (which endpoints have a contact) and
+  ``DeviceStateList`` (``PJSIP/agent1`` → ``NOT_INUSE``). Events lost while
+  disconnected therefore do not matter.
+* Between snapshots we follow ``PeerStatus`` (Reachable/Unreachable),
+  ``ContactStatus`` (NonQualified/Reachable/.../Removed) and
+  ``DeviceStateChange``. A REGISTER arrives as PeerStatus Reachable →
+  DeviceStateChange NOT_INUSE → ContactStatus NonQualified, so ``on_change``
+  can see an intermediate state (registered but still UNAVAILABLE).
+* Reconnecting is panoramisk 1.4's own logic, checked in its source:
+  ``Manager.connection_lost`` and a refused ``connect`` both schedule
+  ``connect`` again after ``reconnect_timeout`` seconds, forever, and each new
+  connection logs in again. We add what it lacks: no reconnect after
+  :meth:`AgentPhones.stop`, a login refusal that is reported instead of looped
+  on, and the snapshot after each login.
+
+A phone counts as registered while it has a contact that is not
+``Unreachable``/``Removed``: a contact that stopped answering qualify cannot
+take a call either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from panoramisk import Manager
+from panoramisk.message import Message
+
+log = structlog.get_logger(__name__)
+
+#: ContactStatus values meaning "this contact cannot take calls" (res_pjsip's status map).
+_CONTACT_DOWN = {"Unreachable", "Unavailable", "Removed"}
+#: Stand-in contact when PeerStatus says Reachable before we know the contact's URI.
+_PEER_REACHABLE = "<peer reachable>"
+
+
+@dataclass(frozen=True)
+class PhoneState:
+    """What we know of one agent's phone: its PJSIP endpoint, registration and device state."""
+
+    endpoint: str
+    registered: bool
+    device_state: str  # Asterisk's words: NOT_INUSE, INUSE, RINGING, UNAVAILABLE, UNKNOWN...
+
+
+class AmiLoginError(Exception):
+    """Asterisk refused our AMI username/secret."""
+
+
+class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's Manager with a stop switch and login results reported to its owner."""
+
+    def __init__(self, owner: AgentPhones, reconnect_delay: float, **config: Any) -> None:
+        super().__init__(**config)
+        # Manager.__init__ truncates to int; call_later takes fractions.
+        self.reconnect_timeout = reconnect_delay
+        self.owner = owner
+        self.stopped = False
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stopped:  # a reconnect scheduled before stop()
+            return None
+        return super().connect(*args, **kwargs)
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if self.stopped:
+            if not f.cancelled() and f.exception() is None:
+                f.result()[0].close()
+            return
+        super().connection_made(f)
+
+    def login(self, future: asyncio.Future[Any]) -> bool:
+        ok = bool(super().login(future))
+        self.owner._login_result(ok, future.result())
+        return ok
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.owner._connection_lost()
+
+
+class AgentPhones:
+    """Tracks registration and device state of the agents' PJSIP phones over AMI."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        endpoints: Iterable[str],
+        on_change: Callable[[PhoneState], None],
+        reconnect_delay: float = 2.0,
+        login_timeout: float = 10.0,
+    ) -> None:
+        """``endpoints`` are PJSIP endpoint names (``agent1``); ``on_change`` gets each new state."""
+        self._config = {"host": host, "port": port, "username": username, "secret": secret}
+        self._on_change = on_change
+        self._reconnect_delay = reconnect_delay
+        self._login_timeout = login_timeout
+        self._contacts: dict[str, set[str]] = {e: set() for e in endpoints}
+        self._devices: dict[str, str] = {e: "UNKNOWN" for e in self._contacts}
+        self._states: dict[str, PhoneState] = {
+            e: PhoneState(e, False, "UNKNOWN") for e in self._contacts
+        }
+        self._manager: _Manager | None = None
+        self._first_login: asyncio.Future[bool] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self.connected = False
+
+    # -- public -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, log in and read the initial state.
+
+        If Asterisk is not reachable yet this returns with ``connected`` False
+        and panoramisk keeps retrying in the background. A refused login
+        raises :class:`AmiLoginError` (retrying a wrong secret is pointless).
+        """
+        loop = asyncio.get_running_loop()
+        self._first_login = loop.create_future()
+        self._manager = _Manager(
+            self,
+            self._reconnect_delay,
+            loop=loop,
+            events="on",
+            ping_delay=10,
+            ping_interval=10,
+            **self._config,
+        )
+        self._manager.register_event("DeviceStateChange", self._on_device_state)
+        self._manager.register_event("PeerStatus", self._on_peer_status)
+        self._manager.register_event("ContactStatus", self._on_contact_status)
+        try:
+            await self._manager.connect()
+        except OSError as exc:
+            log.warning("ami.unreachable", host=self._config["host"], port=self._config["port"],
+                        error=repr(exc))
+            return
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(self._first_login), self._login_timeout)
+        except asyncio.TimeoutError:
+            log.warning("ami.login_timeout", host=self._config["host"])
+            return
+        if not ok:
+            await self.stop()
+            raise AmiLoginError(f"AMI login refused for {self._config['username']!r}")
+        if self._resync_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+
+    async def stop(self) -> None:
+        """Log off for good: no reconnect after this."""
+        if self._manager is not None:
+            self._manager.stopped = True
+            self._manager.close()
+        await self._cancel_resync()
+        self.connected = False
+
+    def state(self, endpoint: str) -> PhoneState:
+        """The last known state of a tracked endpoint (KeyError for one we do not track)."""
+        return self._states[endpoint]
+
+    # -- panoramisk callbacks ---------------------------------------------------------
+
+    def _login_result(self, ok: bool, response: Message) -> None:
+        if self._first_login is not None and not self._first_login.done():
+            self._first_login.set_result(ok)
+        if not ok:
+            log.error("ami.login_refused", username=self._config["username"],
+                      message=response.get("Message", ""))
+            return
+        self.connected = True
+        log.info("ami.logged_in", host=self._config["host"], port=self._config["port"])
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+        self._resync_task = asyncio.ensure_future(self._resync())
+
+    def _connection_lost(self) -> None:
+        was = self.connected
+        self.connected = False
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            self._resync_task = None
+        if was:
+            log.warning("ami.disconnected", host=self._config["host"])
+
+    async def _cancel_resync(self) -> None:
+        task, self._resync_task = self._resync_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _resync(self) -> None:
+        """Read contacts and device states afresh; emit what changed."""
+        assert self._manager is not None
+        contacts, devices = await asyncio.gather(
+            self._manager.send_action({"Action": "PJSIPShowContacts"}),
+            self._manager.send_action({"Action": "DeviceStateList"}),
+        )
+        fresh_contacts: dict[str, set[str]] = {e: set() for e in self._contacts}
+        for item in _items(contacts, "ContactList"):
+            endpoint = item.get("Endpoint", "")
+            if endpoint in fresh_contacts and item.get("Status", "") not in _CONTACT_DOWN:
+                fresh_contacts[endpoint].add(item.get("Uri", "") or item.get("ObjectName", ""))
+        fresh_devices = {e: "UNKNOWN" for e in self._devices}
+        for item in _items(devices, "DeviceStateChange"):
+            endpoint = _pjsip_endpoint(item.get("Device", ""))
+            if endpoint in fresh_devices:
+                fresh_devices[endpoint] = item.get("State", "UNKNOWN")
+        self._contacts = fresh_contacts
+        self._devices = fresh_devices
+        log.info("ami.snapshot", contacts=sum(map(len, fresh_contacts.values())),
+                 devices=len(fresh_devices))
+        for endpoint in self._states:
+            self._publish(endpoint)
+
+    def _on_device_state(self, _manager: Manager, event: Message) -> None:
+        endpoint = _pjsip_endpoint(event.get("Device", ""))
+        if endpoint in self._devices:
+            self._devices[endpoint] = event.get("State", "UNKNOWN")
+            self._publish(endpoint)
+
+    def _on_peer_status(self, _manager: Manager, event: Message) -> None:
+        endpoint = _pjsip_endpoint(event.get("Peer", ""))
+        if endpoint not in self._contacts:
+            return
+        status = event.get("PeerStatus", "")
+        if status == "Reachable":
+            if not self._contacts[endpoint]:
+                self._contacts[endpoint].add(_PEER_REACHABLE)
+        elif status in ("Unreachable", "Unregistered", "Rejected"):
+            self._contacts[endpoint].clear()
+        self._publish(endpoint)
+
+    def _on_contact_status(self, _manager: Manager, event: Message) -> None:
+        endpoint = event.get("EndpointName", "") or event.get("AOR", "")
+        if endpoint not in self._contacts:
+            return
+        contacts = self._contacts[endpoint]
+        contacts.discard(_PEER_REACHABLE)  # now we know the real contact
+        uri = event.get("URI", "")
+        if event.get("ContactStatus", "") in _CONTACT_DOWN:
+            contacts.discard(uri)
+        else:
+            contacts.add(uri)
+        self._publish(endpoint)
+
+    def _publish(self, endpoint: str) -> None:
+        """Recompute one phone's state; tell ``on_change`` only if it differs."""
+        new = PhoneState(endpoint, bool(self._contacts[endpoint]), self._devices[endpoint])
+        if new == self._states[endpoint]:
+            return
+        self._states[endpoint] = new
+        log.info("ami.phone_state", endpoint=endpoint, registered=new.registered,
+                 device_state=new.device_state)
+        try:
+            self._on_change(new)
+        except Exception:
+            log.exception("ami.on_change_failed", endpoint=endpoint)
+
+
+def _pjsip_endpoint(device: str) -> str:
+    """``PJSIP/agent1`` → ``agent1``; anything else → ``""``."""
+    tech, _, name = device.partition("/")
+    return name if tech.upper() == "PJSIP" else ""
+
+
+def _items(result: Any, event: str) -> list[Message]:
+    """The list items of a list action's result (panoramisk gives a list, or one Message on error)."""
+    if not isinstance(result, list):
+        log.warning("ami.list_failed", expected=event, response=dict(result or {}))
+        return []
+    return [m for m in result if m.get("Event") == event]

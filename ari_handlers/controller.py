@@ -1,0 +1,330 @@
+"""The controller: Asterisk events into call engines, engine commands into ARI.
+
+Each call has its own queue and worker task, so one call waiting on an HTTP
+answer never delays another, and a call's events are always handled in the
+order Asterisk sent them. Nothing here decides etiquette — that is the
+engine's — and nothing here may drop a call: an engine error, a refused ARI
+request or a failed log write is logged and the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ari_handlers.ari_client import AriClient, AriError
+from ari_handlers.translate import BadEvent, translate
+from callflow import commands as c
+from callflow import events as e
+from callflow.config import DEFAULT_APP_NAME, CallFlowConfig
+from callflow.engine import CallEngine
+from callflow.replay import event_to_dict
+from callflow.roster import Roster
+
+log = structlog.get_logger("liyi.controller")
+
+
+class CallLog(Protocol):
+    """What the controller needs of the call log (``db.CallStore``): never-blocking writes."""
+
+    def call_started(self, call_id: str, *, channel_id: str, caller_number: str,
+                     caller_name: str, created_at: float) -> None: ...
+    def append(self, call_id: str, *, at: float, source: str, kind: str,
+               detail: dict[str, Any]) -> None: ...
+    def call_updated(self, call_id: str, **fields: Any) -> None: ...
+    def call_ended(self, call_id: str, *, ended_at: float, first_hangup: str, outcome: str,
+                   compliance: dict[str, dict[str, Any]],
+                   summary: dict[str, Any] | None = None) -> None: ...
+
+
+class CallObserver(Protocol):
+    """Someone watching calls live (the demo's terminal, the web page)."""
+
+    def on_log(self, call_id: str, caller_number: str, entry: c.Log) -> None: ...
+    def on_end(self, call_id: str, caller_number: str, ended: c.CallEnded) -> None: ...
+
+
+@dataclass(eq=False)
+class LiveCall:
+    engine: CallEngine
+    queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    outcome: str = ""
+
+    @property
+    def call_id(self) -> str:
+        return self.engine.call_id
+
+
+class Controller:
+    def __init__(
+        self, *, config: CallFlowConfig, ari: AriClient, store: CallLog, roster: Roster,
+        app: str = DEFAULT_APP_NAME, clock: Callable[[], float] = time.time,
+        observers: list[CallObserver] | None = None,
+    ) -> None:
+        self.config = config
+        self.ari = ari
+        self.store = store
+        self.roster = roster
+        self.app = app
+        self.clock = clock
+        self.observers = observers or []
+        self.calls: dict[str, LiveCall] = {}
+        self._by_channel: dict[str, LiveCall] = {}
+        self.bad_events = 0
+        self.calls_started = 0
+        self.calls_ended = 0
+        self.connected = asyncio.Event()
+
+    # -- events in --------------------------------------------------------
+
+    async def on_event(self, msg: dict[str, Any]) -> None:
+        """Route one ARI message to its call; never raises."""
+        try:
+            routed = translate(msg, now=self.clock())
+        except BadEvent as exc:
+            self.bad_events += 1
+            log.warning("ari.bad_event", reason=str(exc), type=_type_of(msg))
+            return
+        if routed is None:
+            return
+        event = routed.event
+        if routed.role == "caller":
+            assert isinstance(event, e.StasisStart)
+            if event.channel_id in self._by_channel:
+                return
+            self._start_call(event)
+            return
+        call = self._find(event, routed.caller_channel)
+        if call is not None:
+            call.queue.put_nowait(event)
+        elif routed.role == "agent":
+            # An agent leg no live call knows (e.g. its caller already left): release it.
+            log.info("agent_leg.orphan", channel=getattr(event, "channel_id", ""))
+            await self._safe(self.ari.hangup(getattr(event, "channel_id", "")), "orphan-hangup")
+
+    def _find(self, event: e.Event, caller_channel: str = "") -> LiveCall | None:
+        key = getattr(event, "channel_id", "") or getattr(event, "playback_id", "")
+        call = self._by_channel.get(key)
+        if call is None and "-" in key:
+            call = self.calls.get(key.split("-", 1)[0])  # our own ids: <call>-a1, <call>-p2
+        if call is None and caller_channel:
+            call = self._by_channel.get(caller_channel)
+        return call
+
+    def _start_call(self, event: e.StasisStart) -> None:
+        call_id = uuid.uuid4().hex[:12]
+        call = LiveCall(engine=CallEngine(self.config, call_id))
+        self.calls[call_id] = call
+        self._by_channel[event.channel_id] = call
+        self.calls_started += 1
+        created = event.created_at if event.created_at is not None else event.at
+        self.store.call_started(call_id, channel_id=event.channel_id,
+                                caller_number=event.caller_number,
+                                caller_name=event.caller_name, created_at=created)
+        call.queue.put_nowait(event)
+        call.task = asyncio.get_running_loop().create_task(self._run_call(call), name=f"call-{call_id}")
+
+    # -- the call's worker ------------------------------------------------
+
+    async def _run_call(self, call: LiveCall) -> None:
+        with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            while not call.engine.ended:
+                event = await call.queue.get()
+                await self._step(call, event)
+            self._forget(call)
+
+    async def _step(self, call: LiveCall, first: e.Event) -> None:
+        pending: deque[e.Event] = deque([first])
+        while pending:
+            event = pending.popleft()
+            self.store.append(call.call_id, at=event.at, source="event",
+                              kind=type(event).__name__, detail=event_to_dict(event))
+            try:
+                commands = call.engine.handle(event)
+            except Exception:  # an engine bug must not drop the call
+                log.exception("engine.error", event=type(event).__name__)
+                continue
+            for command in commands:
+                feedback = await self._execute(call, command)
+                if feedback is not None:
+                    pending.append(feedback)
+
+    def _forget(self, call: LiveCall) -> None:
+        for handle in call.timers.values():
+            handle.cancel()
+        call.timers.clear()
+        self.calls.pop(call.call_id, None)
+        self._by_channel.pop(call.engine.caller_channel, None)
+        self.calls_ended += 1
+
+    # -- commands out -----------------------------------------------------
+
+    async def _execute(self, call: LiveCall, cmd: c.Command) -> e.Event | None:
+        """Carry out one command; return an event to feed back, if the outcome is one."""
+        ari = self.ari
+        match cmd:
+            case c.Ring():
+                await self._safe(ari.ring(cmd.channel_id), "ring")
+            case c.Answer():
+                await self._safe(ari.answer(cmd.channel_id), "answer")
+            case c.Play():
+                try:
+                    await ari.play(cmd.channel_id, cmd.media, playback_id=cmd.playback_id)
+                except (AriError, OSError, asyncio.TimeoutError) as exc:
+                    log.warning("ari.play_failed", error=str(exc), media=list(cmd.media))
+                    return e.PlaybackFinished(at=self.clock(), playback_id=cmd.playback_id,
+                                              state="failed")
+            case c.StartMusic():
+                await self._safe(ari.start_moh(cmd.channel_id, cmd.moh_class), "moh")
+            case c.StopMusic():
+                await self._safe(ari.stop_moh(cmd.channel_id), "moh-stop")
+            case c.Dial():
+                try:
+                    await ari.originate(
+                        endpoint=cmd.endpoint, app=self.app, app_args=cmd.app_args,
+                        caller_id=cmd.caller_id, channel_id=cmd.channel_id,
+                        timeout=int(self.config.cadence.ring_end(self.config.agent_rings)) + 3,
+                    )
+                except (AriError, OSError, asyncio.TimeoutError) as exc:
+                    return e.DialFailed(at=self.clock(), channel_id=cmd.channel_id,
+                                        reason=getattr(exc, "message", str(exc)))
+            case c.Hangup():
+                await self._safe(ari.hangup(cmd.channel_id), "hangup-agent-leg")
+            case c.ReleaseIdleLine():
+                await self._safe(ari.hangup(cmd.channel_id), "idle-release")
+            case c.Bridge():
+                await self._safe(ari.create_bridge(cmd.bridge_id, "mixing,dtmf_events",
+                                                   name=cmd.bridge_id), "bridge")
+                await self._safe(ari.add_channel(cmd.bridge_id, cmd.channel_ids), "bridge-add")
+            case c.DestroyBridge():
+                await self._safe(ari.destroy_bridge(cmd.bridge_id), "bridge-destroy")
+            case c.SetVar():
+                await self._safe(ari.set_channel_var(cmd.channel_id, cmd.name, cmd.value), "setvar")
+            case c.StartTimer():
+                self._start_timer(call, cmd)
+            case c.CancelTimer():
+                handle = call.timers.pop(cmd.name, None)
+                if handle is not None:
+                    handle.cancel()
+            case c.RequestAgent():
+                now = self.clock()
+                agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now)
+                if agent is None:
+                    return e.NoAgentFree(at=now)
+                return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)
+            case c.ReleaseAgent():
+                self.roster.release(cmd.agent, call_id=call.call_id, now=self.clock())
+            case c.Log():
+                self._log(call, cmd)
+            case c.CallEnded():
+                self._ended(call, cmd)
+            case _:
+                log.error("controller.unknown_command", command=type(cmd).__name__)
+        return None
+
+    async def _safe(self, request: Any, what: str) -> None:
+        """An ARI request whose failure the call survives (e.g. 404 after a hang-up)."""
+        try:
+            await request
+        except (AriError, OSError, asyncio.TimeoutError) as exc:
+            log.info("ari.request_failed", what=what, error=str(exc))
+
+    def _start_timer(self, call: LiveCall, cmd: c.StartTimer) -> None:
+        old = call.timers.pop(cmd.name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, cmd.at - self.clock())
+
+        def fire() -> None:
+            call.timers.pop(cmd.name, None)
+            call.queue.put_nowait(e.TimerFired(at=max(self.clock(), cmd.at), name=cmd.name,
+                                               token=cmd.token))
+
+        call.timers[cmd.name] = asyncio.get_running_loop().call_later(delay, fire)
+
+    def _log(self, call: LiveCall, entry: c.Log) -> None:
+        self.store.append(call.call_id, at=entry.at, source="log", kind=entry.kind,
+                          detail=entry.detail)
+        log.info(f"call.{entry.kind}", state=call.engine.state.value, **_loggable(entry.detail))
+        facts = call.engine.facts
+        if entry.kind == "answered":
+            self.store.call_updated(call.call_id, answered_at=facts.answered_at, state="greeting")
+        elif entry.kind == "connected":
+            self.store.call_updated(call.call_id, agent=facts.agent, state="connected")
+        elif entry.kind == "ended":
+            call.outcome = str(entry.detail.get("outcome", ""))
+        else:
+            self.store.call_updated(call.call_id, state=call.engine.state.value)
+        for observer in self.observers:
+            _notify(observer.on_log, call.call_id, facts.caller_number, entry)
+
+    def _ended(self, call: LiveCall, ended: c.CallEnded) -> None:
+        facts = call.engine.facts
+        self.store.call_ended(
+            call.call_id, ended_at=ended.at, first_hangup=ended.first_hangup,
+            outcome=call.outcome or "completed", compliance=ended.compliance,
+            summary={"agent": facts.agent, "rings": len(facts.offers),
+                     "offers": [o.agent for o in facts.offers]},
+        )
+        for observer in self.observers:
+            _notify(observer.on_end, call.call_id, facts.caller_number, ended)
+
+    # -- connection life --------------------------------------------------
+
+    async def on_connect(self) -> None:
+        """After every (re)connect: Asterisk replays nothing, so look at what is still there."""
+        self.connected.set()
+        if not self.calls:
+            log.info("ari.connected", app=self.app)
+            return
+        try:
+            live = {ch.get("id") for ch in await self.ari.list_channels()}
+        except (AriError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("ari.reconcile_failed", error=str(exc))
+            return
+        now = self.clock()
+        for call in list(self.calls.values()):
+            channel = call.engine.caller_channel
+            if channel and channel not in live:
+                log.info("call.lost_while_disconnected", call_id=call.call_id)
+                call.queue.put_nowait(e.StasisEnd(at=now, channel_id=channel))
+        log.info("ari.reconnected", app=self.app, live_calls=len(self.calls))
+
+    async def on_disconnect(self) -> None:
+        self.connected.clear()
+        log.warning("ari.disconnected", live_calls=len(self.calls))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve calls until ``stop`` is set."""
+        await self.ari.events(self.on_event, on_connect=self.on_connect,
+                              on_disconnect=self.on_disconnect, stop=stop)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for live call workers to finish (used at shutdown and by tests)."""
+        tasks = [call.task for call in self.calls.values() if call.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+
+def _type_of(msg: Any) -> str:
+    return str(msg.get("type")) if isinstance(msg, dict) else type(msg).__name__
+
+
+def _loggable(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k if k not in ("event", "level", "timestamp") else f"_{k}": v for k, v in detail.items()}
+
+
+def _notify(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # a broken observer must not break a call
+        log.exception("observer.error")

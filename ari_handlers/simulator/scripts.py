@@ -1,0 +1,243 @@
+"""What the simulated people do: callers on SIP phones and agents on baresip.
+
+The simulator plays Asterisk; these scripts play the humans around it. A
+``CallerScript`` says when a caller hangs up or presses keys, an
+``AgentScript`` how an agent's phone reacts when rung (like the recorded
+baresip phones: agent1 answers at once, agent2 rings until told). What the
+caller experienced is written down as ``Heard`` entries so tests can check
+the etiquette from the caller's side (never silence, a greeting after the
+answer, who hung up first).
+
+All timing uses ``loop.call_later``: no task or thread per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AgentScript:
+    """How a simulated agent's SIP phone behaves when rung."""
+
+    answer_after: float | None = 0.5  # seconds of ringing before answering; None = never answers
+    hang_up_after: float | None = None  # seconds after answering that the agent hangs up (None = waits for the other side)
+    decline_after: float | None = None  # rejects the call (cause 17, Dial BUSY) after this many seconds of ringing
+
+
+@dataclass(frozen=True)
+class CallerScript:
+    """How a simulated caller behaves."""
+
+    hang_up_while_ringing_after: float | None = None  # hangs up this long after the call started if not yet answered
+    hang_up_after_connected: float | None = None  # hangs up this long after being bridged with an agent
+    hang_up_after_prompt: tuple[str, float] | None = None  # (media substring, delay): hangs up that long after that prompt finished
+    dtmf: tuple[tuple[float, str], ...] = ()  # (seconds after answer, digit)
+    max_seconds: float = 120.0  # safety: hangs up anyway after this long
+
+
+@dataclass
+class Heard:
+    """One thing the caller experienced, in order."""
+
+    at: float  # time.time()
+    what: str  # "ringing" | "early-media" | "answered" | "prompt" | "prompt-failed" | "music-start" | "music-stop" | "connected" | "agent-left" | "hangup-by-caller" | "hangup-by-service"
+    detail: str = ""  # media uri for prompts, agent name for connected/agent-left
+
+
+@dataclass
+class AgentLeg:
+    """One time an agent's phone was rung: for how long, and how it ended."""
+
+    agent: str
+    channel_id: str
+    started_at: float
+    answered_at: float | None = None
+    ended_at: float | None = None
+    # "ringing" -> "answered" -> "agent-hung-up" | "service-hung-up";
+    # or "no-answer" (originate timeout, cause 19), "declined" (cause 17),
+    # "cancelled" (the service hung up the ringing leg)
+    outcome: str = "ringing"
+
+    @property
+    def ring_seconds(self) -> float:
+        """How long the phone rang before it was answered or the ringing stopped."""
+        end = self.answered_at or self.ended_at or time.time()
+        return end - self.started_at
+
+
+class CallerActions(Protocol):
+    """What a caller can do to the simulated Asterisk (implemented by ``AsteriskSimulator``)."""
+
+    def caller_hangs_up(self, call: SimCall) -> None: ...
+
+    def caller_sends_dtmf(self, call: SimCall, digit: str) -> None: ...
+
+
+class SimCall:
+    """One simulated inbound call, seen from the caller's side."""
+
+    def __init__(
+        self,
+        *,
+        channel_id: str,
+        caller_number: str,
+        caller_name: str,
+        script: CallerScript,
+        actions: CallerActions,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.channel_id = channel_id
+        self.caller_number = caller_number
+        self.caller_name = caller_name
+        self.script = script
+        self.heard: list[Heard] = []
+        self.ended = asyncio.Event()
+        self.hung_up_by: str | None = None
+        self.refused = False  # the dialplan could not hand the call to the app (STASISSTATUS=FAILED)
+        self.started_at = time.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._actions = actions
+        self._loop = loop
+        self._timers: list[asyncio.TimerHandle] = []
+        self._sources: set[str] = set()
+        self._audible_log: list[tuple[float, bool]] = []
+        self._agents: set[str] = set()
+        self._music = False
+        self._connected_once = False
+
+    def __repr__(self) -> str:
+        return f"SimCall({self.channel_id!r}, {self.caller_number!r}, hung_up_by={self.hung_up_by!r})"
+
+    # ---- what the caller experienced -------------------------------------------------
+
+    def silences(self, min_seconds: float) -> list[tuple[float, float]]:
+        """Periods after the answer and before the hangup when the caller heard nothing.
+
+        Nothing means: no prompt playing to them, no music on hold, and not in a
+        bridge with an agent who is still there.
+        """
+        if self.answered_at is None:
+            return []
+        start, end = self.answered_at, self.ended_at or time.time()
+        audible = False
+        later: list[tuple[float, bool]] = []
+        for at, state in self._audible_log:
+            if at <= start:
+                audible = state
+            else:
+                later.append((at, state))
+        out: list[tuple[float, float]] = []
+        silent_from = None if audible else start
+        for at, state in later:
+            if at >= end:
+                break
+            if state and silent_from is not None:
+                out.append((silent_from, at))
+                silent_from = None
+            elif not state and silent_from is None:
+                silent_from = at
+        if silent_from is not None:
+            out.append((silent_from, end))
+        return [(a, b) for a, b in out if b - a >= min_seconds]
+
+    def whats(self) -> list[str]:
+        """The kinds of things heard, in order (handy in assertions)."""
+        return [h.what for h in self.heard]
+
+    # ---- hooks called by the simulator ----------------------------------------------
+
+    def note(self, what: str, detail: str = "") -> None:
+        self.heard.append(Heard(time.time(), what, detail))
+
+    def set_audible(self, source: str, on: bool) -> None:
+        """Mark one sound source (a playback, music, an agent) as reaching the caller or not."""
+        before = bool(self._sources)
+        if on:
+            self._sources.add(source)
+        else:
+            self._sources.discard(source)
+        after = bool(self._sources)
+        if before != after:
+            self._audible_log.append((time.time(), after))
+
+    def set_music(self, on: bool) -> None:
+        if on != self._music:
+            self._music = on
+            self.note("music-start" if on else "music-stop")
+            self.set_audible("music", on)
+
+    def set_agents(self, agents: set[str]) -> None:
+        """The agents now bridged with the caller; notes who joined and who left."""
+        for agent in sorted(agents - self._agents):
+            self.note("connected", agent)
+            self.set_audible(f"agent:{agent}", True)
+            if not self._connected_once:
+                self._connected_once = True
+                if self.script.hang_up_after_connected is not None:
+                    self._later(self.script.hang_up_after_connected, self._hang_up)
+        for agent in sorted(self._agents - agents):
+            self.note("agent-left", agent)
+            self.set_audible(f"agent:{agent}", False)
+        self._agents = set(agents)
+
+    def started(self) -> None:
+        if self.script.max_seconds is not None:
+            self._later(self.script.max_seconds, self._hang_up)
+        if self.script.hang_up_while_ringing_after is not None:
+            self._later(self.script.hang_up_while_ringing_after, self._hang_up_if_unanswered)
+
+    def answered(self) -> None:
+        self.answered_at = time.time()
+        self.note("answered")
+        for delay, digit in self.script.dtmf:
+            self._later(delay, lambda d=digit: self._send_dtmf(d))
+
+    def prompt_started(self, playback_id: str, media: str, early: bool) -> None:
+        self.note("early-media" if early else "prompt", media)
+        self.set_audible(f"playback:{playback_id}", True)
+
+    def prompt_failed(self, media: str) -> None:
+        self.note("prompt-failed", media)
+
+    def prompt_stopped(self, playback_id: str, media: str, completed: bool) -> None:
+        self.set_audible(f"playback:{playback_id}", False)
+        rule = self.script.hang_up_after_prompt
+        if completed and rule is not None and rule[0] in media:
+            self._later(rule[1], self._hang_up)
+
+    def finish(self, by: str, detail: str = "") -> None:
+        """The call is over; ``by`` is "caller" or "service"."""
+        if self.ended.is_set():
+            return
+        self.hung_up_by = by
+        self.note(f"hangup-by-{by}", detail)
+        self.ended_at = time.time()
+        for source in list(self._sources):
+            self.set_audible(source, False)
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.ended.set()
+
+    # ---- the caller's own actions ----------------------------------------------------
+
+    def _later(self, delay: float, action: object) -> None:
+        self._timers.append(self._loop.call_later(max(0.0, delay), action))  # type: ignore[arg-type]
+
+    def _hang_up(self) -> None:
+        if not self.ended.is_set():
+            self._actions.caller_hangs_up(self)
+
+    def _hang_up_if_unanswered(self) -> None:
+        if self.answered_at is None:
+            self._hang_up()
+
+    def _send_dtmf(self, digit: str) -> None:
+        if not self.ended.is_set():
+            self._actions.caller_sends_dtmf(self, digit)
+

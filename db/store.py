@@ -1,0 +1,881 @@
+"""The call log store: R10 ("every call in the log") without ever holding up a call.
+
+How this works:
+
+- The controller calls the write methods (``call_started``, ``append``,
+  ``call_updated``, ``call_ended``, ``agent_state``) from the event loop. Each
+  one cleans its input into a JSON-safe snapshot (``db.sanitize``), puts it
+  on an in-memory queue, appends it to the crash journal, and returns. They
+  never block on the database and never raise.
+- One background writer task drains the queue in order, in batches, one
+  transaction per batch. Records leave the queue only after their batch is
+  committed. If a write fails — database down, locked, disk full — the batch
+  stays queued and is retried with exponential backoff, with a warning that
+  says how many records are pending.
+- Every batch also advances a per-store mark in ``journal_marks`` in the same
+  transaction. A record is written only if its number is past its store's
+  mark, so neither a journal replayed after a crash nor a retry after a
+  commit whose answer was lost can write a record twice.
+- A record the database refuses by itself (an integrity or data error, not
+  an outage) is isolated by writing the batch one record at a time; after a
+  few refusals it is logged in full and dropped, so one bad record cannot
+  stop the log.
+- Timeline ``seq`` numbers are given by the writer in queue order, from the
+  highest ``seq`` already stored for the call, so they stay consecutive after
+  a restart. A record for a call the log has not seen (say, its start was
+  lost) creates a placeholder call row rather than failing.
+
+One store (one controller process) writes to a database; readers (CLI, web)
+may be many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from db.journal import Journal, Record
+from db.migrations import upgrade
+from db.models import Agent, Call, ComplianceRow, JournalMark, TimelineRow
+from db.records import (
+    AgentRecord,
+    AmbiguousCallId,
+    CallRecord,
+    CallSummary,
+    ComplianceMark,
+    TimelineEntry,
+)
+from db.sanitize import (
+    clean_dict,
+    clean_epoch,
+    clean_optional_text,
+    clean_text,
+)
+
+logger = structlog.get_logger()
+
+SOURCES = frozenset({"event", "log"})
+HANGUP_SIDES = frozenset({"caller", "agent", "service"})
+COMPLIANCE_STATUSES = frozenset({"kept", "broken", "not_applicable"})
+
+# Fields ``call_updated`` accepts, and how each is cleaned.
+_TIME_FIELDS = frozenset({"created_at", "answered_at", "ended_at"})
+_TEXT_FIELDS = frozenset(
+    {"channel_id", "caller_number", "caller_name", "first_hangup", "agent", "outcome", "state"}
+)
+_JSON_FIELDS = frozenset({"summary"})
+
+_BATCH_SIZE = 500
+# How often one record may be refused on its own before it is dropped.
+_REFUSALS_BEFORE_DROP = 3
+# Caches of the writer are only hints; bound them in case calls never end.
+_CACHE_LIMIT = 50_000
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """True when the record itself was refused, rather than the database being unavailable.
+
+    Besides the database's integrity and data errors, a malformed record (say,
+    a journal line from another version) fails in our own code with a
+    KeyError/TypeError/ValueError; retrying it forever would stop the log.
+    """
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
+        return True
+    if isinstance(exc, KeyError | TypeError | ValueError | AttributeError):
+        return True
+    # A value that could not even be bound (raised before reaching the driver).
+    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
+
+
+@dataclass
+class _BatchState:
+    """What one batch learned; merged into the writer's caches only once committed."""
+
+    next_seq: dict[str, int] = field(default_factory=dict)
+    known_calls: set[str] = field(default_factory=set)
+    known_agents: set[str] = field(default_factory=set)
+    marks: dict[str, int] = field(default_factory=dict)
+    mark_rows: set[str] = field(default_factory=set)
+    advanced: dict[str, int] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    pruned: set[str] = field(default_factory=set)
+
+
+class CallStore:
+    """Call log of R10/R12: non-blocking writes, a retrying writer, a crash journal."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        journal_path: str | Path | None = None,
+        retry_initial: float = 0.2,
+        retry_max: float = 5.0,
+        batch_size: int = _BATCH_SIZE,
+    ) -> None:
+        self._url = url
+        self._journal = Journal(Path(journal_path)) if journal_path is not None else None
+        self._retry_initial = retry_initial
+        self._retry_max = max(retry_max, retry_initial)
+        self._batch_size = max(1, batch_size)
+        # Records of this store are numbered (j, n); marks in the database say how far
+        # each j has been written.
+        self._journal_id = uuid.uuid4().hex
+        self._counter = 0
+        self._queue: deque[Record] = deque()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._engine: AsyncEngine | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._schema_ready = False
+        self._closed = False
+        # Writer caches (hints only; cleared after any failure).
+        self._next_seq: dict[str, int] = {}
+        self._known_calls: set[str] = set()
+        self._known_agents: set[str] = set()
+        self._marks: dict[str, int] = {self._journal_id: 0}
+        self._mark_rows: set[str] = set()
+        # Journals of earlier runs replayed by this one: their marks can go once the
+        # journal file no longer holds their records.
+        self._replayed_journals: set[str] = set()
+        self._marks_to_prune: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet committed to the database."""
+        return len(self._queue)
+
+    async def start(self) -> None:
+        """Connect, migrate to the newest schema, replay the journal, start the writer.
+
+        A database that cannot be reached now is not fatal: the writer keeps
+        retrying (migrations first) while calls are logged to the queue and
+        journal. A malformed URL or a missing driver raises here.
+        """
+        if self._writer is not None:
+            return
+        self._engine = create_async_engine(self._url, pool_pre_ping=True)
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        try:
+            await self._migrate()
+        except Exception as exc:  # noqa: BLE001 - any failure here is retried by the writer
+            logger.warning("call_log.database_unavailable", url=self._safe_url(), error=repr(exc))
+        if self._journal is not None:
+            self._replay_journal(self._journal)
+        self._writer = asyncio.create_task(self._run_writer(), name="call-log-writer")
+
+    def _replay_journal(self, journal: Journal) -> None:
+        """Queue an earlier run's records ahead of any queued before ``start``."""
+        earlier = journal.read()
+        before_start = list(self._queue)
+        journal.open()
+        journal.append(before_start)
+        if earlier:
+            self._replayed_journals = {r["j"] for r in earlier} - {self._journal_id}
+            self._queue.extendleft(reversed(earlier))
+            self._drained.clear()
+            logger.info("call_log.journal_replayed", records=len(earlier), path=str(journal.path))
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Write what can be written within ``timeout`` seconds, then stop.
+
+        Records still pending stay in the journal for the next start (without a
+        journal they are lost, and an error says how many).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        drained = await self.flush(timeout) if self._writer is not None else not self._queue
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        if drained and self._engine is not None:
+            await self._prune_own_marks()
+        elif not drained:
+            if self._journal is not None:
+                logger.warning(
+                    "call_log.closed_with_pending",
+                    pending=self.pending,
+                    journal=str(self._journal.path),
+                )
+            else:
+                logger.error("call_log.closed_records_lost", pending=self.pending)
+        if self._journal is not None:
+            self._journal.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued is committed; True if it was within ``timeout``."""
+        if not self._queue:
+            return True
+        if self._writer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return not self._queue
+
+    # ------------------------------------------------------------------ writes (never raise)
+
+    def call_started(
+        self,
+        call_id: str,
+        *,
+        channel_id: str,
+        caller_number: str,
+        caller_name: str,
+        created_at: float,
+    ) -> None:
+        """A call reached the service (first ring at ``created_at``, epoch seconds)."""
+        self._guarded(
+            "start",
+            call_id,
+            lambda: {
+                "channel_id": clean_text(channel_id),
+                "caller_number": clean_text(caller_number),
+                "caller_name": clean_text(caller_name),
+                "created_at": self._epoch(created_at, "created_at", call_id),
+            },
+        )
+
+    def append(
+        self, call_id: str, *, at: float, source: str, kind: str, detail: dict[str, Any]
+    ) -> None:
+        """Add one entry to the call's timeline; ``seq`` follows the order of calls to this."""
+
+        def build() -> Record:
+            clean_source = clean_text(source)
+            if clean_source not in SOURCES:
+                logger.warning("call_log.unknown_source", call_id=call_id, source=clean_source)
+            return {
+                "at": self._epoch(at, "at", call_id),
+                "source": clean_source,
+                "kind": clean_text(kind),
+                "detail": clean_dict(detail),
+            }
+
+        self._guarded("append", call_id, build)
+
+    def call_updated(self, call_id: str, **fields: Any) -> None:
+        """Change some of the call's fields (``answered_at``, ``agent``, ``state``…)."""
+
+        def build() -> Record:
+            changes: dict[str, Any] = {}
+            for name, value in fields.items():
+                if name in _TIME_FIELDS:
+                    changes[name] = None if value is None else self._epoch(value, name, call_id)
+                elif name in _TEXT_FIELDS:
+                    changes[name] = clean_optional_text(value)
+                elif name in _JSON_FIELDS:
+                    changes[name] = None if value is None else clean_dict(value)
+                else:
+                    logger.warning("call_log.unknown_field", call_id=call_id, field=name)
+            return {"fields": changes}
+
+        self._guarded("update", call_id, build)
+
+    def call_ended(
+        self,
+        call_id: str,
+        *,
+        ended_at: float,
+        first_hangup: str,
+        outcome: str,
+        compliance: dict[str, dict[str, Any]],
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        """The call is over: who hung up first (R9), the outcome, the compliance record (R12)."""
+
+        def build() -> Record:
+            side = clean_text(first_hangup)
+            if side not in HANGUP_SIDES:
+                logger.warning("call_log.unknown_hangup_side", call_id=call_id, side=side)
+            marks: dict[str, dict[str, Any]] = {}
+            for rule, verdict in compliance.items():
+                if isinstance(verdict, dict):
+                    status = clean_text(verdict.get("status", ""))
+                    evidence = clean_dict(verdict.get("evidence", {}))
+                else:
+                    status, evidence = clean_text(verdict), {}
+                if status not in COMPLIANCE_STATUSES:
+                    logger.warning(
+                        "call_log.unknown_compliance_status",
+                        call_id=call_id,
+                        rule=rule,
+                        status=status,
+                    )
+                marks[clean_text(rule)] = {"status": status, "evidence": evidence}
+            return {
+                "ended_at": self._epoch(ended_at, "ended_at", call_id),
+                "first_hangup": side,
+                "outcome": clean_text(outcome),
+                "compliance": marks,
+                "summary": None if summary is None else clean_dict(summary),
+            }
+
+        self._guarded("end", call_id, build)
+
+    def agent_state(
+        self, name: str, *, endpoint: str, registered: bool, device_state: str, at: float
+    ) -> None:
+        """The agent's phone registered, unregistered or changed device state."""
+        self._guarded(
+            "agent",
+            None,
+            lambda: {
+                "name": clean_text(name),
+                "endpoint": clean_text(endpoint),
+                "registered": bool(registered),
+                "device_state": clean_text(device_state),
+                "at": self._epoch(at, "at", None),
+            },
+        )
+
+    def _guarded(self, op: str, call_id: str | None, build: Callable[[], Record]) -> None:
+        """Build and queue one record; a bug here is logged, never raised into the call."""
+        try:
+            record = build()
+            record["op"] = op
+            if call_id is not None:
+                record["call_id"] = clean_text(call_id)
+            self._enqueue(record)
+        except Exception:  # noqa: BLE001 - the call must go on whatever the log does
+            logger.exception("call_log.record_not_queued", op=op, call_id=call_id)
+
+    def _enqueue(self, record: Record) -> None:
+        if self._closed:
+            logger.error(
+                "call_log.write_after_close", op=record["op"], call_id=record.get("call_id")
+            )
+            return
+        self._counter += 1
+        record["j"] = self._journal_id
+        record["n"] = self._counter
+        self._queue.append(record)
+        self._drained.clear()
+        self._wakeup.set()
+        if self._journal is not None:
+            self._journal.append([record])
+
+    @staticmethod
+    def _epoch(value: Any, name: str, call_id: str | None) -> float:
+        """A usable epoch time; a bad one is replaced by now, with a warning."""
+        epoch = clean_epoch(value)
+        if epoch is None:
+            logger.warning("call_log.bad_time", call_id=call_id, field=name, value=repr(value))
+            return datetime.now(UTC).timestamp()
+        return epoch
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _migrate(self) -> None:
+        assert self._engine is not None
+        await upgrade(self._engine)
+        self._schema_ready = True
+
+    async def _run_writer(self) -> None:
+        """Drain the queue in order, forever; retry with backoff while the database fails."""
+        delay = self._retry_initial
+        failures = 0
+        isolate = 0  # records still to be written one at a time
+        refusals = 0  # consecutive refusals of the single record at the head
+        while True:
+            if not self._queue:
+                self._all_committed()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            size = 1 if isolate else self._batch_size
+            batch = list(itertools.islice(self._queue, size))
+            try:
+                if not self._schema_ready:
+                    await self._migrate()
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is retried or isolated
+                self._forget_caches()
+                if self._schema_ready and _is_refusal(exc):
+                    if len(batch) > 1:
+                        isolate = len(batch)
+                        logger.warning(
+                            "call_log.batch_refused", records=len(batch), error=repr(exc)
+                        )
+                        continue
+                    refusals += 1
+                    if refusals >= _REFUSALS_BEFORE_DROP:
+                        dropped = self._queue.popleft()
+                        isolate = max(0, isolate - 1)
+                        refusals = 0
+                        logger.error(
+                            "call_log.record_dropped",
+                            call_id=dropped.get("call_id"),
+                            record=dropped,
+                            error=repr(exc),
+                        )
+                        continue
+                failures += 1
+                logger.warning(
+                    "call_log.write_failed",
+                    pending=self.pending,
+                    attempt=failures,
+                    retry_in=delay,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                continue
+            for _ in batch:
+                self._queue.popleft()
+            isolate = max(0, isolate - len(batch))
+            refusals = 0
+            delay = self._retry_initial
+            if failures:
+                logger.info("call_log.write_recovered", pending=self.pending, failures=failures)
+                failures = 0
+
+    def _all_committed(self) -> None:
+        """Everything queued is in the database: empty the journal, let flush() return."""
+        if self._journal is not None:
+            self._journal.clear()
+            # Only now may earlier runs' marks go: their records left the journal file.
+            self._marks_to_prune |= self._replayed_journals
+            self._replayed_journals = set()
+        self._drained.set()
+
+    def _forget_caches(self) -> None:
+        """After a failure nothing cached can be trusted (the commit may have happened)."""
+        self._next_seq.clear()
+        self._known_calls.clear()
+        self._known_agents.clear()
+        self._marks.clear()
+        self._mark_rows.clear()
+
+    async def _write(self, batch: list[Record]) -> None:
+        """Write one batch in one transaction, then trust what it learned."""
+        assert self._engine is not None
+        state = _BatchState()
+        async with self._engine.begin() as conn:
+            await self._apply_batch(conn, batch, state)
+        self._merge(state)
+
+    def _merge(self, state: _BatchState) -> None:
+        if len(self._next_seq) > _CACHE_LIMIT or len(self._known_calls) > _CACHE_LIMIT:
+            self._next_seq.clear()
+            self._known_calls.clear()
+        if len(self._known_agents) > _CACHE_LIMIT:
+            self._known_agents.clear()
+        self._next_seq.update(state.next_seq)
+        self._known_calls |= state.known_calls
+        self._known_agents |= state.known_agents
+        self._marks.update(state.marks)
+        self._mark_rows |= state.mark_rows
+        for call_id in state.ended:
+            self._next_seq.pop(call_id, None)
+            self._known_calls.discard(call_id)
+        for journal_id in state.pruned:
+            self._marks_to_prune.discard(journal_id)
+            self._marks.pop(journal_id, None)
+            self._mark_rows.discard(journal_id)
+
+    async def _apply_batch(
+        self, conn: AsyncConnection, batch: list[Record], state: _BatchState
+    ) -> None:
+        """Apply records in order inside the open transaction ``conn``."""
+        timeline_rows: list[dict[str, Any]] = []
+        for record in batch:
+            journal_id, number = record["j"], record["n"]
+            if number <= await self._mark(conn, journal_id, state):
+                continue  # written before a crash or a lost commit reply
+            state.marks[journal_id] = number
+            state.advanced[journal_id] = number
+            op = record["op"]
+            call_id = record.get("call_id")
+            if op == "append":
+                at = record["at"]
+                await self._ensure_call(conn, call_id, at, state)
+                timeline_rows.append(
+                    {
+                        "call_id": call_id,
+                        "seq": await self._take_seq(conn, call_id, state),
+                        "at": _utc(at),
+                        "source": record["source"],
+                        "kind": record["kind"],
+                        "detail": record["detail"],
+                    }
+                )
+            elif op == "start":
+                await self._write_start(conn, record, state)
+            elif op == "update":
+                await self._ensure_call(conn, call_id, None, state)
+                values = {
+                    k: _utc(v) if k in _TIME_FIELDS else v for k, v in record["fields"].items()
+                }
+                if values:
+                    await conn.execute(update(Call).where(Call.id == call_id).values(**values))
+            elif op == "end":
+                await self._write_end(conn, record, state)
+            elif op == "agent":
+                await self._write_agent(conn, record, state)
+            else:
+                logger.warning("call_log.unknown_record", op=op, call_id=call_id)
+        if timeline_rows:
+            await conn.execute(insert(TimelineRow), timeline_rows)
+        for journal_id, number in state.advanced.items():
+            await self._save_mark(conn, journal_id, number, state)
+        if self._marks_to_prune:
+            prune = set(self._marks_to_prune)
+            await conn.execute(delete(JournalMark).where(JournalMark.journal_id.in_(prune)))
+            state.pruned = prune
+
+    async def _mark(self, conn: AsyncConnection, journal_id: str, state: _BatchState) -> int:
+        """How far ``journal_id``'s records are already in the database."""
+        if journal_id in state.marks:
+            return state.marks[journal_id]
+        if journal_id in self._marks:
+            return self._marks[journal_id]
+        found = await conn.scalar(
+            select(JournalMark.applied_through).where(JournalMark.journal_id == journal_id)
+        )
+        if found is not None:
+            state.mark_rows.add(journal_id)
+        state.marks[journal_id] = found or 0
+        return state.marks[journal_id]
+
+    async def _save_mark(
+        self, conn: AsyncConnection, journal_id: str, number: int, state: _BatchState
+    ) -> None:
+        if journal_id not in self._mark_rows and journal_id not in state.mark_rows:
+            exists = await conn.scalar(
+                select(JournalMark.journal_id).where(JournalMark.journal_id == journal_id)
+            )
+            if exists is None:
+                await conn.execute(
+                    insert(JournalMark).values(journal_id=journal_id, applied_through=number)
+                )
+                state.mark_rows.add(journal_id)
+                return
+            state.mark_rows.add(journal_id)
+        await conn.execute(
+            update(JournalMark)
+            .where(JournalMark.journal_id == journal_id)
+            .values(applied_through=number)
+        )
+
+    async def _call_exists(self, conn: AsyncConnection, call_id: str, state: _BatchState) -> bool:
+        if call_id in self._known_calls or call_id in state.known_calls:
+            return True
+        found = await conn.scalar(select(Call.id).where(Call.id == call_id))
+        if found is not None:
+            state.known_calls.add(call_id)
+            return True
+        return False
+
+    async def _ensure_call(
+        self, conn: AsyncConnection, call_id: str, at: float | None, state: _BatchState
+    ) -> None:
+        """Make sure the call has a row, so a record whose start was lost still lands."""
+        if await self._call_exists(conn, call_id, state):
+            return
+        created = _utc(at) if at is not None else datetime.now(UTC)
+        await conn.execute(insert(Call).values(id=call_id, created_at=created, state="unknown"))
+        state.known_calls.add(call_id)
+        logger.warning("call_log.call_row_created_implicitly", call_id=call_id)
+
+    async def _take_seq(self, conn: AsyncConnection, call_id: str, state: _BatchState) -> int:
+        """The next ``seq`` of the call's timeline, continuing from what is stored."""
+        if call_id in state.next_seq:
+            seq = state.next_seq[call_id]
+        elif call_id in self._next_seq:
+            seq = self._next_seq[call_id]
+        else:
+            highest = await conn.scalar(
+                select(func.max(TimelineRow.seq)).where(TimelineRow.call_id == call_id)
+            )
+            seq = (highest or 0) + 1
+        state.next_seq[call_id] = seq + 1
+        return seq
+
+    async def _write_start(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
+        call_id = record["call_id"]
+        values = {
+            "channel_id": record["channel_id"],
+            "caller_number": record["caller_number"],
+            "caller_name": record["caller_name"],
+            "created_at": _utc(record["created_at"]),
+        }
+        if await self._call_exists(conn, call_id, state):
+            # A repeated start, or the real start of a placeholder row.
+            await conn.execute(update(Call).where(Call.id == call_id).values(**values))
+            await conn.execute(
+                update(Call).where(Call.id == call_id, Call.state == "unknown").values(state=None)
+            )
+        else:
+            await conn.execute(insert(Call).values(id=call_id, **values))
+            state.known_calls.add(call_id)
+
+    async def _write_end(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
+        call_id = record["call_id"]
+        await self._ensure_call(conn, call_id, record["ended_at"], state)
+        values: dict[str, Any] = {
+            "ended_at": _utc(record["ended_at"]),
+            "first_hangup": record["first_hangup"],
+            "outcome": record["outcome"],
+        }
+        if record.get("summary") is not None:
+            values["summary"] = record["summary"]
+        await conn.execute(update(Call).where(Call.id == call_id).values(**values))
+        compliance: dict[str, dict[str, Any]] = record["compliance"]
+        if compliance:
+            await conn.execute(
+                delete(ComplianceRow).where(
+                    ComplianceRow.call_id == call_id, ComplianceRow.rule.in_(list(compliance))
+                )
+            )
+            await conn.execute(
+                insert(ComplianceRow),
+                [
+                    {
+                        "call_id": call_id,
+                        "rule": rule,
+                        "status": verdict["status"],
+                        "evidence": verdict["evidence"],
+                    }
+                    for rule, verdict in compliance.items()
+                ],
+            )
+        state.ended.add(call_id)
+
+    async def _write_agent(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
+        name = record["name"]
+        values = {
+            "endpoint": record["endpoint"],
+            "registered": record["registered"],
+            "device_state": record["device_state"],
+            "updated_at": _utc(record["at"]),
+        }
+        known = name in self._known_agents or name in state.known_agents
+        if not known:
+            known = await conn.scalar(select(Agent.name).where(Agent.name == name)) is not None
+        if known:
+            await conn.execute(update(Agent).where(Agent.name == name).values(**values))
+        else:
+            await conn.execute(insert(Agent).values(name=name, **values))
+        state.known_agents.add(name)
+
+    async def _prune_own_marks(self) -> None:
+        """After a clean close no journal holds this store's records: drop its mark."""
+        assert self._engine is not None
+        prune = self._marks_to_prune | {self._journal_id}
+        try:
+            async with asyncio.timeout(2.0), self._engine.begin() as conn:
+                await conn.execute(delete(JournalMark).where(JournalMark.journal_id.in_(prune)))
+        except Exception as exc:  # noqa: BLE001 - a leftover mark row is harmless
+            logger.info("call_log.mark_not_pruned", error=repr(exc))
+
+    def _safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        assert self._engine is not None
+        return self._engine.url.render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ queries (may raise)
+
+    def _reader(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("CallStore.start() has not been called")
+        return self._engine
+
+    async def list_calls(self, limit: int = 20, offset: int = 0) -> list[CallSummary]:
+        """Calls newest first (by first ring)."""
+        query = (
+            select(*_SUMMARY_COLUMNS)
+            .order_by(Call.created_at.desc(), Call.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_summary(row) for row in rows]
+
+    async def open_calls(self) -> list[CallSummary]:
+        """Calls without an end, oldest first: what a restarted controller must reconcile."""
+        query = (
+            select(*_SUMMARY_COLUMNS)
+            .where(Call.ended_at.is_(None))
+            .order_by(Call.created_at, Call.id)
+        )
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_summary(row) for row in rows]
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        """The whole call by id, or by a unique prefix of it; None if no call matches.
+
+        Raises :class:`AmbiguousCallId` if a prefix matches several calls.
+        """
+        async with self._reader().connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_SUMMARY_COLUMNS, Call.summary).where(Call.id == call_id)
+                )
+            ).first()
+            if row is None and call_id:
+                # substr() makes the match exact; LIKE alone ignores case on SQLite.
+                candidates = (
+                    await conn.execute(
+                        select(*_SUMMARY_COLUMNS, Call.summary)
+                        .where(
+                            Call.id.startswith(call_id, autoescape=True),
+                            func.substr(Call.id, 1, len(call_id)) == call_id,
+                        )
+                        .order_by(Call.id)
+                        .limit(5)
+                    )
+                ).all()
+                if len(candidates) > 1:
+                    raise AmbiguousCallId(call_id, [c.id for c in candidates])
+                row = candidates[0] if candidates else None
+            if row is None:
+                return None
+            timeline = await self._timeline(conn, row.id, None)
+            verdicts = (
+                await conn.execute(
+                    select(ComplianceRow.rule, ComplianceRow.status, ComplianceRow.evidence)
+                    .where(ComplianceRow.call_id == row.id)
+                    .order_by(ComplianceRow.rule)
+                )
+            ).all()
+        summary = _summary(row)
+        return CallRecord(
+            id=summary.id,
+            channel_id=summary.channel_id,
+            caller_number=summary.caller_number,
+            caller_name=summary.caller_name,
+            created_at=summary.created_at,
+            answered_at=summary.answered_at,
+            ended_at=summary.ended_at,
+            first_hangup=summary.first_hangup,
+            agent=summary.agent,
+            outcome=summary.outcome,
+            state=summary.state,
+            summary=row.summary,
+            timeline=tuple(timeline),
+            compliance={v.rule: ComplianceMark(v.status, v.evidence) for v in verdicts},
+        )
+
+    async def timeline_events(self, call_id: str) -> list[TimelineEntry]:
+        """The call's engine inputs (``source == "event"``) in order, for replay."""
+        async with self._reader().connect() as conn:
+            return await self._timeline(conn, call_id, "event")
+
+    async def agents(self) -> list[AgentRecord]:
+        """Last known state of every agent's phone, by name."""
+        async with self._reader().connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        Agent.name,
+                        Agent.endpoint,
+                        Agent.registered,
+                        Agent.device_state,
+                        Agent.updated_at,
+                    ).order_by(Agent.name)
+                )
+            ).all()
+        return [
+            AgentRecord(
+                name=a.name,
+                endpoint=a.endpoint,
+                registered=a.registered,
+                device_state=a.device_state,
+                updated_at=a.updated_at,
+            )
+            for a in rows
+        ]
+
+    @staticmethod
+    async def _timeline(
+        conn: AsyncConnection, call_id: str, source: str | None
+    ) -> list[TimelineEntry]:
+        query = select(
+            TimelineRow.seq,
+            TimelineRow.at,
+            TimelineRow.source,
+            TimelineRow.kind,
+            TimelineRow.detail,
+        ).where(TimelineRow.call_id == call_id)
+        if source is not None:
+            query = query.where(TimelineRow.source == source)
+        rows = (await conn.execute(query.order_by(TimelineRow.seq))).all()
+        return [
+            TimelineEntry(seq=r.seq, at=r.at, source=r.source, kind=r.kind, detail=r.detail)
+            for r in rows
+        ]
+
+
+_SUMMARY_COLUMNS = (
+    Call.id,
+    Call.channel_id,
+    Call.caller_number,
+    Call.caller_name,
+    Call.created_at,
+    Call.answered_at,
+    Call.ended_at,
+    Call.first_hangup,
+    Call.agent,
+    Call.outcome,
+    Call.state,
+)
+
+
+def _summary(row: Row[Any]) -> CallSummary:
+    return CallSummary(
+        id=row.id,
+        channel_id=row.channel_id,
+        caller_number=row.caller_number,
+        caller_name=row.caller_name,
+        created_at=row.created_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        first_hangup=row.first_hangup,
+        agent=row.agent,
+        outcome=row.outcome,
+        state=row.state,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """SQLite: enforce foreign keys; WAL so readers don't block the writer; wait on locks."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=2000")
+    cursor.close()

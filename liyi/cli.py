@@ -1,0 +1,268 @@
+"""The ``liyi`` command line.
+
+Commands: ``demo`` (everything against the simulator), ``run`` (against a
+real Asterisk), ``check-config``, ``calls`` (the call log), ``prompts``
+(build and install the prompt audio). Errors are one clear line on stderr
+and a non-zero exit status; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from liyi.settings import ConfigError, Settings, check_file, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS_DIR = ROOT / "scripts_zh"
+RECORDINGS_DIR = ROOT / "recordings"
+
+
+def known_prompts() -> set[str]:
+    return {p.stem for p in SCRIPTS_DIR.glob("*.txt")}
+
+
+def _settings(path: str | None, db: str | None = None) -> Settings:
+    settings = load_settings(Path(path) if path else None, known_prompts=known_prompts())
+    if db:
+        from dataclasses import replace
+        settings = replace(settings, database_url=_db_url(db))
+    return settings
+
+
+def _db_url(value: str) -> str:
+    return value if "://" in value else f"sqlite+aiosqlite:///{value}"
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    problems = check_file(Path(args.file), known_prompts=known_prompts())
+    if problems:
+        print(f"{args.file}: {len(problems)} problem{'s' if len(problems) > 1 else ''}",
+              file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liyi import demo
+    from liyi.logging_setup import configure
+
+    configure("warning")
+    settings = _settings(args.config, args.db)
+    if args.web_port is not None:
+        from dataclasses import replace
+        settings = replace(settings, web_port=args.web_port)
+    return demo.main(settings, once=args.once, fast=args.fast)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from liyi.app import Service
+    from liyi.logging_setup import configure
+
+    configure(args.log_level)
+    settings = _settings(args.config)
+    if settings.asterisk is None:
+        print(f"{args.config}: no `asterisk:` section — nothing to connect to "
+              "(try `liyi demo` for the simulator)", file=sys.stderr)
+        return 2
+    if not settings.asterisk.ari_password:
+        print("LIYI_ARI_PASSWORD is not set: the ARI password comes from the environment",
+              file=sys.stderr)
+        return 2
+
+    async def go() -> None:
+        service = Service(settings, settings.asterisk)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, service.stop_event.set)
+        await service.start()
+        print(f"liyi running: ARI {settings.asterisk.ari_url} app {settings.asterisk.app}; "  # type: ignore[union-attr]
+              f"web {service.web_url}; Ctrl-C to stop", file=sys.stderr)
+        await service.stop_event.wait()
+        await service.stop()
+
+    asyncio.run(go())
+    return 0
+
+
+def _fmt_time(value: dt.datetime | None, tz: Any) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _compliance_line(compliance: dict[str, Any]) -> str:
+    marks = {"kept": "✓", "broken": "✗", "not_applicable": "–"}
+    parts = []
+    for rule in sorted(compliance, key=lambda r: int(r[1:])):
+        status = compliance[rule][0] if isinstance(compliance[rule], tuple) else compliance[rule]
+        parts.append(f"{rule}{marks.get(str(status), '?')}")
+    return " ".join(parts)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    settings = _settings(args.config, args.db)
+    tz = settings.callflow.tz
+
+    async def go() -> int:
+        from dataclasses import asdict
+
+        from db import CallStore
+
+        store = CallStore(settings.database_url)
+        await store.start()
+        try:
+            if args.action == "show":
+                if not args.id:
+                    print("usage: liyi calls show ID", file=sys.stderr)
+                    return 2
+                record = await store.get_call(args.id)
+                if record is None:
+                    print(f"no call {args.id!r} in {settings.database_url}", file=sys.stderr)
+                    return 1
+                if args.json:
+                    print(json.dumps(_jsonable(asdict(record)), ensure_ascii=False))
+                else:
+                    print_call(record, tz, events=args.events)
+                return 0
+            calls = await store.list_calls(limit=args.limit)
+            if args.json:
+                for call in calls:
+                    print(json.dumps(_jsonable(asdict(call)), ensure_ascii=False))
+                return 0
+            if not calls:
+                print(f"no calls yet in {settings.database_url}")
+                return 0
+            print(f"{'id':12}  {'first ring':19}  {'caller':16}  {'agent':8}  {'outcome':18}  "
+                  f"{'1st hang-up':11}  compliance")
+            for call in calls:
+                print(f"{call.id[:12]:12}  {_fmt_time(call.created_at, tz):19}  "
+                      f"{(call.caller_number or '-')[:16]:16}  {(call.agent or '-')[:8]:8}  "
+                      f"{(call.outcome or call.state or 'live')[:18]:18}  "
+                      f"{(call.first_hangup or '-'):11}  {_compliance_line(call.compliance)}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def print_call(record: Any, tz: Any, *, events: bool = False) -> None:
+    print(f"call {record.id}")
+    print(f"  caller       {record.caller_number or '-'} {record.caller_name or ''}".rstrip())
+    print(f"  first ring   {_fmt_time(record.created_at, tz)}")
+    print(f"  answered     {_fmt_time(record.answered_at, tz)}")
+    print(f"  ended        {_fmt_time(record.ended_at, tz)}")
+    print(f"  agent        {record.agent or '-'}")
+    print(f"  outcome      {record.outcome or record.state or 'live'}")
+    print(f"  first hangup {record.first_hangup or '-'}")
+    print("timeline")
+    start = record.created_at
+    for entry in record.timeline:
+        if entry.source == "event" and not events:
+            continue
+        offset = (entry.at - start).total_seconds() if start else 0.0
+        detail = " ".join(f"{k}={v}" for k, v in entry.detail.items()
+                          if k not in ("type",)) if entry.detail else ""
+        src = "  <" if entry.source == "event" else "   "
+        print(f"{src} +{offset:7.2f}s  {entry.kind:22} {detail}")
+    print("compliance")
+    for rule in sorted(record.compliance, key=lambda r: int(r[1:])):
+        status, evidence = record.compliance[rule]
+        print(f"  {rule:4} {status:15} {json.dumps(evidence, ensure_ascii=False)}")
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from liyi import prompts
+
+    if args.action == "build":
+        settings = _settings(args.config)
+        built = prompts.build_prompts(SCRIPTS_DIR, RECORDINGS_DIR,
+                                      company=settings.callflow.company)
+        print(f"{len(built)} prompts in {RECORDINGS_DIR / 'liyi'}")
+        return 0
+    if args.action == "install":
+        if not args.dir:
+            print("usage: liyi prompts install DIR (e.g. /var/lib/asterisk/sounds)", file=sys.stderr)
+            return 2
+        installed = prompts.install_prompts(RECORDINGS_DIR, Path(args.dir))
+        print(f"{len(installed)} files installed under {args.dir}")
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liyi", description="Telephone etiquette on Asterisk.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the controller and web admin against the Asterisk simulator")
+    d.add_argument("--once", action="store_true", help="exit when the demo calls have ended")
+    d.add_argument("--fast", action="store_true", help="short rings and prompts (a quick look)")
+    d.add_argument("--config", help="a liyi.yaml to take the call flow from (its asterisk: is ignored)")
+    d.add_argument("--db", help="call log: SQLite file or SQLAlchemy URL (default liyi.db)")
+    d.add_argument("--web-port", type=int, help="web admin port (default 8080)")
+    d.set_defaults(fn=cmd_demo)
+
+    r = sub.add_parser("run", help="run the controller against a real Asterisk")
+    r.add_argument("--config", required=True)
+    r.add_argument("--log-level", default="info")
+    r.set_defaults(fn=cmd_run)
+
+    cc = sub.add_parser("check-config", help="validate a config file and list every problem")
+    cc.add_argument("file")
+    cc.set_defaults(fn=cmd_check_config)
+
+    c = sub.add_parser("calls", help="the call log: recent calls, or one call's timeline")
+    c.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    c.add_argument("id", nargs="?")
+    c.add_argument("--config")
+    c.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
+    c.add_argument("--limit", type=int, default=20)
+    c.add_argument("--json", action="store_true", help="one JSON object per call")
+    c.add_argument("--events", action="store_true", help="with show: also the raw engine events")
+    c.set_defaults(fn=cmd_calls)
+
+    pr = sub.add_parser("prompts", help="build prompt audio from scripts_zh/, or install it")
+    pr.add_argument("action", choices=["build", "install"])
+    pr.add_argument("dir", nargs="?")
+    pr.add_argument("--config")
+    pr.set_defaults(fn=cmd_prompts)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print("config problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

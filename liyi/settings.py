@@ -1,0 +1,190 @@
+"""liyi's settings: one YAML file plus environment variables, validated once.
+
+Secrets never sit in the file: the ARI password and AMI secret come only from
+``LIYI_ARI_PASSWORD`` and ``LIYI_AMI_SECRET`` (a password written into the
+file is reported as a problem, so it is noticed before it is committed).
+Every problem is reported with its YAML line, all at once, so an admin fixes
+a config in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callflow.config import DEFAULT_APP_NAME, CallFlowConfig, ConfigProblem, parse_callflow
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///liyi.db"
+SECRET_KEYS = {"ari_password": "LIYI_ARI_PASSWORD", "ami_secret": "LIYI_AMI_SECRET",
+               "ami_password": "LIYI_AMI_SECRET", "password": "the environment"}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    ari_url: str = "http://127.0.0.1:8088"
+    ari_user: str = "liyi"
+    ari_password: str = field(default="", repr=False)
+    app: str = DEFAULT_APP_NAME
+    ami_host: str | None = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "liyi"
+    ami_secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    callflow: CallFlowConfig
+    asterisk: AsteriskSettings | None  # None: no Asterisk configured (demo uses the simulator)
+    database_url: str = DEFAULT_DATABASE_URL
+    journal_path: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    source: str = "(defaults)"
+
+
+def _lines(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """Dotted path → line number, from the YAML node tree."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = f"{path}.{key.value}" if path else str(key.value)
+            out[sub] = key.start_mark.line + 1
+            _lines(value, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = f"{path}[{i}]"
+            out[sub] = item.start_mark.line + 1
+            _lines(item, sub, out)
+    return out
+
+
+def _with_line(problem: ConfigProblem, lines: dict[str, int]) -> ConfigProblem:
+    path = problem.path
+    while path:
+        if path in lines:
+            return ConfigProblem(problem.path, problem.message, lines[path])
+        cut = max(path.rfind("."), path.rfind("["))
+        if cut <= 0:
+            break
+        path = path[:cut]
+    return problem
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int], list[ConfigProblem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, {}, [ConfigProblem(str(path), "no such file")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, {}, [ConfigProblem(str(path), f"cannot read: {exc}")]
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        return None, {}, [ConfigProblem(str(path), f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]
+    return (data if data is not None else {}), (_lines(node) if node is not None else {}), []
+
+
+def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str] | None = None,
+                   source: str = "(defaults)") -> tuple[Settings | None, list[ConfigProblem]]:
+    if not isinstance(data, Mapping):
+        return None, [ConfigProblem("(top)", "the config must be a mapping of sections")]
+    callflow, problems = parse_callflow(data, known_prompts=known_prompts)
+    problems = list(problems)
+
+    asterisk: AsteriskSettings | None = None
+    raw_ast = data.get("asterisk")
+    if raw_ast is not None and not isinstance(raw_ast, Mapping):
+        problems.append(ConfigProblem("asterisk", "must be a mapping"))
+    elif isinstance(raw_ast, Mapping):
+        for key in raw_ast:
+            if key in SECRET_KEYS:
+                problems.append(ConfigProblem(
+                    f"asterisk.{key}",
+                    f"secrets do not belong in the file — set {SECRET_KEYS[key]} instead"))
+        url = str(raw_ast.get("ari_url", "http://127.0.0.1:8088"))
+        if not url.startswith(("http://", "https://")):
+            problems.append(ConfigProblem("asterisk.ari_url", f"{url!r} — must start with http:// or https://"))
+        port = raw_ast.get("ami_port", 5038)
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append(ConfigProblem("asterisk.ami_port", f"{port!r} — must be a port 1..65535"))
+            port = 5038
+        ami_host = raw_ast.get("ami_host", "127.0.0.1")
+        asterisk = AsteriskSettings(
+            ari_url=env.get("LIYI_ARI_URL", url).rstrip("/"),
+            ari_user=str(raw_ast.get("ari_user", "liyi")),
+            ari_password=env.get("LIYI_ARI_PASSWORD", ""),
+            app=str(raw_ast.get("app", DEFAULT_APP_NAME)),
+            ami_host=str(ami_host) if ami_host else None,
+            ami_port=port,
+            ami_user=str(raw_ast.get("ami_user", "liyi")),
+            ami_secret=env.get("LIYI_AMI_SECRET", ""),
+        )
+
+    db = data.get("database") or {}
+    if not isinstance(db, Mapping):
+        problems.append(ConfigProblem("database", "must be a mapping"))
+        db = {}
+    url = env.get("LIYI_DATABASE_URL") or str(db.get("url", DEFAULT_DATABASE_URL))
+    if "://" not in url:
+        problems.append(ConfigProblem("database.url", f"{url!r} — must be a SQLAlchemy URL like {DEFAULT_DATABASE_URL}"))
+    elif "@" in url.split("://", 1)[1].split("/", 1)[0] and ":" in url.split("://", 1)[1].split("@", 1)[0] \
+            and "LIYI_DATABASE_URL" not in env:
+        problems.append(ConfigProblem("database.url", "contains a password — set LIYI_DATABASE_URL instead"))
+
+    web = data.get("web") or {}
+    if not isinstance(web, Mapping):
+        problems.append(ConfigProblem("web", "must be a mapping"))
+        web = {}
+    web_port = web.get("port", 8080)
+    if not isinstance(web_port, int) or not 0 <= web_port <= 65535:
+        problems.append(ConfigProblem("web.port", f"{web_port!r} — must be a port 0..65535"))
+        web_port = 8080
+
+    if problems or callflow is None:
+        return None, problems
+    return Settings(
+        callflow=callflow, asterisk=asterisk, database_url=url,
+        journal_path=str(db["journal"]) if db.get("journal") else None,
+        web_host=str(web.get("host", "127.0.0.1")), web_port=web_port, source=source,
+    ), []
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None, *,
+                  known_prompts: set[str] | None = None) -> Settings:
+    """The settings from ``path`` (or defaults) and the environment; raises ConfigError."""
+    env = os.environ if env is None else env
+    if path is None:
+        data: Any = {"company": {"name": "礼仪客服中心"}}
+        lines: dict[str, int] = {}
+    else:
+        data, lines, problems = read_yaml(path)
+        if problems:
+            raise ConfigError(problems)
+    settings, problems = parse_settings(data, env, known_prompts=known_prompts,
+                                        source=str(path) if path else "(defaults)")
+    if problems or settings is None:
+        raise ConfigError([_with_line(p, lines) for p in problems])
+    return settings
+
+
+def check_file(path: Path, env: Mapping[str, str] | None = None, *,
+               known_prompts: set[str] | None = None) -> list[ConfigProblem]:
+    try:
+        load_settings(path, env, known_prompts=known_prompts)
+    except ConfigError as exc:
+        return exc.problems
+    return []

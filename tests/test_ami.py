@@ -1,0 +1,295 @@
+"""AgentPhones (panoramisk AMI client) against the simulator's AmiServer over loopback.
+
+The server's bytes are compared with the real Asterisk 22.10.1 session in
+``shared/asterisk-traces/09-ami-agent-presence.jsonl`` (read in place, not
+copied, like ``tests/ari_spec.py`` reads the spec).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from ari_handlers.ami_client import AgentPhones, AmiLoginError, PhoneState
+from ari_handlers.simulator.ami_server import AmiServer
+
+USER, SECRET = "liyi", "s3cret"
+TRACE_09 = (Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
+            / "09-ami-agent-presence.jsonl")
+
+Headers = list[tuple[str, str]]
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Wait until ``predicate`` holds (the AMI traffic is asynchronous)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+class RawAmi:
+    """A byte-level AMI client, to look at the server's framing itself."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> tuple[RawAmi, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        banner = await asyncio.wait_for(reader.readline(), 2)
+        return cls(reader, writer), banner
+
+    async def send(self, *headers: tuple[str, str]) -> None:
+        self.writer.write("".join(f"{k}: {v}\r\n" for k, v in headers).encode() + b"\r\n")
+        await self.writer.drain()
+
+    async def read(self) -> Headers:
+        """One message as ordered (key, value) pairs; it must end with a blank \\r\\n line."""
+        block = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 2)
+        lines = block.decode().split("\r\n")[:-2]
+        return [(k, v) for k, _, v in (line.partition(": ") for line in lines)]
+
+    async def read_list(self) -> list[Headers]:
+        """A list action's answer: the ack, the items, and the Complete event."""
+        messages = [await self.read()]
+        while not dict(messages[-1]).get("Event", "").endswith("Complete"):
+            messages.append(await self.read())
+        return messages
+
+    async def login(self, secret: str = SECRET) -> list[Headers]:
+        await self.send(("Action", "Login"), ("ActionID", "login-1"),
+                        ("Username", USER), ("Secret", secret))
+        return [await self.read(), await self.read()]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def trace_exchange(action_id: str) -> list[Headers]:
+    """Asterisk's answer to one action in trace 09: response then events, in order."""
+    out: list[Headers] = []
+    for line in TRACE_09.read_text().splitlines():
+        entry = json.loads(line)
+        body = entry.get("response") or entry.get("event")
+        if entry["kind"] in ("ami_response", "ami_event") and body.get("ActionID") == action_id:
+            out.append(list(body.items()))
+    return out
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AmiServer]:
+    ami = AmiServer(username=USER, secret=SECRET, endpoints=["agent1", "agent2", "caller"])
+    await ami.start()
+    yield ami
+    await ami.stop()
+
+
+class Recorder:
+    """on_change target: every PhoneState in order."""
+
+    def __init__(self) -> None:
+        self.changes: list[PhoneState] = []
+
+    def __call__(self, state: PhoneState) -> None:
+        self.changes.append(state)
+
+
+def phones_for(server: AmiServer, recorder: Recorder, secret: str = SECRET) -> AgentPhones:
+    return AgentPhones(host="127.0.0.1", port=server.port, username=USER, secret=secret,
+                       endpoints=["agent1", "agent2"], on_change=recorder,
+                       reconnect_delay=0.2, login_timeout=2.0)
+
+
+class TestAmiServerFraming:
+    async def test_login_and_device_state_list_match_trace_09(self, server: AmiServer) -> None:
+        """Banner, login, FullyBooted and a DeviceStateList answer are byte-for-byte Asterisk's shapes."""
+        server.set_contact("agent1", True)
+        server.set_device_state("Queue:support_avail", "INUSE")
+        raw, banner = await RawAmi.connect(server.port)
+        try:
+            assert banner == b"Asterisk Call Manager/11.0.0\r\n"
+            response, booted = await raw.login()
+            assert response == [("Response", "Success"), ("ActionID", "login-1"),
+                                ("Message", "Authentication accepted")]
+            assert [k for k, _ in booted] == ["Event", "Privilege", "Uptime", "LastReload", "Status"]
+            assert dict(booted)["Status"] == "Fully Booted"
+            await raw.send(("Action", "DeviceStateList"), ("ActionID", "devicestatelist-3"))
+            assert await raw.read_list() == trace_exchange("devicestatelist-3")
+        finally:
+            await raw.close()
+
+    async def test_contact_and_endpoint_lists_match_trace_09(self, server: AmiServer) -> None:
+        """PJSIPShowContacts and PJSIPShowEndpoints have trace 09's headers, order and counts."""
+        server.set_contact("agent1", True)
+        raw, _ = await RawAmi.connect(server.port)
+        try:
+            await raw.login()
+            await raw.send(("Action", "PJSIPShowContacts"), ("ActionID", "pjsipshowcontacts-2"))
+            got = await raw.read_list()
+            want = trace_exchange("pjsipshowcontacts-2")
+            assert [[k for k, _ in m] for m in got] == [[k for k, _ in m] for m in want]
+            assert got[0] == want[0] and got[-1] == want[-1]  # ack and Complete exactly
+            assert dict(got[1])["Endpoint"] == "agent1"
+
+            await raw.send(("Action", "PJSIPShowEndpoints"), ("ActionID", "pjsipshowendpoints-4"))
+            got = await raw.read_list()
+            want = trace_exchange("pjsipshowendpoints-4")
+            volatile = {"Contacts", "Auths"}  # contact URIs differ; our "caller" has an auth
+            assert [[(k, v) for k, v in m if k not in volatile] for m in got] == \
+                [[(k, v) for k, v in m if k not in volatile] for m in want]
+            assert dict(got[1])["Contacts"].startswith("agent1/sip:agent1")
+        finally:
+            await raw.close()
+
+    async def test_wrong_secret_is_refused_and_dropped(self, server: AmiServer) -> None:
+        """A bad secret gets "Authentication failed" and the connection closes, as in Asterisk."""
+        raw, _ = await RawAmi.connect(server.port)
+        await raw.send(("Action", "Login"), ("ActionID", "l1"), ("Username", USER),
+                       ("Secret", "wrong"))
+        assert await raw.read() == [("Response", "Error"), ("ActionID", "l1"),
+                                    ("Message", "Authentication failed")]
+        assert await asyncio.wait_for(raw.reader.read(), 2) == b""
+        assert server.clients == 0
+        await raw.close()
+
+    async def test_other_actions(self, server: AmiServer) -> None:
+        """Unauthenticated actions are denied; Ping, unknown actions and Logoff answer like Asterisk."""
+        raw, _ = await RawAmi.connect(server.port)
+        await raw.send(("Action", "Ping"), ("ActionID", "p0"))
+        assert await raw.read() == [("Response", "Error"), ("ActionID", "p0"),
+                                    ("Message", "Permission denied")]
+        await raw.login()
+        assert server.clients == 1
+        await raw.send(("Action", "Ping"), ("ActionID", "p1"))
+        assert dict(await raw.read())["Ping"] == "Pong"
+        await raw.send(("Action", "NoSuchThing"), ("ActionID", "x1"))
+        assert await raw.read() == [("Response", "Error"), ("ActionID", "x1"),
+                                    ("Message", "Invalid/unknown command")]
+        await raw.send(("Action", "Logoff"), ("ActionID", "logoff-17"))
+        assert await raw.read() == trace_exchange("logoff-17")[0]
+        assert await asyncio.wait_for(raw.reader.read(), 2) == b""
+        await raw.close()
+
+    async def test_register_events_match_trace_09(self, server: AmiServer) -> None:
+        """set_contact emits PeerStatus, DeviceStateChange, ContactStatus in trace 09's order and shape."""
+        raw, _ = await RawAmi.connect(server.port)
+        try:
+            await raw.login()
+            server.set_contact("agent2", True)
+            got = [await raw.read() for _ in range(3)]
+            server.set_contact("agent2", False)
+            got += [await raw.read() for _ in range(3)]
+        finally:
+            await raw.close()
+        want = [list(e["event"].items()) for e in map(json.loads, TRACE_09.read_text().splitlines())
+                if e["kind"] == "ami_event"
+                and e["event"]["Event"] in ("PeerStatus", "DeviceStateChange", "ContactStatus")
+                and "ActionID" not in e["event"]
+                and "agent2" in json.dumps(e["event"])][:6]
+        assert [[(k, v) for k, v in m if k != "URI"] for m in got] == \
+            [[(k, v) for k, v in m if k != "URI"] for m in want]
+
+
+class TestAgentPhones:
+    async def test_initial_state_from_lists(self, server: AmiServer) -> None:
+        """start() learns registration and device state from PJSIPShowContacts and DeviceStateList."""
+        server.set_contact("agent1", True)
+        server.set_device_state("PJSIP/agent1", "INUSE")
+        rec = Recorder()
+        phones = phones_for(server, rec)
+        await phones.start()
+        try:
+            assert phones.connected and server.clients == 1
+            assert phones.state("agent1") == PhoneState("agent1", True, "INUSE")
+            assert phones.state("agent2") == PhoneState("agent2", False, "UNAVAILABLE")
+            assert set(rec.changes) == {phones.state("agent1"), phones.state("agent2")}
+        finally:
+            await phones.stop()
+
+    async def test_live_changes_reach_on_change(self, server: AmiServer) -> None:
+        """REGISTER, device-state changes and un-REGISTER of a tracked phone reach on_change; others don't."""
+        rec = Recorder()
+        phones = phones_for(server, rec)
+        await phones.start()
+        try:
+            rec.changes.clear()
+            server.set_contact("agent2", True)
+            await eventually(lambda: phones.state("agent2") == PhoneState("agent2", True, "NOT_INUSE"))
+            server.set_device_state("PJSIP/agent2", "RINGING")
+            await eventually(lambda: phones.state("agent2").device_state == "RINGING")
+            server.set_contact("caller", True)  # not an agent
+            server.set_device_state("PJSIP/caller", "INUSE")
+            server.set_contact("agent2", False)
+            await eventually(lambda: phones.state("agent2") == PhoneState("agent2", False, "UNAVAILABLE"))
+            assert {s.endpoint for s in rec.changes} == {"agent2"}
+            assert rec.changes[-1] == PhoneState("agent2", False, "UNAVAILABLE")
+            assert PhoneState("agent2", True, "RINGING") in rec.changes
+        finally:
+            await phones.stop()
+
+    async def test_reconnects_after_server_restart(self, server: AmiServer) -> None:
+        """When Asterisk restarts, the client reconnects, logs in again and re-reads the lists."""
+        rec = Recorder()
+        phones = phones_for(server, rec)
+        await phones.start()
+        try:
+            assert not phones.state("agent1").registered
+            await server.stop()
+            await eventually(lambda: not phones.connected)
+            server.set_contact("agent1", True)  # happens while we are away: no event reaches us
+            await asyncio.sleep(0.3)  # at least one refused reconnect
+            await server.start()
+            await eventually(lambda: phones.connected and server.clients == 1)
+            await eventually(lambda: phones.state("agent1") == PhoneState("agent1", True, "NOT_INUSE"))
+            server.set_device_state("PJSIP/agent1", "INUSE")  # live events flow again
+            await eventually(lambda: phones.state("agent1").device_state == "INUSE")
+        finally:
+            await phones.stop()
+
+    async def test_stop_means_no_reconnect(self, server: AmiServer) -> None:
+        """After stop() the client does not come back, even though panoramisk would."""
+        phones = phones_for(server, Recorder())
+        await phones.start()
+        await phones.stop()
+        await eventually(lambda: server.clients == 0)
+        await asyncio.sleep(0.5)
+        assert server.clients == 0 and not phones.connected
+
+    async def test_wrong_secret_raises(self, server: AmiServer) -> None:
+        """A refused login raises AmiLoginError and is not retried."""
+        phones = phones_for(server, Recorder(), secret="wrong")
+        with capture_logs() as logs:
+            with pytest.raises(AmiLoginError):
+                await phones.start()
+            await asyncio.sleep(0.5)  # longer than reconnect_delay
+        connects = [e for e in logs if e["event"] == "ami_server.connected"]
+        assert len(connects) == 1
+        assert not phones.connected
+
+    async def test_asterisk_down_at_start(self) -> None:
+        """If AMI is down at start, start() returns disconnected and the client connects once it is up."""
+        ami = AmiServer(username=USER, secret=SECRET, endpoints=["agent1", "agent2"])
+        await ami.start()
+        await ami.stop()  # keep the port, nobody listening
+        rec = Recorder()
+        phones = phones_for(ami, rec)
+        await phones.start()
+        try:
+            assert not phones.connected
+            ami.set_contact("agent2", True)
+            await ami.start()
+            await eventually(lambda: phones.state("agent2").registered)
+            assert phones.connected
+        finally:
+            await phones.stop()
+            await ami.stop()
+
