@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from panoramisk import Manager
-from panoramisk.message import Message
+from panoramisk import Manager  # type: ignore[import-untyped]
+from panoramisk.message import Message  # type: ignore[import-untyped]
 
 log = structlog.get_logger(__name__)
 
@@ -149,23 +149,28 @@ class AgentPhones:
         try:
             await self._manager.connect()
         except OSError as exc:
-            log.warning("ami.unreachable", host=self._config["host"], port=self._config["port"],
-                        error=repr(exc))
+            log.warning(
+                "ami.unreachable",
+                host=self._config["host"],
+                port=self._config["port"],
+                error=repr(exc),
+            )
             return
         try:
             ok = await asyncio.wait_for(asyncio.shield(self._first_login), self._login_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("ami.login_timeout", host=self._config["host"])
             return
         if not ok:
             await self.stop()
             raise AmiLoginError(f"AMI login refused for {self._config['username']!r}")
         if self._resync_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync_task
+            # wait() rather than await: a snapshot cut short by a drop is retried
+            # after the reconnect, and must not look like start() being cancelled.
+            await asyncio.wait({self._resync_task})
 
     async def stop(self) -> None:
-        """Log off for good: no reconnect after this."""
+        """Disconnect for good: no reconnect after this (Asterisk needs no Logoff)."""
         if self._manager is not None:
             self._manager.stopped = True
             self._manager.close()
@@ -182,8 +187,11 @@ class AgentPhones:
         if self._first_login is not None and not self._first_login.done():
             self._first_login.set_result(ok)
         if not ok:
-            log.error("ami.login_refused", username=self._config["username"],
-                      message=response.get("Message", ""))
+            log.error(
+                "ami.login_refused",
+                username=self._config["username"],
+                message=response.get("Message", ""),
+            )
             return
         self.connected = True
         log.info("ami.logged_in", host=self._config["host"], port=self._config["port"])
@@ -226,8 +234,11 @@ class AgentPhones:
                 fresh_devices[endpoint] = item.get("State", "UNKNOWN")
         self._contacts = fresh_contacts
         self._devices = fresh_devices
-        log.info("ami.snapshot", contacts=sum(map(len, fresh_contacts.values())),
-                 devices=len(fresh_devices))
+        log.info(
+            "ami.snapshot",
+            contacts=sum(map(len, fresh_contacts.values())),
+            devices=len(fresh_devices),
+        )
         for endpoint in self._states:
             self._publish(endpoint)
 
@@ -268,8 +279,12 @@ class AgentPhones:
         if new == self._states[endpoint]:
             return
         self._states[endpoint] = new
-        log.info("ami.phone_state", endpoint=endpoint, registered=new.registered,
-                 device_state=new.device_state)
+        log.info(
+            "ami.phone_state",
+            endpoint=endpoint,
+            registered=new.registered,
+            device_state=new.device_state,
+        )
         try:
             self._on_change(new)
         except Exception:

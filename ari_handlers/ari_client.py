@@ -129,20 +129,21 @@ class AriClient:
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
-    async def _request(
-        self, method: str, path: str, params: dict[str, str] | None = None
-    ) -> Any:
+    async def _request(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
         """Send one request; return the parsed JSON body (``None`` for 204) or raise AriError."""
         url = f"{self.base_url}/ari{path}"
         query = {k: v for k, v in (params or {}).items()}
         try:
             async with self._get_session().request(
-                method, url, params=query or None, headers=self._auth_headers,
+                method,
+                url,
+                params=query or None,
+                headers=self._auth_headers,
                 timeout=self._timeout,
             ) as resp:
                 body = await resp.text()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("ari.request_failed", method=method, path=path, error=repr(exc))
             raise AriConnectionError(0, repr(exc), method=method, path=path) from exc
         log.debug("ari.request", method=method, path=path, params=query, status=status)
@@ -153,8 +154,9 @@ class AriClient:
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise AriError(status, f"unparsable response body: {body[:200]!r}",
-                           method=method, path=path) from exc
+            raise AriError(
+                status, f"unparsable response body: {body[:200]!r}", method=method, path=path
+            ) from exc
 
     # -- channels ---------------------------------------------------------------
 
@@ -358,34 +360,49 @@ class AriClient:
             connected = False
             try:
                 async with self._get_session().ws_connect(
-                    url, headers=headers, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
+                    url,
+                    headers=headers,
+                    heartbeat=30.0,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 ) as ws:
                     connected = True
                     backoff = RECONNECT_MIN_DELAY
                     log.info("ari.events_connected", app=self.app)
                     closer = asyncio.create_task(self._close_when(stop, ws))
                     try:
-                        if on_connect is not None:
-                            await on_connect()
+                        await self._notify(on_connect, "ari.on_connect_failed")
                         await self._pump(ws, on_event)
                     finally:
                         closer.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await closer
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.warning("ari.events_connect_failed", app=self.app, error=repr(exc))
             if connected:
                 log.info("ari.events_disconnected", app=self.app)
-                if on_disconnect is not None:
-                    await on_disconnect()
+                await self._notify(on_disconnect, "ari.on_disconnect_failed")
             if stop.is_set():
                 break
-            delay = min(RECONNECT_MAX_DELAY, max(RECONNECT_MIN_DELAY, backoff * random.uniform(0.8, 1.2)))
+            delay = min(
+                RECONNECT_MAX_DELAY, max(RECONNECT_MIN_DELAY, backoff * random.uniform(0.8, 1.2))
+            )
             log.debug("ari.events_reconnect_wait", delay=round(delay, 3))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             backoff = min(RECONNECT_MAX_DELAY, backoff * 2)
         log.info("ari.events_stopped", app=self.app)
+
+    @staticmethod
+    async def _notify(handler: ConnectionHandler | None, failure_event: str) -> None:
+        """Run a connect/disconnect hook; its failure is logged, never fatal to the stream."""
+        if handler is None:
+            return
+        try:
+            await handler()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(failure_event)
 
     @staticmethod
     async def _close_when(stop: asyncio.Event, ws: aiohttp.ClientWebSocketResponse) -> None:

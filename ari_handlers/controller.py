@@ -80,6 +80,7 @@ class Controller:
         self.calls: dict[str, LiveCall] = {}
         self._by_channel: dict[str, LiveCall] = {}
         self.bad_events = 0
+        self.log_write_errors = 0
         self.calls_started = 0
         self.calls_ended = 0
         self.connected = asyncio.Event()
@@ -127,9 +128,9 @@ class Controller:
         self._by_channel[event.channel_id] = call
         self.calls_started += 1
         created = event.created_at if event.created_at is not None else event.at
-        self.store.call_started(call_id, channel_id=event.channel_id,
-                                caller_number=event.caller_number,
-                                caller_name=event.caller_name, created_at=created)
+        self._write("call_started", call_id, channel_id=event.channel_id,
+                    caller_number=event.caller_number, caller_name=event.caller_name,
+                    created_at=created)
         call.queue.put_nowait(event)
         call.task = asyncio.get_running_loop().create_task(self._run_call(call), name=f"call-{call_id}")
 
@@ -146,8 +147,8 @@ class Controller:
         pending: deque[e.Event] = deque([first])
         while pending:
             event = pending.popleft()
-            self.store.append(call.call_id, at=event.at, source="event",
-                              kind=type(event).__name__, detail=event_to_dict(event))
+            self._write("append", call.call_id, at=event.at, source="event",
+                        kind=type(event).__name__, detail=event_to_dict(event))
             try:
                 commands = call.engine.handle(event)
             except Exception:  # an engine bug must not drop the call
@@ -238,6 +239,14 @@ class Controller:
         except (AriError, OSError, asyncio.TimeoutError) as exc:
             log.info("ari.request_failed", what=what, error=str(exc))
 
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """A call-log write; the store queues and retries, and even a store bug loses no call."""
+        try:
+            getattr(self.store, method)(*args, **kwargs)
+        except Exception:
+            self.log_write_errors += 1
+            log.exception("call_log.write_failed", method=method)
+
     def _start_timer(self, call: LiveCall, cmd: c.StartTimer) -> None:
         old = call.timers.pop(cmd.name, None)
         if old is not None:
@@ -252,25 +261,26 @@ class Controller:
         call.timers[cmd.name] = asyncio.get_running_loop().call_later(delay, fire)
 
     def _log(self, call: LiveCall, entry: c.Log) -> None:
-        self.store.append(call.call_id, at=entry.at, source="log", kind=entry.kind,
-                          detail=entry.detail)
+        self._write("append", call.call_id, at=entry.at, source="log", kind=entry.kind,
+                    detail=entry.detail)
         log.info(f"call.{entry.kind}", state=call.engine.state.value, **_loggable(entry.detail))
         facts = call.engine.facts
         if entry.kind == "answered":
-            self.store.call_updated(call.call_id, answered_at=facts.answered_at, state="greeting")
+            self._write("call_updated", call.call_id, answered_at=facts.answered_at,
+                        state="greeting")
         elif entry.kind == "connected":
-            self.store.call_updated(call.call_id, agent=facts.agent, state="connected")
+            self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))
         else:
-            self.store.call_updated(call.call_id, state=call.engine.state.value)
+            self._write("call_updated", call.call_id, state=call.engine.state.value)
         for observer in self.observers:
             _notify(observer.on_log, call.call_id, facts.caller_number, entry)
 
     def _ended(self, call: LiveCall, ended: c.CallEnded) -> None:
         facts = call.engine.facts
-        self.store.call_ended(
-            call.call_id, ended_at=ended.at, first_hangup=ended.first_hangup,
+        self._write(
+            "call_ended", call.call_id, ended_at=ended.at, first_hangup=ended.first_hangup,
             outcome=call.outcome or "completed", compliance=ended.compliance,
             summary={"agent": facts.agent, "rings": len(facts.offers),
                      "offers": [o.agent for o in facts.offers]},

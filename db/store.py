@@ -44,7 +44,6 @@ from typing import Any
 import structlog
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -367,7 +366,7 @@ class CallStore:
             if call_id is not None:
                 record["call_id"] = clean_text(call_id)
             self._enqueue(record)
-        except Exception:  # noqa: BLE001 - the call must go on whatever the log does
+        except Exception:  # the call must go on whatever the log does
             logger.exception("call_log.record_not_queued", op=op, call_id=call_id)
 
     def _enqueue(self, record: Record) -> None:
@@ -518,7 +517,7 @@ class CallStore:
             state.marks[journal_id] = number
             state.advanced[journal_id] = number
             op = record["op"]
-            call_id = record.get("call_id")
+            call_id: str = record.get("call_id", "")
             if op == "append":
                 at = record["at"]
                 await self._ensure_call(conn, call_id, at, state)
@@ -856,7 +855,7 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary(row: Row[Any]) -> CallSummary:
+def _summary(row: Any) -> CallSummary:
     return CallSummary(
         id=row.id,
         channel_id=row.channel_id,

@@ -19,8 +19,12 @@ from ari_handlers.ami_client import AgentPhones, AmiLoginError, PhoneState
 from ari_handlers.simulator.ami_server import AmiServer
 
 USER, SECRET = "liyi", "s3cret"
-TRACE_09 = (Path(__file__).resolve().parents[2] / "shared" / "asterisk-traces"
-            / "09-ami-agent-presence.jsonl")
+TRACE_09 = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "asterisk-traces"
+    / "09-ami-agent-presence.jsonl"
+)
 
 Headers = list[tuple[str, str]]
 
@@ -65,8 +69,9 @@ class RawAmi:
         return messages
 
     async def login(self, secret: str = SECRET) -> list[Headers]:
-        await self.send(("Action", "Login"), ("ActionID", "login-1"),
-                        ("Username", USER), ("Secret", secret))
+        await self.send(
+            ("Action", "Login"), ("ActionID", "login-1"), ("Username", USER), ("Secret", secret)
+        )
         return [await self.read(), await self.read()]
 
     async def close(self) -> None:
@@ -104,9 +109,16 @@ class Recorder:
 
 
 def phones_for(server: AmiServer, recorder: Recorder, secret: str = SECRET) -> AgentPhones:
-    return AgentPhones(host="127.0.0.1", port=server.port, username=USER, secret=secret,
-                       endpoints=["agent1", "agent2"], on_change=recorder,
-                       reconnect_delay=0.2, login_timeout=2.0)
+    return AgentPhones(
+        host="127.0.0.1",
+        port=server.port,
+        username=USER,
+        secret=secret,
+        endpoints=["agent1", "agent2"],
+        on_change=recorder,
+        reconnect_delay=0.2,
+        login_timeout=2.0,
+    )
 
 
 class TestAmiServerFraming:
@@ -118,9 +130,18 @@ class TestAmiServerFraming:
         try:
             assert banner == b"Asterisk Call Manager/11.0.0\r\n"
             response, booted = await raw.login()
-            assert response == [("Response", "Success"), ("ActionID", "login-1"),
-                                ("Message", "Authentication accepted")]
-            assert [k for k, _ in booted] == ["Event", "Privilege", "Uptime", "LastReload", "Status"]
+            assert response == [
+                ("Response", "Success"),
+                ("ActionID", "login-1"),
+                ("Message", "Authentication accepted"),
+            ]
+            assert [k for k, _ in booted] == [
+                "Event",
+                "Privilege",
+                "Uptime",
+                "LastReload",
+                "Status",
+            ]
             assert dict(booted)["Status"] == "Fully Booted"
             await raw.send(("Action", "DeviceStateList"), ("ActionID", "devicestatelist-3"))
             assert await raw.read_list() == trace_exchange("devicestatelist-3")
@@ -144,8 +165,9 @@ class TestAmiServerFraming:
             got = await raw.read_list()
             want = trace_exchange("pjsipshowendpoints-4")
             volatile = {"Contacts", "Auths"}  # contact URIs differ; our "caller" has an auth
-            assert [[(k, v) for k, v in m if k not in volatile] for m in got] == \
-                [[(k, v) for k, v in m if k not in volatile] for m in want]
+            assert [[(k, v) for k, v in m if k not in volatile] for m in got] == [
+                [(k, v) for k, v in m if k not in volatile] for m in want
+            ]
             assert dict(got[1])["Contacts"].startswith("agent1/sip:agent1")
         finally:
             await raw.close()
@@ -153,10 +175,14 @@ class TestAmiServerFraming:
     async def test_wrong_secret_is_refused_and_dropped(self, server: AmiServer) -> None:
         """A bad secret gets "Authentication failed" and the connection closes, as in Asterisk."""
         raw, _ = await RawAmi.connect(server.port)
-        await raw.send(("Action", "Login"), ("ActionID", "l1"), ("Username", USER),
-                       ("Secret", "wrong"))
-        assert await raw.read() == [("Response", "Error"), ("ActionID", "l1"),
-                                    ("Message", "Authentication failed")]
+        await raw.send(
+            ("Action", "Login"), ("ActionID", "l1"), ("Username", USER), ("Secret", "wrong")
+        )
+        assert await raw.read() == [
+            ("Response", "Error"),
+            ("ActionID", "l1"),
+            ("Message", "Authentication failed"),
+        ]
         assert await asyncio.wait_for(raw.reader.read(), 2) == b""
         assert server.clients == 0
         await raw.close()
@@ -165,15 +191,21 @@ class TestAmiServerFraming:
         """Unauthenticated actions are denied; Ping, unknown actions and Logoff answer like Asterisk."""
         raw, _ = await RawAmi.connect(server.port)
         await raw.send(("Action", "Ping"), ("ActionID", "p0"))
-        assert await raw.read() == [("Response", "Error"), ("ActionID", "p0"),
-                                    ("Message", "Permission denied")]
+        assert await raw.read() == [
+            ("Response", "Error"),
+            ("ActionID", "p0"),
+            ("Message", "Permission denied"),
+        ]
         await raw.login()
         assert server.clients == 1
         await raw.send(("Action", "Ping"), ("ActionID", "p1"))
         assert dict(await raw.read())["Ping"] == "Pong"
         await raw.send(("Action", "NoSuchThing"), ("ActionID", "x1"))
-        assert await raw.read() == [("Response", "Error"), ("ActionID", "x1"),
-                                    ("Message", "Invalid/unknown command")]
+        assert await raw.read() == [
+            ("Response", "Error"),
+            ("ActionID", "x1"),
+            ("Message", "Invalid/unknown command"),
+        ]
         await raw.send(("Action", "Logoff"), ("ActionID", "logoff-17"))
         assert await raw.read() == trace_exchange("logoff-17")[0]
         assert await asyncio.wait_for(raw.reader.read(), 2) == b""
@@ -190,13 +222,17 @@ class TestAmiServerFraming:
             got += [await raw.read() for _ in range(3)]
         finally:
             await raw.close()
-        want = [list(e["event"].items()) for e in map(json.loads, TRACE_09.read_text().splitlines())
-                if e["kind"] == "ami_event"
-                and e["event"]["Event"] in ("PeerStatus", "DeviceStateChange", "ContactStatus")
-                and "ActionID" not in e["event"]
-                and "agent2" in json.dumps(e["event"])][:6]
-        assert [[(k, v) for k, v in m if k != "URI"] for m in got] == \
-            [[(k, v) for k, v in m if k != "URI"] for m in want]
+        want = [
+            list(e["event"].items())
+            for e in map(json.loads, TRACE_09.read_text().splitlines())
+            if e["kind"] == "ami_event"
+            and e["event"]["Event"] in ("PeerStatus", "DeviceStateChange", "ContactStatus")
+            and "ActionID" not in e["event"]
+            and "agent2" in json.dumps(e["event"])
+        ][:6]
+        assert [[(k, v) for k, v in m if k != "URI"] for m in got] == [
+            [(k, v) for k, v in m if k != "URI"] for m in want
+        ]
 
 
 class TestAgentPhones:
@@ -223,13 +259,17 @@ class TestAgentPhones:
         try:
             rec.changes.clear()
             server.set_contact("agent2", True)
-            await eventually(lambda: phones.state("agent2") == PhoneState("agent2", True, "NOT_INUSE"))
+            await eventually(
+                lambda: phones.state("agent2") == PhoneState("agent2", True, "NOT_INUSE")
+            )
             server.set_device_state("PJSIP/agent2", "RINGING")
             await eventually(lambda: phones.state("agent2").device_state == "RINGING")
             server.set_contact("caller", True)  # not an agent
             server.set_device_state("PJSIP/caller", "INUSE")
             server.set_contact("agent2", False)
-            await eventually(lambda: phones.state("agent2") == PhoneState("agent2", False, "UNAVAILABLE"))
+            await eventually(
+                lambda: phones.state("agent2") == PhoneState("agent2", False, "UNAVAILABLE")
+            )
             assert {s.endpoint for s in rec.changes} == {"agent2"}
             assert rec.changes[-1] == PhoneState("agent2", False, "UNAVAILABLE")
             assert PhoneState("agent2", True, "RINGING") in rec.changes
@@ -249,7 +289,9 @@ class TestAgentPhones:
             await asyncio.sleep(0.3)  # at least one refused reconnect
             await server.start()
             await eventually(lambda: phones.connected and server.clients == 1)
-            await eventually(lambda: phones.state("agent1") == PhoneState("agent1", True, "NOT_INUSE"))
+            await eventually(
+                lambda: phones.state("agent1") == PhoneState("agent1", True, "NOT_INUSE")
+            )
             server.set_device_state("PJSIP/agent1", "INUSE")  # live events flow again
             await eventually(lambda: phones.state("agent1").device_state == "INUSE")
         finally:
@@ -292,4 +334,3 @@ class TestAgentPhones:
         finally:
             await phones.stop()
             await ami.stop()
-

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from ari_handlers.ari_client import AriClient, AriConnectionError, AriError
 from tests.ari_spec import load_spec
@@ -27,27 +28,49 @@ USER, PASSWORD, APP = "liyi", "s3cret", "liyi"
 
 # Bodies as the real Asterisk 22.10.1 sent them (trace file and line noted).
 CHANNEL = {  # 03-agent-hangs-up-first: POST /channels response
-    "id": "1795348817.3", "name": "PJSIP/agent1-00000003", "state": "Down",
+    "id": "1795348817.3",
+    "name": "PJSIP/agent1-00000003",
+    "state": "Down",
     "protocol_id": "ea192aba-f19d-4f35-ab81-7e603f8ab33b",
-    "caller": {"name": "liyi", "number": "4000"}, "connected": {"name": "liyi", "number": "4000"},
+    "caller": {"name": "liyi", "number": "4000"},
+    "connected": {"name": "liyi", "number": "4000"},
     "accountcode": "",
-    "dialplan": {"context": "agents", "exten": "s", "priority": 1, "app_name": "AppDial2",
-                 "app_data": "(Outgoing Line)"},
-    "creationtime": "2026-11-22T12:00:17.082+0000", "language": "en",
+    "dialplan": {
+        "context": "agents",
+        "exten": "s",
+        "priority": 1,
+        "app_name": "AppDial2",
+        "app_data": "(Outgoing Line)",
+    },
+    "creationtime": "2026-11-22T12:00:17.082+0000",
+    "language": "en",
 }
 PLAYBACK = {  # 08-error-shapes: POST /channels/{id}/play response (201)
-    "id": "07c3f554-5806-4b41-91e3-d6537cb06380", "media_uri": "sound:hello-world",
-    "target_uri": "channel:1795348947.19", "language": "en", "state": "queued",
+    "id": "07c3f554-5806-4b41-91e3-d6537cb06380",
+    "media_uri": "sound:hello-world",
+    "target_uri": "channel:1795348947.19",
+    "language": "en",
+    "state": "queued",
 }
 BRIDGE = {  # 08-error-shapes: POST /bridges response
-    "id": "8c67065a-429a-4446-8d3e-953167a450b2", "technology": "simple_bridge",
-    "bridge_type": "mixing", "bridge_class": "stasis", "creator": "Stasis", "name": "err-08-a",
-    "channels": [], "creationtime": "2026-11-22T12:03:02.360+0000", "video_mode": "talker",
+    "id": "8c67065a-429a-4446-8d3e-953167a450b2",
+    "technology": "simple_bridge",
+    "bridge_type": "mixing",
+    "bridge_class": "stasis",
+    "creator": "Stasis",
+    "name": "err-08-a",
+    "channels": [],
+    "creationtime": "2026-11-22T12:03:02.360+0000",
+    "video_mode": "talker",
 }
 APPLICATION = {  # 12-app-disconnect-default-subscription: GET /applications/liyi
-    "name": "liyi", "channel_ids": ["1795349019.32"],
-    "bridge_ids": ["29833798-e2c2-47b1-b94d-2b606ae80e71"], "endpoint_ids": [],
-    "device_names": [], "events_allowed": [], "events_disallowed": [],
+    "name": "liyi",
+    "channel_ids": ["1795349019.32"],
+    "bridge_ids": ["29833798-e2c2-47b1-b94d-2b606ae80e71"],
+    "endpoint_ids": [],
+    "device_names": [],
+    "events_allowed": [],
+    "events_disallowed": [],
 }
 
 # (method, spec path) -> (status, body); 204 answers have no body.
@@ -94,8 +117,10 @@ class FakeAsterisk:
 
     def authorized(self, request: web.Request) -> bool:
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        return (request.headers.get("Authorization") == expected
-                or request.query.get("api_key") == f"{USER}:{PASSWORD}")
+        return (
+            request.headers.get("Authorization") == expected
+            or request.query.get("api_key") == f"{USER}:{PASSWORD}"
+        )
 
     async def rest(self, request: web.Request) -> web.Response:
         path = request.path.removeprefix("/ari")
@@ -175,8 +200,13 @@ CALLS: dict[str, Callable[[AriClient], Awaitable[Any]]] = {
     "start_moh": lambda c: c.start_moh("1795348947.19"),
     "stop_moh": lambda c: c.stop_moh("1795348947.19"),
     "originate": lambda c: c.originate(
-        endpoint="PJSIP/agent1", app=APP, app_args="agent,1795348947.19",
-        caller_id="liyi <4000>", channel_id="call-1-agent1", timeout=20),
+        endpoint="PJSIP/agent1",
+        app=APP,
+        app_args="agent,1795348947.19",
+        caller_id="liyi <4000>",
+        channel_id="call-1-agent1",
+        timeout=20,
+    ),
     "hangup": lambda c: c.hangup("call-1-agent1"),
     "create_bridge": lambda c: c.create_bridge("call-1", name="call-1"),
     "add_channel": lambda c: c.add_channel("call-1", ["1795348947.19", "call-1-agent1"]),
@@ -194,12 +224,15 @@ class TestSpecConformance:
     def test_every_rest_method_is_exercised(self) -> None:
         """Every public REST coroutine of AriClient has an entry in CALLS, so none escapes the spec check."""
         public = {
-            name for name, fn in inspect.getmembers(AriClient, inspect.iscoroutinefunction)
+            name
+            for name, fn in inspect.getmembers(AriClient, inspect.iscoroutinefunction)
             if not name.startswith("_")
         }
         assert public - {"close", "events"} == set(CALLS)
 
-    async def test_every_request_is_in_the_spec(self, fake: FakeAsterisk, client: AriClient) -> None:
+    async def test_every_request_is_in_the_spec(
+        self, fake: FakeAsterisk, client: AriClient
+    ) -> None:
         """Each method sends exactly one request whose path and parameters the ARI spec documents."""
         spec = load_spec()
         for name, call in CALLS.items():
@@ -217,7 +250,9 @@ class TestSpecConformance:
         assert spec.check_request("POST", "/channels/x/transfer", {})
         assert spec.check_request("DELETE", "/channels/x", {"reason": "no-such-reason"})
 
-    async def test_requests_carry_what_asterisk_needs(self, fake: FakeAsterisk, client: AriClient) -> None:
+    async def test_requests_carry_what_asterisk_needs(
+        self, fake: FakeAsterisk, client: AriClient
+    ) -> None:
         """Multi-valued params are comma-joined and ids land in the right path segments."""
         await CALLS["play"](client)
         await CALLS["originate"](client)
@@ -229,14 +264,23 @@ class TestSpecConformance:
         assert play.params == {"media": "sound:liyi/greeting,sound:beep", "playbackId": "pb-1"}
         assert (orig.method, orig.path) == ("POST", "/channels")
         assert orig.params == {
-            "endpoint": "PJSIP/agent1", "app": APP, "appArgs": "agent,1795348947.19",
-            "callerId": "liyi <4000>", "channelId": "call-1-agent1", "timeout": "20",
+            "endpoint": "PJSIP/agent1",
+            "app": APP,
+            "appArgs": "agent,1795348947.19",
+            "callerId": "liyi <4000>",
+            "channelId": "call-1-agent1",
+            "timeout": "20",
         }
         assert add.params == {"channel": "1795348947.19,call-1-agent1"}
-        assert (bridge.path, bridge.params) == ("/bridges/call-1",
-                                                {"type": "mixing,dtmf_events", "name": "call-1"})
+        assert (bridge.path, bridge.params) == (
+            "/bridges/call-1",
+            {"type": "mixing,dtmf_events", "name": "call-1"},
+        )
         assert (hangup.method, hangup.path, hangup.params) == (
-            "DELETE", "/channels/call-1-agent1", {"reason": "normal"})
+            "DELETE",
+            "/channels/call-1-agent1",
+            {"reason": "normal"},
+        )
 
 
 class TestResponses:
@@ -281,14 +325,20 @@ class TestErrors:
         """get_channel, get_application and an unset variable answer None instead of raising."""
         fake.overrides[("GET", "/channels/gone")] = (404, {"message": "Channel not found"})
         fake.overrides[("GET", f"/applications/{APP}")] = (
-            404, {"message": "Application not found"})
+            404,
+            {"message": "Application not found"},
+        )
         fake.overrides[("GET", "/channels/c1/variable")] = (
-            404, {"message": "Provided variable was not found"})
+            404,
+            {"message": "Provided variable was not found"},
+        )
         assert await client.get_channel("gone") is None
         assert await client.get_application() is None
         assert await client.get_channel_var("c1", "LIYI_STATE") is None
 
-    async def test_variable_of_vanished_channel_raises(self, fake: FakeAsterisk, client: AriClient) -> None:
+    async def test_variable_of_vanished_channel_raises(
+        self, fake: FakeAsterisk, client: AriClient
+    ) -> None:
         """A missing channel is not mistaken for a missing variable."""
         fake.overrides[("GET", "/channels/gone/variable")] = (404, {"message": "Channel not found"})
         with pytest.raises(AriError):
@@ -296,7 +346,9 @@ class TestErrors:
 
     async def test_unreachable_asterisk(self) -> None:
         """A refused connection raises AriConnectionError (an AriError with status 0)."""
-        ari = AriClient(f"http://127.0.0.1:{_free_port()}", USER, PASSWORD, APP, request_timeout=1.0)
+        ari = AriClient(
+            f"http://127.0.0.1:{_free_port()}", USER, PASSWORD, APP, request_timeout=1.0
+        )
         try:
             with pytest.raises(AriConnectionError) as info:
                 await ari.answer("c1")
@@ -313,14 +365,24 @@ def _free_port() -> int:
 
 
 def _event(n: int) -> str:
-    return json.dumps({"type": "ChannelVarset", "variable": "N", "value": str(n),
-                       "application": APP, "timestamp": "2026-11-22T12:00:00.000+0000"})
+    return json.dumps(
+        {
+            "type": "ChannelVarset",
+            "variable": "N",
+            "value": str(n),
+            "application": APP,
+            "timestamp": "2026-11-22T12:00:00.000+0000",
+        }
+    )
 
 
 class TestEvents:
     async def test_order_skip_reconnect_stop(self, fake: FakeAsterisk, client: AriClient) -> None:
         """Events arrive in order, a malformed frame is skipped, a dropped socket is reopened with on_connect again, and stop ends the loop."""
-        fake.ws_scripts = [[_event(1), "{not json", "[1, 2]", _event(2), "close"], [_event(3), "hold"]]
+        fake.ws_scripts = [
+            [_event(1), "{not json", "[1, 2]", _event(2), "close"],
+            [_event(3), "hold"],
+        ]
         seen: list[str] = []
         stop = asyncio.Event()
 
@@ -342,8 +404,10 @@ class TestEvents:
         assert seen == ["connect", "1", "2", "disconnect", "connect", "3", "disconnect"]
         assert fake.ws_connections == [{"app": APP}, {"app": APP}]  # default subscription
 
-    async def test_handler_error_does_not_kill_the_loop(self, fake: FakeAsterisk, client: AriClient) -> None:
-        """An on_event that raises is logged and the next event is still delivered."""
+    async def test_handler_error_does_not_kill_the_loop(
+        self, fake: FakeAsterisk, client: AriClient
+    ) -> None:
+        """A raising on_connect or on_event is logged and the next event is still delivered."""
         fake.ws_scripts = [[_event(1), _event(2), "hold"]]
         seen: list[str] = []
         stop = asyncio.Event()
@@ -354,8 +418,17 @@ class TestEvents:
                 raise RuntimeError("bug in a handler")
             stop.set()
 
-        await asyncio.wait_for(client.events(on_event, stop=stop), timeout=5)
-        assert seen == ["1", "2"]
+        async def on_connect() -> None:
+            seen.append("connect")
+            raise RuntimeError("reconciliation failed")
+
+        with capture_logs() as logs:
+            await asyncio.wait_for(
+                client.events(on_event, on_connect=on_connect, stop=stop), timeout=5
+            )
+        assert seen == ["connect", "1", "2"]
+        failures = [e["event"] for e in logs if e["log_level"] == "error"]
+        assert failures == ["ari.on_connect_failed", "ari.events_handler_failed"]
 
     async def test_waits_for_asterisk_to_come_up(self) -> None:
         """When Asterisk is down the loop keeps retrying and connects once it is up."""
@@ -416,4 +489,3 @@ class TestEvents:
         finally:
             await ari.close()
         assert fake.ws_connections == [{"app": APP, "api_key": f"{USER}:{PASSWORD}"}]
-

@@ -160,8 +160,14 @@ class AmiServer:
         if self._devices.get(device) == state:
             return
         self._devices[device] = state
-        self.emit({"Event": "DeviceStateChange", "Privilege": "call,all",
-                   "Device": device, "State": state})
+        self.emit(
+            {
+                "Event": "DeviceStateChange",
+                "Privilege": "call,all",
+                "Device": device,
+                "State": state,
+            }
+        )
 
     def set_contact(self, endpoint: str, registered: bool) -> None:
         """A phone REGISTERs (``True``) or un-REGISTERs: emit the events trace 09 shows.
@@ -183,12 +189,27 @@ class AmiServer:
             contact = current
             del self._contacts[endpoint]
             peer_status, device_state, contact_status = "Unreachable", "UNAVAILABLE", "Removed"
-        self.emit({"Event": "PeerStatus", "Privilege": "system,all", "ChannelType": "PJSIP",
-                   "Peer": f"PJSIP/{endpoint}", "PeerStatus": peer_status})
+        self.emit(
+            {
+                "Event": "PeerStatus",
+                "Privilege": "system,all",
+                "ChannelType": "PJSIP",
+                "Peer": f"PJSIP/{endpoint}",
+                "PeerStatus": peer_status,
+            }
+        )
         self.set_device_state(f"PJSIP/{endpoint}", device_state)
-        self.emit({"Event": "ContactStatus", "Privilege": "system,all", "URI": contact.uri,
-                   "ContactStatus": contact_status, "AOR": endpoint, "EndpointName": endpoint,
-                   "RoundtripUsec": "0"})
+        self.emit(
+            {
+                "Event": "ContactStatus",
+                "Privilege": "system,all",
+                "URI": contact.uri,
+                "ContactStatus": contact_status,
+                "AOR": endpoint,
+                "EndpointName": endpoint,
+                "RoundtripUsec": "0",
+            }
+        )
 
     def emit(self, event: Mapping[str, str | list[str]]) -> None:
         """Send an event to every logged-in client that asked for events."""
@@ -220,7 +241,7 @@ class AmiServer:
         session = _Session(writer=writer, peer=peer)
         task = asyncio.current_task()
         if task is not None:
-            session.tasks.add(task)  # type: ignore[arg-type]
+            session.tasks.add(task)
         self._sessions.add(session)
         log.debug("ami_server.connected", peer=peer)
         try:
@@ -285,27 +306,42 @@ class AmiServer:
         elif action == "ping":
             session.send(reply("Success", Ping="Pong", Timestamp=f"{time.time():.6f}"))
         elif action == "devicestatelist":
-            items = [{"Event": "DeviceStateChange", "Device": device, "State": state}
-                     for device, state in self._devices.items()]
-            self._send_list(session, action_id, "Device State Changes will follow",
-                            items, "DeviceStateListComplete")
+            items = [
+                {"Event": "DeviceStateChange", "Device": device, "State": state}
+                for device, state in self._devices.items()
+            ]
+            self._send_list(
+                session,
+                action_id,
+                "Device State Changes will follow",
+                items,
+                "DeviceStateListComplete",
+            )
         elif action == "pjsipshowcontacts":
-            self._send_list(session, action_id,
-                            "A listing of Contacts follows, presented as ContactList events",
-                            [self._contact_item(c) for c in self._contacts.values()],
-                            "ContactListComplete")
+            self._send_list(
+                session,
+                action_id,
+                "A listing of Contacts follows, presented as ContactList events",
+                [self._contact_item(c) for c in self._contacts.values()],
+                "ContactListComplete",
+            )
         elif action == "pjsipshowendpoints":
             if not self._endpoints:
                 session.send(reply("Error", Message="No endpoints found"))
                 return
-            self._send_list(session, action_id,
-                            "A listing of Endpoints follows, presented as EndpointList events",
-                            [self._endpoint_item(e) for e in self._endpoints],
-                            "EndpointListComplete")
+            self._send_list(
+                session,
+                action_id,
+                "A listing of Endpoints follows, presented as EndpointList events",
+                [self._endpoint_item(e) for e in self._endpoints],
+                "EndpointListComplete",
+            )
         else:
             session.send(reply("Error", Message="Invalid/unknown command"))
 
-    def _login(self, session: _Session, fields: dict[str, str], reply: Callable[..., dict[str, str]]) -> None:
+    def _login(
+        self, session: _Session, fields: dict[str, str], reply: Callable[..., dict[str, str]]
+    ) -> None:
         if fields.get("username") != self.username or fields.get("secret") != self.secret:
             # Asterisk answers, then drops the connection (manager.c returns -1).
             log.info("ami_server.login_refused", peer=session.peer, username=fields.get("username"))
@@ -318,8 +354,15 @@ class AmiServer:
         session.send(reply("Success", Message="Authentication accepted"))
         uptime = str(int(time.monotonic() - self._started_at))
         if session.events:
-            session.send({"Event": "FullyBooted", "Privilege": "system,all", "Uptime": uptime,
-                          "LastReload": uptime, "Status": "Fully Booted"})
+            session.send(
+                {
+                    "Event": "FullyBooted",
+                    "Privilege": "system,all",
+                    "Uptime": uptime,
+                    "LastReload": uptime,
+                    "Status": "Fully Booted",
+                }
+            )
 
     @staticmethod
     def _send_list(
@@ -339,28 +382,46 @@ class AmiServer:
             event = {"Event": item["Event"], **tag}
             event.update({k: v for k, v in item.items() if k != "Event"})
             session.send(event)
-        session.send({"Event": complete_event, **tag, "EventList": "Complete",
-                      "ListItems": str(len(items))})
+        session.send(
+            {"Event": complete_event, **tag, "EventList": "Complete", "ListItems": str(len(items))}
+        )
 
     @staticmethod
     def _contact_item(contact: _Contact) -> dict[str, str]:
         return {
-            "Event": "ContactList", "ObjectType": "contact", "ObjectName": contact.object_name,
-            "ViaAddr": "127.0.0.1", "QualifyTimeout": "3.000000", "Qualify2xxOnly": "false",
-            "CallId": contact.call_id, "RegServer": "", "PruneOnBoot": "no", "Path": "",
-            "Endpoint": contact.endpoint, "ViaPort": str(contact.via_port),
-            "AuthenticateQualify": "no", "Uri": contact.uri, "QualifyFrequency": "0",
+            "Event": "ContactList",
+            "ObjectType": "contact",
+            "ObjectName": contact.object_name,
+            "ViaAddr": "127.0.0.1",
+            "QualifyTimeout": "3.000000",
+            "Qualify2xxOnly": "false",
+            "CallId": contact.call_id,
+            "RegServer": "",
+            "PruneOnBoot": "no",
+            "Path": "",
+            "Endpoint": contact.endpoint,
+            "ViaPort": str(contact.via_port),
+            "AuthenticateQualify": "no",
+            "Uri": contact.uri,
+            "QualifyFrequency": "0",
             "UserAgent": "baresip v1.0.0 (x86_64/linux)",
-            "ExpirationTime": str(contact.expiration), "OutboundProxy": "",
-            "Status": "NonQualified", "RoundtripUsec": "N/A",
+            "ExpirationTime": str(contact.expiration),
+            "OutboundProxy": "",
+            "Status": "NonQualified",
+            "RoundtripUsec": "N/A",
         }
 
     def _endpoint_item(self, endpoint: str) -> dict[str, str]:
         contact = self._contacts.get(endpoint)
         state = self._devices.get(f"PJSIP/{endpoint}", "UNAVAILABLE")
         return {
-            "Event": "EndpointList", "ObjectType": "endpoint", "ObjectName": endpoint,
-            "Transport": "", "Aor": endpoint, "Auths": f"{endpoint}-auth", "OutboundAuths": "",
+            "Event": "EndpointList",
+            "ObjectType": "endpoint",
+            "ObjectName": endpoint,
+            "Transport": "",
+            "Aor": endpoint,
+            "Auths": f"{endpoint}-auth",
+            "OutboundAuths": "",
             "Contacts": f"{endpoint}/{contact.uri}," if contact else "",
             "DeviceState": DEVICE_STATE_TEXT.get(state, "Unknown"),
             "ActiveChannels": "1" if state in _BUSY_STATES else "0",

@@ -107,6 +107,7 @@ class Channel:
     app_data: str = ""
     language: str = "en"
     endpoint: str = ""  # "PJSIP/agent1" for agent legs
+    app: str = ""  # the Stasis app that gets this channel's events
     in_stasis: bool = False
     subscribed: bool = False  # the app gets this channel's events
     explicit_subscription: bool = False  # POST /applications/{app}/subscription or originate with app
@@ -117,7 +118,6 @@ class Channel:
     on_hold: bool = False
     ringing_indicated: bool = False
     playback_queue: list[str] = field(default_factory=list)  # playback ids, first = current
-    answered: asyncio.Event | None = None
     gone: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +157,7 @@ class Bridge:
     technology: str = ""
     moh_class: str | None = None
     playback_queue: list[str] = field(default_factory=list)
+    apps: set[str] = field(default_factory=set)  # apps whose channels were in it get its events
 
     def __post_init__(self) -> None:
         if not self.technology:

@@ -1,0 +1,1051 @@
+"""``AsteriskSimulator``: a stand-in for Asterisk 22 behind ARI (and AMI).
+
+It behaves like the real Asterisk 22.10.1 recorded in ``tests/traces/``:
+which events follow which request, in what order, with which fields, as an
+app with the **default subscription** sees them (trace 11). The HTTP and
+WebSocket side lives in ``ari_server``; the objects' JSON in ``model``; the
+people (callers, agents) in ``scripts``. This module is the behaviour.
+
+What the recordings taught, and the simulator therefore does:
+
+- an inbound call enters Stasis in state ``Ring`` with ``args ["inbound"]``;
+  ``ring`` changes nothing visible; ``answer`` sends ChannelStateChange Up
+  before its 204; a ``play`` before the answer is early media and the next
+  ``answer`` waits for it to end (trace 08);
+- a caller who hangs up gets ChannelHangupRequest, ChannelLeftBridge,
+  StasisEnd and then nothing more: no ChannelDestroyed unless the app
+  subscribed to the channel explicitly (traces 11, 12);
+- an agent who hangs up in a bridge leaves the caller alone, Up, in silence;
+  Asterisk does nothing for the caller (trace 03);
+- an originate to an unregistered endpoint is ``500 {"error": "Allocation
+  failed"}``; an unanswered leg ends with ChannelDestroyed cause 19 and no
+  hangup request; a declined one with cause 17 and Dial BUSY (trace 04);
+- no ARI event for hold or music on hold, only AMI (trace 05);
+- DTMF reaches the app only from a channel in Stasis that is not bridged or
+  is in a ``dtmf_events`` bridge (trace 06);
+- with the app's WebSocket closed, an inbound call fails at once
+  (STASISSTATUS=FAILED, 603 Decline; trace 07 C).
+
+Everything runs on the event loop with ``call_later`` timers, so thousands
+of concurrent calls cost little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ari_handlers.simulator.model import (
+    ASTERISK_ID,
+    BRIDGE_TYPE_FLAGS,
+    CAUSE_TEXT,
+    HANGUP_REASONS,
+    AgentPhone,
+    Bridge,
+    Channel,
+    IdSource,
+    Playback,
+    ari_time,
+    endpoint_json,
+    media_outcome,
+)
+from ari_handlers.simulator.scripts import AgentLeg, AgentScript, CallerScript, SimCall
+
+log = structlog.get_logger()
+
+NOT_IN_STASIS = "Channel not in Stasis application"
+AMI_STATE = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
+
+
+class AriError(Exception):
+    """An ARI error response: status and the JSON body Asterisk sends (trace 08)."""
+
+    def __init__(self, status: int, message: str, key: str = "message") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {key: message}
+
+
+class AsteriskSimulator:
+    """A simulated Asterisk 22 with PJSIP callers and agents, serving ARI and AMI on loopback."""
+
+    def __init__(
+        self,
+        *,
+        app: str = "liyi",
+        ari_user: str = "liyi",
+        ari_password: str = "liyi-sim",
+        ami_user: str = "liyi",
+        ami_secret: str = "liyi-sim",
+        host: str = "127.0.0.1",
+        ari_port: int = 0,
+        ami_port: int = 0,
+        prompt_seconds: float | Callable[[str], float] = 0.3,
+        stasis_delay: float = 0.0,
+    ) -> None:
+        from ari_handlers.simulator.ari_server import AriServer
+
+        self.app = app
+        self.ari_user = ari_user
+        self.ari_password = ari_password
+        self.host = host
+        self.prompt_seconds = prompt_seconds
+        self.stasis_delay = stasis_delay
+        self.started_at = time.time()
+        self.calls: list[SimCall] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.agent_legs: list[AgentLeg] = []
+        self.channels: dict[str, Channel] = {}
+        self.bridges: dict[str, Bridge] = {}
+        self.playbacks: dict[str, Playback] = {}
+        self.agents: dict[str, AgentPhone] = {}
+        self.known_apps: set[str] = set()  # apps that connected once stay registered (trace 12)
+        self.ami_log: list[tuple[str, Any]] = []  # everything told to the AMI side, in order
+        self.ami: Any = None
+        self._ami_settings = (ami_user, ami_secret, host, ami_port)
+        self._ids = IdSource()
+        self._calls_by_channel: dict[str, SimCall] = {}
+        self._legs_by_channel: dict[str, AgentLeg] = {}
+        self._leg_timers: dict[str, list[asyncio.TimerHandle]] = {}
+        self._leg_args: dict[str, list[str]] = {}
+        self._device_states: dict[str, str] = {}
+        self._event_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.server = AriServer(self, host=host, port=ari_port)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Serve ARI, and AMI if the AMI server module is available."""
+        self._loop = asyncio.get_running_loop()
+        await self.server.start()
+        try:
+            from ari_handlers.simulator.ami_server import AmiServer  # written separately
+        except ImportError:
+            log.warning("sim.ami_unavailable", reason="ari_handlers.simulator.ami_server missing")
+        else:
+            user, secret, host, port = self._ami_settings
+            self.ami = AmiServer(username=user, secret=secret, host=host, port=port)
+            await self.ami.start()
+            for agent in self.agents.values():
+                self.ami.set_contact(agent.endpoint, agent.registered)
+                self.ami.set_device_state(agent.endpoint, self._device_states.get(agent.endpoint, "UNAVAILABLE"))
+        log.info("sim.started", ari_url=self.ari_url, ami_port=self.ami_port)
+
+    async def stop(self) -> None:
+        for call in self.calls:
+            if not call.ended.is_set():
+                call.finish("service", "simulator stopped")
+        for timers in self._leg_timers.values():
+            for timer in timers:
+                timer.cancel()
+        for pb in self.playbacks.values():
+            if pb.timer:
+                pb.timer.cancel()
+        await self.server.stop()
+        if self.ami is not None:
+            await self.ami.stop()
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://{self.host}:{self.server.port}"
+
+    @property
+    def ami_port(self) -> int:
+        return int(self.ami.port) if self.ami is not None else 0
+
+    @property
+    def app_connected(self) -> bool:
+        return self.server.hub.connected(self.app)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def on_event(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``hook`` with every ARI event the simulator emits (delivered or not)."""
+        self._event_hooks.append(hook)
+
+    # ------------------------------------------------------------------ agents
+
+    def add_agent(self, name: str, *, registered: bool = True, script: AgentScript = AgentScript()) -> None:
+        """Create endpoint ``PJSIP/<name>``, with a phone registered or not."""
+        self.agents[name] = AgentPhone(name, registered, script)
+        self._ami("set_contact", f"PJSIP/{name}", registered)
+        self._refresh_device(name)
+
+    def set_agent_script(self, name: str, script: AgentScript) -> None:
+        self.agents[name].script = script
+
+    def register_agent(self, name: str) -> None:
+        self._set_registered(name, True)
+
+    def unregister_agent(self, name: str) -> None:
+        self._set_registered(name, False)
+
+    def _set_registered(self, name: str, registered: bool) -> None:
+        agent = self.agents[name]
+        if agent.registered == registered:
+            return
+        agent.registered = registered
+        log.info("sim.agent_registration", agent=name, registered=registered)
+        self._ami("set_contact", agent.endpoint, registered)
+        self._refresh_device(name)
+
+    def legs_of(self, agent: str) -> list[AgentLeg]:
+        return [leg for leg in self.agent_legs if leg.agent == agent]
+
+    # ------------------------------------------------------------------ inbound calls
+
+    async def place_call(
+        self,
+        caller_number: str,
+        *,
+        caller_name: str = "",
+        script: CallerScript = CallerScript(),
+        extension: str = "4000",
+    ) -> SimCall:
+        """A caller dials ``extension``: 4000 is ``Stasis(app,inbound)``, 4001 a never-connected
+        app (falls back to ``Playback(beep)``), 3001 ``Answer``+``Echo`` (never in Stasis).
+
+        Returns once StasisStart was sent, or once the call was refused because the
+        app has no WebSocket (STASISSTATUS=FAILED → 603 Decline, trace 07 C).
+        """
+        now = time.time()
+        channel_id, n = self._ids.next(now)
+        ch = Channel(
+            id=channel_id,
+            name=f"PJSIP/caller-{n:08x}",
+            role="caller",
+            created=now,
+            state="Ring",
+            protocol_id=f"{n}-sim@127.0.0.1",
+            caller_name=caller_name,
+            caller_number=caller_number,
+            context="inbound",
+            exten=extension,
+        )
+        self.channels[channel_id] = ch
+        call = SimCall(
+            channel_id=channel_id,
+            caller_number=caller_number,
+            caller_name=caller_name,
+            script=script,
+            actions=self,
+            loop=self.loop,
+        )
+        self.calls.append(call)
+        self._calls_by_channel[channel_id] = call
+        self._ami_channel_event("Newchannel", ch)
+        call.started()
+        log.info("sim.call_placed", call_id=channel_id, caller=caller_number, extension=extension)
+        if extension == "3001":
+            ch.app_name, ch.priority = "Echo", 2
+            self._set_up(ch)
+            return call
+        if self.stasis_delay > 0:
+            await asyncio.sleep(self.stasis_delay)
+            if ch.gone:
+                return call
+        if extension == "4001":
+            self._stasis_failed_fallback(ch, call)
+            return call
+        if not self.app_connected:
+            call.refused = True
+            log.info("sim.stasis_failed", call_id=channel_id, app=self.app)
+            self._destroy(ch, cause=16)
+            call.finish("service", "603 Decline: Stasis app not connected (STASISSTATUS=FAILED)")
+            return call
+        ch.in_stasis = ch.subscribed = True
+        ch.app_name, ch.app_data, ch.priority = "Stasis", f"{self.app},inbound", 2
+        self._emit_channel("StasisStart", ch, args=["inbound"])
+        return call
+
+    def _stasis_failed_fallback(self, ch: Channel, call: SimCall) -> None:
+        """4001: Stasis(liyi-ghost) fails, then ``Playback(beep)`` answers and ``Hangup()`` (trace 07 D)."""
+        call.refused = True
+        ch.app_name, ch.app_data, ch.priority = "Playback", "beep", 4
+        self._set_up(ch)
+        call.prompt_started("dialplan", "sound:beep", early=False)
+
+        def done() -> None:
+            if not ch.gone:
+                call.prompt_stopped("dialplan", "sound:beep", completed=True)
+                self._destroy(ch, cause=16)
+                call.finish("service", "dialplan Hangup() after Stasis failed")
+
+        self.loop.call_later(self._duration("sound:beep"), done)
+
+    # ------------------------------------------------------------------ caller actions (scripts)
+
+    def caller_hangs_up(self, call: SimCall) -> None:
+        """The caller's phone hangs up: BYE if answered, CANCEL while ringing (traces 01, 02)."""
+        ch = self.channels.get(call.channel_id)
+        if ch is None or ch.gone:
+            return
+        answered = ch.state == "Up"
+        log.info("sim.caller_hangup", call_id=ch.id, answered=answered)
+        if ch.in_stasis:
+            if answered:
+                self._emit_channel("ChannelHangupRequest", ch)
+            else:
+                self._emit_channel("ChannelHangupRequest", ch, cause=127, tech_cause=487)
+            self._leave_stasis(ch)
+            if ch.explicit_subscription:
+                extra = {} if answered else {"tech_cause": 487}
+                self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True, **extra)
+        self._destroy(ch, cause=16 if answered else 127, tech_cause=None if answered else 487)
+        call.finish("caller")
+
+    def caller_sends_dtmf(self, call: SimCall, digit: str) -> None:
+        ch = self.channels.get(call.channel_id)
+        if ch is not None:
+            self._dtmf(ch, digit, 100)
+
+    def _dtmf(self, ch: Channel, digit: str, duration_ms: int) -> None:
+        if not ch.in_stasis:
+            return
+        bridge = self.bridges.get(ch.bridge_id) if ch.bridge_id else None
+        if bridge is not None and not bridge.dtmf_events:
+            return  # native/simple mixing bridge: passed through, no event (trace 06)
+        self._emit_channel("ChannelDtmfReceived", ch, digit=digit, duration_ms=duration_ms)
+
+    # ------------------------------------------------------------------ channel operations (REST)
+
+    def get_channel(self, channel_id: str) -> Channel:
+        ch = self.channels.get(channel_id)
+        if ch is None or ch.gone:
+            raise AriError(404, "Channel not found")
+        return ch
+
+    def stasis_channel(self, channel_id: str) -> Channel:
+        ch = self.get_channel(channel_id)
+        if not ch.in_stasis:
+            raise AriError(409, NOT_IN_STASIS)
+        return ch
+
+    def ring(self, channel_id: str, on: bool) -> None:
+        ch = self.stasis_channel(channel_id)
+        if ch.state == "Up":
+            return
+        if on and not ch.ringing_indicated:
+            call = self._calls_by_channel.get(ch.id)
+            if call is not None:
+                call.note("ringing")
+        ch.ringing_indicated = on
+
+    async def answer(self, channel_id: str) -> None:
+        ch = self.stasis_channel(channel_id)
+        while ch.state != "Up" and ch.playback_queue:  # early media plays out first (trace 08)
+            pb = self.playbacks.get(ch.playback_queue[0])
+            if pb is None:
+                break
+            await pb.finished.wait()
+        if ch.gone:
+            raise AriError(404, "Channel not found")
+        if ch.state != "Up":
+            self._set_up(ch)
+
+    def _set_up(self, ch: Channel) -> None:
+        ch.state = "Up"
+        ch.ringing_indicated = False
+        self._emit_channel("ChannelStateChange", ch)
+        self._ami_channel_event("Newstate", ch)
+        call = self._calls_by_channel.get(ch.id)
+        if call is not None:
+            call.answered()
+            for pb_id in ch.playback_queue[:1]:
+                pb = self.playbacks.get(pb_id)
+                if pb is not None and pb.state == "playing":
+                    call.set_audible(f"playback:{pb.id}", True)
+
+    def hangup(self, channel_id: str, reason: str | None, reason_code: str | None) -> None:
+        """DELETE /channels/{id}: ChannelHangupRequest cause 32 soft, then the channel ends (traces 05, 08)."""
+        ch = self.get_channel(channel_id)
+        cause = 16
+        if reason_code:
+            try:
+                cause = int(reason_code)
+            except ValueError:
+                raise AriError(400, "Invalid reason for hangup reason provided") from None
+        elif reason is not None:
+            if reason not in HANGUP_REASONS:
+                raise AriError(400, "Invalid reason for hangup reason provided")
+            cause = HANGUP_REASONS[reason]
+        log.info("sim.service_hangup", call_id=ch.id, role=ch.role, state=ch.state)
+        if ch.subscribed:
+            self._emit_channel("ChannelHangupRequest", ch, cause=32, soft=True)
+        leg = self._legs_by_channel.get(ch.id)
+        if ch.in_stasis:
+            self._leave_stasis(ch)
+            if ch.role == "caller" and ch.explicit_subscription:
+                self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True)
+        if leg is not None and leg.outcome in ("ringing", "answered"):
+            self._end_leg(leg, "cancelled" if leg.outcome == "ringing" else "service-hung-up")
+        self._destroy(ch, cause=cause)
+        call = self._calls_by_channel.get(ch.id)
+        if call is not None:
+            call.finish("service")
+
+    def start_moh(self, channel_id: str, moh_class: str | None) -> None:
+        ch = self.stasis_channel(channel_id)
+        self._channel_music(ch, True)
+
+    def stop_moh(self, channel_id: str) -> None:
+        ch = self.stasis_channel(channel_id)
+        self._channel_music(ch, False)
+
+    def hold(self, channel_id: str, on: bool) -> None:
+        """Hold gives the held channel music (AMI MusicOnHoldStart) and no ARI event (trace 05)."""
+        ch = self.stasis_channel(channel_id)
+        if on and not ch.on_hold:
+            ch.on_hold = True
+            self._channel_music(ch, True)
+        elif not on and ch.on_hold:
+            ch.on_hold = False
+            self._channel_music(ch, False)
+
+    def _channel_music(self, ch: Channel, on: bool) -> None:
+        if on and ch.moh_class is None:
+            ch.moh_class = "default"  # an unknown class plays "default" (trace 08)
+            self._ami_channel_event("MusicOnHoldStart", ch, Class="default")
+        elif not on and ch.moh_class is not None:
+            ch.moh_class = None
+            self._ami_channel_event("MusicOnHoldStop", ch)
+        else:
+            return
+        self._refresh_audio(ch)
+
+    def set_variable(self, channel_id: str, variable: str | None, value: str, report: bool) -> None:
+        if not variable:
+            raise AriError(400, "Missing variable parameter.")
+        ch = self.stasis_channel(channel_id)
+        ch.variables[variable] = value
+        if report:
+            ch.reported_variables.add(variable)
+        self._emit_channel("ChannelVarset", ch, variable=variable, value=value)
+
+    def get_variable(self, channel_id: str, variable: str | None) -> str:
+        if not variable:
+            raise AriError(400, "Missing variable parameter.")
+        ch = self.get_channel(channel_id)
+        if variable not in ch.variables:
+            raise AriError(404, "Provided variable was not found")
+        return ch.variables[variable]
+
+    # ------------------------------------------------------------------ playbacks
+
+    def play(
+        self, kind: str, target_id: str, media: list[str], lang: str | None, playback_id: str | None
+    ) -> dict[str, Any]:
+        """Queue ``media`` on a channel or bridge; it starts now if nothing else plays there.
+
+        Returns the Playback JSON as it was when queued: the 201 body says
+        ``queued`` although PlaybackStarted follows at once (trace 01).
+        """
+        if kind == "channel":
+            target: Channel | Bridge = self.stasis_channel(target_id)
+        else:
+            target = self.get_bridge(target_id)
+        if not media:
+            raise AriError(500, "Failed to queue media for playback")
+        playback_id = playback_id or str(uuid.uuid4())
+        if playback_id in self.playbacks:
+            raise AriError(409, "Playback with id already exists")
+        pb = Playback(id=playback_id, media=media, target_kind=kind, target_id=target_id, language=lang or "en")
+        self.playbacks[pb.id] = pb
+        target.playback_queue.append(pb.id)
+        snapshot = pb.to_json()
+        if len(target.playback_queue) == 1:
+            self._start_playback(pb)
+        return snapshot
+
+    def get_playback(self, playback_id: str) -> Playback:
+        pb = self.playbacks.get(playback_id)
+        if pb is None:
+            raise AriError(404, "Playback not found")
+        return pb
+
+    def stop_playback(self, playback_id: str) -> None:
+        """DELETE /playbacks/{id}: PlaybackFinished with state ``done``, not "stopped" (trace 05)."""
+        pb = self.get_playback(playback_id)
+        if pb.state == "queued":
+            self._drop_playback(pb)
+            return
+        self._finish_playback(pb, "done", completed=False)
+
+    def _start_playback(self, pb: Playback) -> None:
+        bridge = self.bridges.get(pb.target_id) if pb.target_kind == "bridge" else None
+        ch = self.channels.get(pb.target_id) if pb.target_kind == "channel" else None
+        pb.state = "playing"
+        pb.early = ch is not None and ch.state != "Up"
+        self._emit_playback("PlaybackStarted", pb)
+        if bridge is not None and bridge.moh_class is not None:
+            # a holding bridge already has an announcer for its music (trace 05 2b)
+            for call in self._listeners(pb):
+                call.prompt_failed(pb.current_media)
+            self._finish_playback(pb, "failed", completed=False)
+            return
+        self._play_current(pb)
+
+    def _play_current(self, pb: Playback) -> None:
+        media = pb.current_media
+        outcome = media_outcome(media)
+        if outcome == "missing":
+            for call in self._listeners(pb):
+                call.prompt_failed(media)
+            self._finish_playback(pb, "failed", completed=False)
+            return
+        if outcome == "unknown":
+            # Asterisk starts it and never finishes it; the playback is gone (trace 08)
+            self._drop_playback(pb)
+            return
+        for call in self._listeners(pb):
+            if pb.target_kind == "channel":
+                call.prompt_started(pb.id, media, pb.early)
+            else:
+                call.note("prompt", media)
+        if pb.target_kind == "bridge":
+            self._refresh_bridge(pb.target_id)
+        pb.timer = self.loop.call_later(self._duration(media), self._media_done, pb)
+
+    def _media_done(self, pb: Playback) -> None:
+        pb.timer = None
+        if pb.index + 1 < len(pb.media):
+            pb.state = "continuing"
+            self._emit_playback("PlaybackContinuing", pb)
+            pb.index += 1
+            pb.state = "playing"
+            for call in self._listeners(pb):
+                call.prompt_stopped(pb.id, pb.media[pb.index - 1], completed=True)
+            self._play_current(pb)
+            return
+        self._finish_playback(pb, "done", completed=True)
+
+    def _finish_playback(self, pb: Playback, state: str, *, completed: bool) -> None:
+        if pb.timer is not None:
+            pb.timer.cancel()
+            pb.timer = None
+        pb.state = state
+        self._emit_playback("PlaybackFinished", pb)
+        listeners = self._listeners(pb)
+        self._drop_playback(pb)
+        for call in listeners:
+            call.prompt_stopped(pb.id, pb.current_media, completed=completed and state == "done")
+
+    def _drop_playback(self, pb: Playback) -> None:
+        """Forget a playback and start the next one queued on the same target."""
+        if pb.timer is not None:
+            pb.timer.cancel()
+            pb.timer = None
+        self.playbacks.pop(pb.id, None)
+        pb.finished.set()
+        target = self.channels.get(pb.target_id) if pb.target_kind == "channel" else self.bridges.get(pb.target_id)
+        if target is None or pb.id not in target.playback_queue:
+            return
+        was_current = target.playback_queue[0] == pb.id
+        target.playback_queue.remove(pb.id)
+        if pb.target_kind == "bridge":
+            self._refresh_bridge(pb.target_id)
+        if was_current and target.playback_queue:
+            nxt = self.playbacks.get(target.playback_queue[0])
+            if nxt is not None:
+                self._start_playback(nxt)
+
+    def _end_playbacks(self, target: Channel | Bridge) -> None:
+        """The target is going away: the current playback ends ``done``, queued ones vanish."""
+        queue = list(target.playback_queue)
+        target.playback_queue.clear()
+        for i, pb_id in enumerate(queue):
+            pb = self.playbacks.get(pb_id)
+            if pb is None:
+                continue
+            if i == 0 and pb.state == "playing":
+                if pb.timer is not None:
+                    pb.timer.cancel()
+                    pb.timer = None
+                pb.state = "done"
+                self._emit_playback("PlaybackFinished", pb)
+                for call in self._listeners(pb):
+                    call.set_audible(f"playback:{pb.id}", False)
+            self.playbacks.pop(pb_id, None)
+            pb.finished.set()
+
+    def _listeners(self, pb: Playback) -> list[SimCall]:
+        """The simulated callers who hear this playback."""
+        if pb.target_kind == "channel":
+            call = self._calls_by_channel.get(pb.target_id)
+            return [call] if call is not None and not call.ended.is_set() else []
+        bridge = self.bridges.get(pb.target_id)
+        if bridge is None:
+            return []
+        calls = (self._calls_by_channel.get(cid) for cid in bridge.channels)
+        return [c for c in calls if c is not None and not c.ended.is_set()]
+
+    def _duration(self, media: str) -> float:
+        if callable(self.prompt_seconds):
+            return float(self.prompt_seconds(media))
+        return float(self.prompt_seconds)
+
+    # ------------------------------------------------------------------ bridges
+
+    def get_bridge(self, bridge_id: str) -> Bridge:
+        bridge = self.bridges.get(bridge_id)
+        if bridge is None:
+            raise AriError(404, "Bridge not found")
+        return bridge
+
+    def create_bridge(self, type_: str | None, bridge_id: str | None, name: str | None) -> Bridge:
+        flags = frozenset(f.strip() for f in (type_ or "mixing").split(",") if f.strip()) or frozenset({"mixing"})
+        if not flags <= BRIDGE_TYPE_FLAGS:
+            raise AriError(500, f"Unable to create bridge. Possible duplicate bridge id '{bridge_id or '(null)'}'")
+        if bridge_id and bridge_id in self.bridges:
+            raise AriError(409, f"Bridge with id '{bridge_id}' already exists")
+        bridge = Bridge(id=bridge_id or str(uuid.uuid4()), name=name or "", flags=flags, created=time.time())
+        self.bridges[bridge.id] = bridge
+        log.info("sim.bridge_created", bridge_id=bridge.id, flags=sorted(flags))
+        return bridge
+
+    def add_to_bridge(self, bridge_id: str, channel_csv: str | None) -> None:
+        bridge = self.get_bridge(bridge_id)
+        chans = self._bridge_channels(channel_csv)
+        for ch in chans:
+            if not ch.in_stasis:
+                raise AriError(422, NOT_IN_STASIS)
+        for ch in chans:
+            if ch.bridge_id is not None:
+                self._leave_bridge(ch)  # re-adding to the same bridge: left + entered (trace 08)
+            bridge.channels.append(ch.id)
+            ch.bridge_id = bridge.id
+            self._emit_channel("ChannelEnteredBridge", ch, bridge=bridge.to_json())
+            bridge.retune()
+        self._refresh_bridge(bridge.id)
+
+    def remove_from_bridge(self, bridge_id: str, channel_csv: str | None) -> None:
+        bridge = self.get_bridge(bridge_id)
+        chans = self._bridge_channels(channel_csv)
+        for ch in chans:
+            if not ch.in_stasis:
+                raise AriError(422, NOT_IN_STASIS)
+            if ch.bridge_id != bridge.id:
+                raise AriError(422, "Channel not in this bridge")
+        for ch in chans:
+            self._leave_bridge(ch)
+
+    def _bridge_channels(self, channel_csv: str | None) -> list[Channel]:
+        if not channel_csv:
+            raise AriError(400, "Missing parameter channel")
+        out = []
+        for cid in channel_csv.split(","):
+            ch = self.channels.get(cid.strip())
+            if ch is None or ch.gone:
+                raise AriError(400, "Channel not found")
+            out.append(ch)
+        return out
+
+    def destroy_bridge(self, bridge_id: str) -> None:
+        """Channels leave (last first, trace 06) and stay in Stasis; then BridgeDestroyed."""
+        bridge = self.get_bridge(bridge_id)
+        self._end_playbacks(bridge)
+        for cid in reversed(list(bridge.channels)):
+            ch = self.channels.get(cid)
+            if ch is not None:
+                self._leave_bridge(ch)
+        del self.bridges[bridge.id]
+        self._publish({"type": "BridgeDestroyed", "bridge": bridge.to_json()}, bridge.apps)
+        log.info("sim.bridge_destroyed", bridge_id=bridge.id)
+
+    def bridge_moh(self, bridge_id: str, moh_class: str | None, on: bool) -> None:
+        bridge = self.get_bridge(bridge_id)
+        bridge.moh_class = (moh_class or "default") if on else None
+        self._refresh_bridge(bridge.id)
+
+    def _leave_bridge(self, ch: Channel) -> None:
+        bridge = self.bridges.get(ch.bridge_id or "")
+        ch.bridge_id = None
+        if bridge is None:
+            return
+        if ch.id in bridge.channels:
+            bridge.channels.remove(ch.id)
+        self._emit_channel("ChannelLeftBridge", ch, bridge=bridge.to_json())
+        bridge.retune()
+        self._refresh_audio(ch)
+        self._refresh_bridge(bridge.id)
+
+    # ------------------------------------------------------------------ what the caller hears
+
+    def _refresh_bridge(self, bridge_id: str) -> None:
+        bridge = self.bridges.get(bridge_id)
+        if bridge is None:
+            return
+        for cid in bridge.channels:
+            ch = self.channels.get(cid)
+            if ch is not None:
+                self._refresh_audio(ch)
+
+    def _refresh_audio(self, ch: Channel) -> None:
+        """Recompute what reaches a caller: music, agents present, a bridge announcement."""
+        call = self._calls_by_channel.get(ch.id)
+        if call is None or call.ended.is_set():
+            return
+        bridge = self.bridges.get(ch.bridge_id) if ch.bridge_id else None
+        call.set_music(ch.moh_class is not None or (bridge is not None and bridge.moh_class is not None))
+        agents: set[str] = set()
+        announcement = False
+        if bridge is not None:
+            if not bridge.is_holding:
+                for other_id in bridge.channels:
+                    other = self.channels.get(other_id)
+                    if other is not None and other.role == "agent" and other.state == "Up" and not other.gone:
+                        agents.add(other.endpoint.split("/", 1)[1])
+            if bridge.playback_queue:
+                pb = self.playbacks.get(bridge.playback_queue[0])
+                announcement = pb is not None and pb.state == "playing"
+        call.set_agents(agents)
+        call.set_audible("bridge-playback", announcement)
+
+    # ------------------------------------------------------------------ originate (agent legs)
+
+    def originate(
+        self, params: dict[str, str], channel_id: str | None, variables: dict[str, str]
+    ) -> tuple[Channel, int]:
+        """POST /channels: ring an agent's phone into the app (traces 03, 04, 11)."""
+        endpoint = params.get("endpoint")
+        app = params.get("app")
+        if not endpoint:
+            raise AriError(400, "Endpoint must be specified")
+        if not app and not params.get("extension"):
+            raise AriError(400, "Application or extension must be specified")
+        if channel_id and channel_id in self.channels:
+            raise AriError(409, "Channel with given unique ID already exists")
+        tech, _, resource = endpoint.partition("/")
+        agent = self.agents.get(resource) if tech.upper() == "PJSIP" else None
+        if agent is None or not agent.registered:
+            log.info("sim.originate_failed", endpoint=endpoint)
+            raise AriError(500, "Allocation failed", key="error")
+        if not app:
+            raise AriError(500, "Allocation failed", key="error")  # the simulator has no agent dialplan
+        try:
+            timeout = int(params.get("timeout") or 30)
+        except ValueError:
+            raise AriError(400, "Invalid parameters for originating a channel.") from None
+        now = time.time()
+        generated, n = self._ids.next(now)
+        cid_name, cid_number = _parse_caller_id(params.get("callerId") or "")
+        ch = Channel(
+            id=channel_id or generated,
+            name=f"{agent.endpoint}-{n:08x}",
+            role="agent",
+            created=now,
+            state="Down",
+            caller_name=cid_name,
+            caller_number=cid_number,
+            connected_name=cid_name,
+            connected_number=cid_number,
+            context="agents",
+            exten="s",
+            priority=1,
+            app_name="AppDial2",
+            app_data="(Outgoing Line)",
+            endpoint=agent.endpoint,
+            app=app,
+            subscribed=True,
+            explicit_subscription=True,
+            variables=dict(variables),
+        )
+        self.channels[ch.id] = ch
+        leg = AgentLeg(agent=agent.name, channel_id=ch.id, started_at=now)
+        self.agent_legs.append(leg)
+        self._legs_by_channel[ch.id] = leg
+        app_args = params.get("appArgs") or ""
+        self._leg_args[ch.id] = app_args.split(",") if app_args else []
+        log.info("sim.originate", call_id=ch.id, agent=agent.name, timeout=timeout)
+        self._ami_channel_event("Newchannel", ch)
+        return ch, timeout
+
+    def start_dialing(self, ch: Channel, timeout: int) -> None:
+        """After the 200: Dial, Ringing, Dial RINGING, then the phone's script (trace 11 order)."""
+        if ch.gone:
+            return
+        agent = self.agents[ch.endpoint.split("/", 1)[1]]
+        self._emit_dial(ch, "")
+        ch.state = "Ringing"
+        self._emit_channel("ChannelStateChange", ch)
+        self._emit_dial(ch, "RINGING")
+        self._refresh_device(agent.name)
+        script: AgentScript = agent.script
+        timers = self._leg_timers.setdefault(ch.id, [])
+        if script.answer_after is not None:
+            timers.append(self.loop.call_later(script.answer_after, self._agent_answers, ch))
+        if script.decline_after is not None:
+            timers.append(self.loop.call_later(script.decline_after, self._agent_declines, ch))
+        if timeout > 0:
+            timers.append(self.loop.call_later(timeout, self._leg_times_out, ch))
+
+    def _agent_answers(self, ch: Channel) -> None:
+        leg = self._legs_by_channel[ch.id]
+        if ch.gone or leg.outcome != "ringing":
+            return
+        self._cancel_leg_timers(ch.id)
+        ch.state = "Up"
+        self._emit_channel("ChannelStateChange", ch)
+        self._emit_dial(ch, "ANSWER")
+        leg.answered_at, leg.outcome = time.time(), "answered"
+        self._refresh_device(leg.agent)
+        app = ch.app
+        args = self._leg_args.get(ch.id, [])
+        ch.in_stasis = True
+        ch.app_name, ch.app_data = "Stasis", ",".join([app, *args])
+        log.info("sim.agent_answered", call_id=ch.id, agent=leg.agent)
+        self._emit_channel("StasisStart", ch, args=args)
+        hang_up_after = self.agents[leg.agent].script.hang_up_after
+        if hang_up_after is not None:
+            self._leg_timers.setdefault(ch.id, []).append(
+                self.loop.call_later(hang_up_after, self._agent_hangs_up, ch)
+            )
+
+    def _agent_declines(self, ch: Channel) -> None:
+        leg = self._legs_by_channel[ch.id]
+        if ch.gone or leg.outcome != "ringing":
+            return
+        log.info("sim.agent_declined", call_id=ch.id, agent=leg.agent)
+        self._emit_channel("ChannelHangupRequest", ch, cause=17, tech_cause=486)
+        self._emit_dial(ch, "BUSY")
+        self._end_leg(leg, "declined")
+        self._destroy(ch, cause=17, tech_cause=486)
+
+    def _leg_times_out(self, ch: Channel) -> None:
+        """Originate timeout: only ChannelDestroyed cause 19, no hangup request, no final Dial (trace 04 B)."""
+        leg = self._legs_by_channel[ch.id]
+        if ch.gone or leg.outcome != "ringing":
+            return
+        log.info("sim.agent_no_answer", call_id=ch.id, agent=leg.agent)
+        self._end_leg(leg, "no-answer")
+        self._destroy(ch, cause=19, tech_cause=480)
+
+    def _agent_hangs_up(self, ch: Channel) -> None:
+        """The agent hangs up from the phone; nothing at all happens to the caller (trace 03)."""
+        leg = self._legs_by_channel[ch.id]
+        if ch.gone or leg.outcome != "answered":
+            return
+        log.info("sim.agent_hangup", call_id=ch.id, agent=leg.agent)
+        self._emit_channel("ChannelHangupRequest", ch)
+        if ch.in_stasis:
+            self._leave_stasis(ch)
+        self._end_leg(leg, "agent-hung-up")
+        self._destroy(ch, cause=16)
+
+    def _end_leg(self, leg: AgentLeg, outcome: str) -> None:
+        leg.outcome = outcome
+        leg.ended_at = time.time()
+        self._cancel_leg_timers(leg.channel_id)
+        self._refresh_device(leg.agent)
+
+    def _cancel_leg_timers(self, channel_id: str) -> None:
+        for timer in self._leg_timers.pop(channel_id, []):
+            timer.cancel()
+
+    def _emit_dial(self, ch: Channel, status: str) -> None:
+        self._publish(
+            {
+                "type": "Dial",
+                "dialstatus": status,
+                "forward": "",
+                "dialstring": ch.endpoint.split("/", 1)[1],
+                "peer": ch.to_json(),
+            },
+            self._channel_apps(ch),
+        )
+
+    # ------------------------------------------------------------------ applications
+
+    def application_json(self, name: str) -> dict[str, Any]:
+        if name not in self.known_apps:
+            raise AriError(404, "Application not found")
+        return {
+            "name": name,
+            "channel_ids": [c.id for c in self.channels.values() if c.subscribed and self._app_of(c) == name],
+            "bridge_ids": [b.id for b in self.bridges.values() if name in b.apps],
+            "endpoint_ids": [],
+            "device_names": [],
+            "events_allowed": [],
+            "events_disallowed": [],
+        }
+
+    def subscribe(self, name: str, sources: str | None, on: bool) -> dict[str, Any]:
+        if not sources:
+            raise AriError(400, "Missing parameter eventSource")
+        self.application_json(name)
+        for source in sources.split(","):
+            kind, _, ident = source.partition(":")
+            if kind == "channel" and ident in self.channels:
+                ch = self.channels[ident]
+                ch.explicit_subscription = on
+                ch.subscribed = on or ch.in_stasis
+            elif kind == "bridge" and ident in self.bridges:
+                apps = self.bridges[ident].apps
+                if on:
+                    apps.add(name)
+                else:
+                    apps.discard(name)
+            else:
+                raise AriError(422, "Event source does not exist")
+        return self.application_json(name)
+
+    def endpoint(self, tech: str, resource: str) -> dict[str, Any]:
+        agent = self.agents.get(resource) if tech == "PJSIP" else None
+        if agent is None:
+            raise AriError(404, "Endpoint not found")
+        return self._endpoint_json(agent)
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        return [self._endpoint_json(a) for a in self.agents.values()]
+
+    def _endpoint_json(self, agent: AgentPhone) -> dict[str, Any]:
+        ids = [c.id for c in self.channels.values() if c.endpoint == agent.endpoint and not c.gone]
+        return endpoint_json("PJSIP", agent.name, agent.registered, ids)
+
+    def asterisk_info(self) -> dict[str, Any]:
+        started = ari_time(self.started_at)
+        return {
+            "system": {"version": "22.10.1", "entity_id": ASTERISK_ID},
+            "status": {"startup_time": started, "last_reload_time": started},
+            "config": {
+                "name": "liyi-sim",
+                "default_language": "en",
+                "setid": {"user": "asterisk", "group": "asterisk"},
+            },
+        }
+
+    # ------------------------------------------------------------------ shared channel lifecycle
+
+    def _leave_stasis(self, ch: Channel) -> None:
+        """Bridge, playbacks, then StasisEnd; the app keeps the channel only if it subscribed explicitly."""
+        if ch.bridge_id is not None:
+            self._leave_bridge(ch)
+        self._end_playbacks(ch)
+        self._emit_channel("StasisEnd", ch)
+        ch.in_stasis = False
+        if not ch.explicit_subscription:
+            ch.subscribed = False
+
+    def _destroy(self, ch: Channel, *, cause: int, tech_cause: int | None = None) -> None:
+        if ch.gone:
+            return
+        if ch.bridge_id is not None:
+            self._leave_bridge(ch)
+        self._end_playbacks(ch)
+        if ch.subscribed:
+            extra = {"tech_cause": tech_cause} if tech_cause is not None else {}
+            self._emit_channel(
+                "ChannelDestroyed", ch, cause=cause, cause_txt=CAUSE_TEXT.get(cause, "Unknown"), **extra
+            )
+        ch.gone = True
+        ch.subscribed = False
+        del self.channels[ch.id]
+        self._ami_channel_event("Hangup", ch, Cause=str(cause), **{"Cause-txt": CAUSE_TEXT.get(cause, "Unknown")})
+
+    def _refresh_device(self, agent_name: str) -> None:
+        """The agent's device state as Asterisk aggregates it from its channels (trace 09)."""
+        agent = self.agents.get(agent_name)
+        if agent is None:
+            return
+        live = [
+            leg
+            for leg in self.agent_legs
+            if leg.agent == agent_name and leg.outcome in ("ringing", "answered")
+        ]
+        if any(leg.outcome == "answered" for leg in live):
+            state = "INUSE"
+        elif live:
+            state = "RINGING"
+        else:
+            state = "NOT_INUSE" if agent.registered else "UNAVAILABLE"
+        if self._device_states.get(agent.endpoint) != state:
+            self._device_states[agent.endpoint] = state
+            self._ami("set_device_state", agent.endpoint, state)
+
+    def device_state(self, agent_name: str) -> str:
+        return self._device_states.get(f"PJSIP/{agent_name}", "UNKNOWN")
+
+    # ------------------------------------------------------------------ event plumbing
+
+    def _app_of(self, ch: Channel) -> str:
+        return ch.app or self.app
+
+    def _channel_apps(self, ch: Channel) -> set[str]:
+        return {self._app_of(ch)} if ch.subscribed else set()
+
+    def _emit_channel(self, kind: str, ch: Channel, **fields: Any) -> None:
+        apps = self._channel_apps(ch)
+        bridge = fields.get("bridge")
+        if bridge is not None:
+            b = self.bridges.get(bridge["id"])
+            if b is not None:
+                b.apps |= apps
+                apps = apps | b.apps
+        self._publish({"type": kind, **fields, "channel": ch.to_json()}, apps)
+
+    def _emit_playback(self, kind: str, pb: Playback) -> None:
+        if pb.target_kind == "channel":
+            ch = self.channels.get(pb.target_id)
+            apps = self._channel_apps(ch) if ch is not None else set()
+        else:
+            bridge = self.bridges.get(pb.target_id)
+            apps = bridge.apps if bridge is not None else set()
+        self._publish({"type": kind, "playback": pb.to_json()}, apps)
+
+    def _publish(self, event: dict[str, Any], apps: set[str]) -> None:
+        """Send an event to the subscribed apps; with none subscribed Asterisk sends nothing."""
+        now = time.time()
+        for app in sorted(apps):
+            full = {"type": event["type"], "timestamp": ari_time(now)}
+            full.update(event)
+            full["asterisk_id"] = ASTERISK_ID
+            full["application"] = app
+            for hook in self._event_hooks:
+                hook(full)
+            self.server.hub.publish(app, full)
+
+    def _ami(self, method: str, *args: Any) -> None:
+        self.ami_log.append((method, args))
+        if self.ami is not None:
+            getattr(self.ami, method)(*args)
+
+    def _ami_channel_event(self, name: str, ch: Channel, **extra: str) -> None:
+        event = {
+            "Event": name,
+            "Privilege": "call,all",
+            "Channel": ch.name,
+            "ChannelState": AMI_STATE.get(ch.state, "0"),
+            "ChannelStateDesc": ch.state,
+            "CallerIDNum": ch.caller_number or "<unknown>",
+            "CallerIDName": ch.caller_name or "<unknown>",
+            "ConnectedLineNum": ch.connected_number or "<unknown>",
+            "ConnectedLineName": ch.connected_name or "<unknown>",
+            "Language": ch.language,
+            "AccountCode": "",
+            "Context": ch.context,
+            "Exten": ch.exten,
+            "Priority": str(ch.priority),
+            "Uniqueid": ch.id,
+            "Linkedid": ch.id,
+            **extra,
+        }
+        self._ami("emit", event)
+
+
+def _parse_caller_id(value: str) -> tuple[str, str]:
+    """``liyi <4000>`` → ("liyi", "4000"); a bare number is both name-less and the number."""
+    value = value.strip()
+    if "<" in value and value.endswith(">"):
+        name, _, number = value[:-1].partition("<")
+        return name.strip().strip('"'), number.strip()
+    return "", value

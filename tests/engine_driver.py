@@ -1,0 +1,524 @@
+"""A deterministic simulated world around ``CallEngine``s, for tests.
+
+Why: the engine is pure — events in, commands out — so a test needs something
+to play Asterisk, the roster and the clock around it. ``World`` is that
+something, and nothing more: a fake clock, a queue of timed happenings, the
+engines' pending timers (by name, the latest token wins), a ``Roster`` that
+answers ``RequestAgent``, and scripted phones (the caller hangs up at *t*, an
+agent answers after *x* s, declines with cause 17, is unreachable…). Every
+command is recorded with the time it was issued, every event with the time it
+was delivered, and the world keeps track of what each caller is hearing, so a
+test can say "the caller never heard silence while waiting".
+
+How the phones behave follows the real Asterisk 22 traces in
+``shared/asterisk-traces/``: a caller hang-up is StasisEnd then
+ChannelDestroyed; an agent who declines is ChannelDestroyed cause 17 (trace
+04 C); an unregistered agent is an originate failure, ``DialFailed`` (04 A);
+an agent who hangs up is StasisEnd then ChannelDestroyed cause 16 (03); a
+prompt that cannot play ends ``failed``; a prompt with a bad URI never ends
+(08). Music on hold has no ARI events, so it is tracked from the commands.
+
+Usage::
+
+    world = World(config, agents={"agent1": AgentBehaviour("answer", after=4)})
+    world.add_call("c1", created_at=T0, hangs_up_at=T0 + 120)
+    world.run(until=T0 + 200)
+    world.commands("c1", c.Bridge)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from callflow import commands as c
+from callflow import events as e
+from callflow.config import MEDIA_PREFIX, CallFlowConfig
+from callflow.engine import CallEngine
+from callflow.roster import Roster
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def local_epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+                second: float = 0.0) -> float:
+    """Epoch seconds of a wall-clock moment at the center (Asia/Shanghai)."""
+    whole = int(second)
+    moment = dt.datetime(year, month, day, hour, minute, whole, tzinfo=SHANGHAI)
+    return moment.timestamp() + (second - whole)
+
+
+T0 = local_epoch(2026, 3, 4, 10, 0)  # a Wednesday morning: open, "早上好"
+
+CommandT = TypeVar("CommandT", bound=c.Command)
+EventT = TypeVar("EventT", bound=e.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBehaviour:
+    """What an agent's phone does when we ring it.
+
+    ``action``: ``answer`` (after ``after`` s), ``never`` (rings until we stop
+    it), ``decline`` (rejects after ``after`` s, cause 17) or ``unreachable``
+    (originate refused at once). ``hangs_up_after``: once answered, the agent
+    hangs up after this many seconds; ``None`` waits for the caller.
+    """
+
+    action: str = "answer"
+    after: float = 2.0
+    hangs_up_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBehaviour:
+    """How one prompt plays: its length and how it ends (done | failed | never)."""
+
+    seconds: float = 2.0
+    result: str = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A command and when (and for which call) the engine issued it."""
+
+    at: float
+    call_id: str
+    command: c.Command
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """An event and when it was fed to which call's engine."""
+
+    at: float
+    call_id: str
+    event: e.Event
+
+
+@dataclass(slots=True)
+class Leg:
+    """An agent leg as the simulated Asterisk sees it."""
+
+    call_id: str
+    channel_id: str
+    agent: str
+    dialed_at: float
+    alive: bool = True
+    in_stasis: bool = False
+    hung_up_by_service_at: float | None = None
+
+
+@dataclass(slots=True)
+class CallerLine:
+    """The caller's side of one call: is the channel there, and what do they hear."""
+
+    call_id: str
+    channel_id: str
+    created_at: float
+    alive: bool = True
+    started: bool = False  # StasisStart delivered
+    rung: bool = False
+    answered: bool = False
+    music: bool = False
+    prompt: str | None = None  # playback id now playing
+    bridged_with: str | None = None  # agent leg in the bridge with the caller
+    first_hangup: str | None = None  # who really hung up first: caller | agent | service
+    variables: dict[str, str] = field(default_factory=dict)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+
+class World:
+    """One simulated call center: engines, roster, phones and a fake clock."""
+
+    def __init__(
+        self,
+        config: CallFlowConfig,
+        *,
+        agents: Mapping[str, AgentBehaviour | Sequence[AgentBehaviour]] | None = None,
+        prompts: Mapping[str, PromptBehaviour] | None = None,
+        default_prompt: PromptBehaviour = PromptBehaviour(),
+        registered: Sequence[str] | None = None,
+        start: float = T0,
+        echo_hangups: bool = False,
+        deliver_stale_timers: bool = False,
+    ) -> None:
+        self.config = config
+        self.now = start
+        self.agent_behaviours: dict[str, list[AgentBehaviour]] = {
+            name: [b] if isinstance(b, AgentBehaviour) else list(b)
+            for name, b in (agents or {}).items()
+        }
+        roster_agents = [(a.name, a.endpoint) for a in config.agents] or [
+            (name, f"PJSIP/{name}") for name in self.agent_behaviours
+        ]
+        self.roster = Roster(roster_agents, assume_registered=registered is None, now=start)
+        for name in registered or ():
+            agent = self.roster.get(name)
+            assert agent is not None, f"unknown agent {name}"
+            self.roster.phone_state(agent.endpoint, registered=True, device_state="NOT_INUSE")
+        self.prompts = dict(prompts or {})
+        self.default_prompt = default_prompt
+        self.echo_hangups = echo_hangups
+        self.deliver_stale_timers = deliver_stale_timers
+
+        self.engines: dict[str, CallEngine] = {}
+        self.lines: dict[str, CallerLine] = {}
+        self.legs: dict[str, Leg] = {}
+        self.issued: list[Issued] = []
+        self.delivered: list[Delivered] = []
+        self.bridge_checks: list[str] = []  # problems seen when a Bridge was issued
+        self._owner: dict[str, str] = {}  # channel or playback id -> call id
+        self._timers: dict[tuple[str, str], int] = {}
+        self._dials: dict[str, int] = {}  # agent -> times rung
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+
+    # -- scripting ----------------------------------------------------------
+
+    def add_call(
+        self,
+        call_id: str = "c1",
+        *,
+        created_at: float | None = None,
+        stasis_delay: float = 0.0,
+        hangs_up_at: float | None = None,
+        caller_number: str = "13800138000",
+        caller_name: str = "",
+    ) -> CallEngine:
+        """A caller dials in: the channel is created at ``created_at`` and reaches us later."""
+        created = self.now if created_at is None else created_at
+        channel = f"chan-{call_id}"
+        engine = CallEngine(self.config, call_id)
+        self.engines[call_id] = engine
+        line = CallerLine(call_id, channel, created)
+        self.lines[call_id] = line
+        self._owner[channel] = call_id
+
+        def arrive() -> None:
+            if not line.alive:
+                return  # hung up before the app ever saw the call
+            line.started = True
+            self._deliver(call_id, e.StasisStart(
+                at=self.now, channel_id=channel, caller_number=caller_number,
+                caller_name=caller_name, created_at=created))
+
+        self._schedule(created + stasis_delay, arrive)
+        if hangs_up_at is not None:
+            self.caller_hangs_up(call_id, hangs_up_at)
+        return engine
+
+    def caller_hangs_up(self, call_id: str, at: float) -> None:
+        """The caller puts the phone down at ``at`` (if the line is still there)."""
+        line = self.lines[call_id]
+
+        def hang_up() -> None:
+            if not line.alive:
+                return
+            line.alive = False
+            if not line.started:
+                return
+            if line.first_hangup is None:
+                line.first_hangup = "caller"
+            self._channel_gone(call_id, line.channel_id, in_stasis=True, cause=16)
+
+        self._schedule(at, hang_up)
+
+    def press(self, call_id: str, at: float, digit: str) -> None:
+        """The caller presses a key at ``at``."""
+        line = self.lines[call_id]
+
+        def dtmf() -> None:
+            if line.alive and line.started:
+                self._deliver(call_id, e.ChannelDtmfReceived(
+                    at=self.now, channel_id=line.channel_id, digit=digit))
+
+        self._schedule(at, dtmf)
+
+    def inject(self, call_id: str, at: float, event: e.Event) -> None:
+        """Deliver ``event`` (its time set to ``at``) as is: for stray and duplicate events."""
+
+        def raw() -> None:
+            self._deliver(call_id, dataclasses.replace(event, at=self.now))
+
+        self._schedule(at, raw)
+
+    def run(self, until: float) -> None:
+        """Let everything scheduled up to ``until`` happen, in time order."""
+        while self._queue and self._queue[0][0] <= until:
+            at, _, action = heapq.heappop(self._queue)
+            self.now = max(self.now, at)
+            action()
+            self._note_hearing()
+        self.now = max(self.now, until)
+
+    # -- looking at what happened -------------------------------------------
+
+    def commands(self, call_id: str, kind: type[CommandT]) -> list[CommandT]:
+        """Commands of one type the call's engine issued, in order."""
+        return [i.command for i in self.issued if i.call_id == call_id and isinstance(i.command, kind)]
+
+    def issued_for(self, call_id: str) -> list[Issued]:
+        return [i for i in self.issued if i.call_id == call_id]
+
+    def first_time(self, call_id: str, kind: type[c.Command]) -> float | None:
+        """When the call's engine first issued a command of this type."""
+        return next((i.at for i in self.issued_for(call_id) if isinstance(i.command, kind)), None)
+
+    def logs(self, call_id: str, kind: str | None = None) -> list[c.Log]:
+        return [cmd for cmd in self.commands(call_id, c.Log) if kind is None or cmd.kind == kind]
+
+    def log_kinds(self, call_id: str) -> list[str]:
+        return [cmd.kind for cmd in self.commands(call_id, c.Log)]
+
+    def ended(self, call_id: str) -> list[c.CallEnded]:
+        return self.commands(call_id, c.CallEnded)
+
+    def events(self, call_id: str) -> list[e.Event]:
+        """Every event the call's engine was fed, in order: what the call log keeps."""
+        return [d.event for d in self.delivered if d.call_id == call_id]
+
+    def delivered_of(self, call_id: str, kind: type[EventT]) -> list[tuple[float, EventT]]:
+        return [(d.at, d.event) for d in self.delivered
+                if d.call_id == call_id and isinstance(d.event, kind)]
+
+    def hearing(self, call_id: str) -> str:
+        """What the caller hears now: ringing | prompt | music | agent | nothing | gone."""
+        line = self.lines[call_id]
+        if not line.alive:
+            return "gone"
+        if line.bridged_with is not None:
+            return "agent"
+        if line.prompt is not None:
+            return "prompt"
+        if line.music:
+            return "music"
+        if not line.answered:
+            return "ringing" if line.rung else "nothing"
+        return "nothing"
+
+    def timeline(self, call_id: str) -> list[tuple[float, str]]:
+        """Each change of what the caller hears, with its time."""
+        return list(self.lines[call_id].timeline)
+
+    def silent_spans(self, call_id: str, start: float, end: float) -> list[tuple[float, float]]:
+        """Stretches of positive length within [start, end) when the caller heard nothing."""
+        spans: list[tuple[float, float]] = []
+        points = self.timeline(call_id)
+        for i, (at, heard) in enumerate(points):
+            until = points[i + 1][0] if i + 1 < len(points) else self.now
+            lo, hi = max(at, start), min(until, end)
+            if heard == "nothing" and hi > lo:
+                spans.append((lo, hi))
+        return spans
+
+    # -- the simulated outside world -----------------------------------------
+
+    def _schedule(self, at: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (max(at, self.now), self._seq, action))
+
+    def _note_hearing(self) -> None:
+        for call_id, line in self.lines.items():
+            heard = self.hearing(call_id)
+            if not line.timeline or line.timeline[-1][1] != heard:
+                line.timeline.append((self.now, heard))
+
+    def _deliver(self, call_id: str, event: e.Event) -> None:
+        engine = self.engines[call_id]
+        self.delivered.append(Delivered(self.now, call_id, event))
+        followups: list[e.Event] = []
+        for command in engine.handle(event):
+            self.issued.append(Issued(self.now, call_id, command))
+            self._apply(call_id, command, followups)
+        for followup in followups:  # the roster answers at once, in the same loop turn
+            self._deliver(call_id, followup)
+
+    def _channel_gone(self, call_id: str, channel: str, *, in_stasis: bool, cause: int) -> None:
+        """A channel hangs up: StasisEnd (if it was in our app), then ChannelDestroyed."""
+        if in_stasis:
+            self._deliver(call_id, e.StasisEnd(at=self.now, channel_id=channel))
+            if self.echo_hangups:
+                self._deliver(call_id, e.StasisEnd(at=self.now, channel_id=channel))
+        self._deliver(call_id, e.ChannelDestroyed(
+            at=self.now, channel_id=channel, cause=cause,
+            cause_txt={16: "Normal Clearing", 17: "User busy"}.get(cause, "")))
+        if self.echo_hangups:
+            self._deliver(call_id, e.ChannelDestroyed(at=self.now, channel_id=channel, cause=cause))
+
+    def _prompt_behaviour(self, media: tuple[str, ...]) -> PromptBehaviour:
+        parts = [self.prompts.get(m.removeprefix(MEDIA_PREFIX), self.default_prompt) for m in media]
+        results = {p.result for p in parts}
+        result = "never" if "never" in results else "failed" if "failed" in results else "done"
+        return PromptBehaviour(sum(p.seconds for p in parts), result)
+
+    def _behaviour(self, agent: str) -> AgentBehaviour:
+        n = self._dials.get(agent, 0)
+        self._dials[agent] = n + 1
+        script = self.agent_behaviours.get(agent) or [AgentBehaviour("never")]
+        return script[min(n, len(script) - 1)]
+
+    def _apply(self, call_id: str, cmd: c.Command, followups: list[e.Event]) -> None:
+        line = self.lines[call_id]
+        if isinstance(cmd, c.Ring):
+            line.rung = True
+        elif isinstance(cmd, c.Answer):
+            line.answered = True
+        elif isinstance(cmd, c.Play):
+            self._play(call_id, cmd)
+        elif isinstance(cmd, c.StartMusic):
+            line.music = True
+        elif isinstance(cmd, c.StopMusic):
+            line.music = False
+        elif isinstance(cmd, c.Dial):
+            self._dial(call_id, cmd)
+        elif isinstance(cmd, c.Hangup):
+            self._hangup(call_id, cmd.channel_id)
+        elif isinstance(cmd, c.ReleaseIdleLine):
+            self._release_line(call_id, cmd.channel_id)
+        elif isinstance(cmd, c.Bridge):
+            self._bridge(call_id, cmd)
+        elif isinstance(cmd, c.DestroyBridge):
+            line.bridged_with = None
+        elif isinstance(cmd, c.SetVar):
+            line.variables[cmd.name] = cmd.value
+        elif isinstance(cmd, c.StartTimer):
+            self._start_timer(call_id, cmd)
+        elif isinstance(cmd, c.CancelTimer):
+            self._timers.pop((call_id, cmd.name), None)
+        elif isinstance(cmd, c.RequestAgent):
+            agent = self.roster.pick(call_id, skip=cmd.skip, now=self.now)
+            followups.append(
+                e.AgentPicked(at=self.now, agent=agent.name, endpoint=agent.endpoint)
+                if agent else e.NoAgentFree(at=self.now))
+        elif isinstance(cmd, c.ReleaseAgent):
+            self.roster.release(cmd.agent, call_id=call_id, now=self.now)
+        # Log and CallEnded only need recording, which _deliver did.
+
+    def _play(self, call_id: str, cmd: c.Play) -> None:
+        line = self.lines[call_id]
+        self._owner[cmd.playback_id] = call_id
+        if cmd.channel_id != line.channel_id:
+            return
+        line.prompt = cmd.playback_id
+        how = self._prompt_behaviour(cmd.media)
+        if how.result == "never":
+            return
+
+        def finish() -> None:
+            if not line.alive:
+                return
+            if line.prompt == cmd.playback_id:
+                line.prompt = None
+            self._deliver(call_id, e.PlaybackFinished(
+                at=self.now, playback_id=cmd.playback_id, state=how.result))
+
+        self._schedule(self.now + (how.seconds if how.result == "done" else 0.0), finish)
+
+    def _dial(self, call_id: str, cmd: c.Dial) -> None:
+        agent = self.roster.by_endpoint(cmd.endpoint)
+        name = agent.name if agent else cmd.endpoint
+        leg = Leg(call_id, cmd.channel_id, name, self.now)
+        self.legs[cmd.channel_id] = leg
+        self._owner[cmd.channel_id] = call_id
+        how = self._behaviour(name)
+        if how.action == "unreachable":
+            leg.alive = False
+            self._schedule(self.now, lambda: self._deliver(call_id, e.DialFailed(
+                at=self.now, channel_id=leg.channel_id, reason="Allocation failed")))
+        elif how.action == "answer":
+            self._schedule(self.now + how.after, lambda: self._agent_answers(leg, how))
+        elif how.action == "decline":
+            self._schedule(self.now + how.after, lambda: self._agent_declines(leg))
+
+    def _agent_answers(self, leg: Leg, how: AgentBehaviour) -> None:
+        if not leg.alive or leg.in_stasis:
+            return
+        leg.in_stasis = True
+        self._deliver(leg.call_id, e.StasisStart(at=self.now, channel_id=leg.channel_id))
+        if how.hangs_up_after is not None:
+            self._schedule(self.now + how.hangs_up_after, lambda: self._agent_hangs_up(leg))
+
+    def _agent_hangs_up(self, leg: Leg) -> None:
+        if not leg.alive or not leg.in_stasis:
+            return
+        line = self.lines[leg.call_id]
+        if line.alive and line.bridged_with == leg.channel_id and line.first_hangup is None:
+            line.first_hangup = "agent"
+        self._leg_gone(leg, cause=16)
+
+    def _agent_declines(self, leg: Leg) -> None:
+        if not leg.alive or leg.in_stasis:
+            return
+        self._leg_gone(leg, cause=17)
+
+    def _leg_gone(self, leg: Leg, *, cause: int) -> None:
+        was_in_stasis = leg.in_stasis
+        leg.alive = False
+        leg.in_stasis = False
+        line = self.lines[leg.call_id]
+        if line.bridged_with == leg.channel_id:
+            line.bridged_with = None
+        self._channel_gone(leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=cause)
+
+    def _hangup(self, call_id: str, channel: str) -> None:
+        leg = self.legs.get(channel)
+        if leg is None:  # not an agent leg: the service hung up a caller (an R9 breach)
+            line = next((ln for ln in self.lines.values() if ln.channel_id == channel), None)
+            if line is not None:
+                self._release_line(line.call_id, channel)
+            return
+        if not leg.alive:
+            return
+        was_in_stasis = leg.in_stasis
+        leg.hung_up_by_service_at = self.now
+        leg.alive = False  # no more phone actions; its hang-up events still follow
+        leg.in_stasis = False
+        line = self.lines[leg.call_id]
+        if line.bridged_with == leg.channel_id:
+            line.bridged_with = None
+        self._schedule(self.now, lambda: self._channel_gone(
+            leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=16))
+
+    def _release_line(self, call_id: str, channel: str) -> None:
+        line = self.lines[call_id]
+        if not line.alive:
+            return
+        if line.first_hangup is None:
+            line.first_hangup = "service"
+        line.alive = False
+        self._schedule(self.now, lambda: self._channel_gone(
+            call_id, channel, in_stasis=True, cause=16))
+
+    def _bridge(self, call_id: str, cmd: c.Bridge) -> None:
+        line = self.lines[call_id]
+        dials = self.commands(call_id, c.Dial)
+        for channel in cmd.channel_ids:
+            if channel == line.channel_id:
+                continue
+            leg = self.legs.get(channel)
+            if leg is None or not leg.in_stasis or not leg.alive:
+                self.bridge_checks.append(f"{call_id}: bridged {channel}, which never answered")
+            elif not dials or dials[-1].channel_id != channel:
+                self.bridge_checks.append(f"{call_id}: bridged {channel}, not the current offer")
+            elif leg.hung_up_by_service_at is not None:
+                self.bridge_checks.append(f"{call_id}: bridged {channel} after hanging it up")
+            line.bridged_with = channel
+
+    def _start_timer(self, call_id: str, cmd: c.StartTimer) -> None:
+        key = (call_id, cmd.name)
+        self._timers[key] = cmd.token
+
+        def fire() -> None:
+            current = self._timers.get(key) == cmd.token
+            if current:
+                del self._timers[key]
+            if current or self.deliver_stale_timers:
+                self._deliver(call_id, e.TimerFired(at=self.now, name=cmd.name, token=cmd.token))
+
+        self._schedule(cmd.at, fire)
+
