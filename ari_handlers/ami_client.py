@@ -217,6 +217,15 @@ class AgentPhones:
 
     async def _resync(self) -> None:
         """Read contacts and device states afresh; emit what changed."""
+        try:
+            await self._read_snapshot()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Never fatal: the next login (or live events) will set things right.
+            log.exception("ami.snapshot_failed")
+
+    async def _read_snapshot(self) -> None:
         assert self._manager is not None
         contacts, devices = await asyncio.gather(
             self._manager.send_action({"Action": "PJSIPShowContacts"}),

@@ -84,6 +84,7 @@ class Controller:
         self.calls_started = 0
         self.calls_ended = 0
         self.connected = asyncio.Event()
+        self._stop: asyncio.Event | None = None
 
     # -- events in --------------------------------------------------------
 
@@ -311,10 +312,14 @@ class Controller:
 
     async def on_disconnect(self) -> None:
         self.connected.clear()
-        log.warning("ari.disconnected", live_calls=len(self.calls))
+        if self._stop is not None and self._stop.is_set():
+            log.info("ari.closed", live_calls=len(self.calls))
+        else:
+            log.warning("ari.disconnected", live_calls=len(self.calls))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve calls until ``stop`` is set."""
+        self._stop = stop
         await self.ari.events(self.on_event, on_connect=self.on_connect,
                               on_disconnect=self.on_disconnect, stop=stop)
 

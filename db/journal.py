@@ -14,6 +14,7 @@ that could not be written (logged once per outage), never the call.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +47,9 @@ class Journal:
             return []
         records: list[Record] = []
         skipped = 0
-        for line in text.splitlines():
+        # Split on "\n" only: splitlines() would also cut at U+2028, U+0085 and the
+        # like, which json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+        for line in text.split("\n"):
             if not line.strip():
                 continue
             try:
@@ -67,16 +70,31 @@ class Journal:
             logger.warning("call_log.journal_lines_skipped", path=str(self.path), skipped=skipped)
         return records
 
-    def open(self) -> None:
-        """Open for appending, after any records an earlier run left."""
+    def open(self) -> bool:
+        """Open for appending, after any records an earlier run left; False if unusable.
+
+        The file is locked (``flock``) for as long as it is open: two live stores
+        on one journal would replay and empty each other's records.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8", newline="\n")
-            # A crash mid-line leaves a torn last line; don't glue the next record to it.
-            self._needs_newline = self._file.tell() > 0 and not self._ends_with_newline()
+            file = self.path.open("a", encoding="utf-8", newline="\n")
         except OSError as exc:
-            self._file = None
             logger.warning("call_log.journal_unavailable", path=str(self.path), error=repr(exc))
+            return False
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            file.close()
+            logger.error("call_log.journal_in_use", path=str(self.path), error=repr(exc))
+            return False
+        self._file = file
+        # A crash mid-line leaves a torn last line; don't glue the next record to it.
+        try:
+            self._needs_newline = file.tell() > 0 and not self._ends_with_newline()
+        except OSError:
+            self._needs_newline = True
+        return True
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as f:

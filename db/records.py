@@ -7,7 +7,7 @@ All datetimes are timezone-aware UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -41,7 +41,11 @@ class TimelineEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallSummary:
-    """The call's own fields: enough for a list of calls."""
+    """The call's own fields and each rule's status: enough for a list of calls.
+
+    ``compliance`` maps rule ("R1"…) to status ("kept", "broken",
+    "not_applicable"); it is empty until the call has ended.
+    """
 
     id: str
     channel_id: str | None
@@ -54,6 +58,7 @@ class CallSummary:
     agent: str | None
     outcome: str | None
     state: str | None
+    compliance: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import Select, delete, event, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import Executable
 
 from db.journal import Journal, Record
 from db.migrations import upgrade
@@ -99,6 +100,11 @@ def _is_refusal(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
         return True
     if isinstance(exc, KeyError | TypeError | ValueError | AttributeError):
+        return True
+    # asyncpg errors SQLAlchemy does not classify still carry their SQLSTATE:
+    # class 22 is "data exception" (e.g. a NUL byte), 23 "integrity violation".
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in {"22", "23"}:
         return True
     # A value that could not even be bound (raised before reaching the driver).
     return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
@@ -187,9 +193,12 @@ class CallStore:
 
     def _replay_journal(self, journal: Journal) -> None:
         """Queue an earlier run's records ahead of any queued before ``start``."""
+        if not journal.open():
+            # Unusable (or another live store holds it): log to the database only.
+            self._journal = None
+            return
         earlier = journal.read()
         before_start = list(self._queue)
-        journal.open()
         journal.append(before_start)
         if earlier:
             self._replayed_journals = {r["j"] for r in earlier} - {self._journal_id}
@@ -214,7 +223,7 @@ class CallStore:
             except asyncio.CancelledError:
                 pass
             self._writer = None
-        if drained and self._engine is not None:
+        if drained and self._engine is not None and (self._counter or self._marks_to_prune):
             await self._prune_own_marks()
         elif not drained:
             if self._journal is not None:
@@ -713,16 +722,20 @@ class CallStore:
         return self._engine
 
     async def list_calls(self, limit: int = 20, offset: int = 0) -> list[CallSummary]:
-        """Calls newest first (by first ring)."""
+        """Calls newest first (by first ring), each with its rules' statuses."""
+        page = (
+            select(Call.id)
+            .order_by(Call.created_at.desc(), Call.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         query = (
             select(*_SUMMARY_COLUMNS)
             .order_by(Call.created_at.desc(), Call.id.desc())
             .limit(limit)
             .offset(offset)
         )
-        async with self._reader().connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_summary(row) for row in rows]
+        return await self._summaries(query, page)
 
     async def open_calls(self) -> list[CallSummary]:
         """Calls without an end, oldest first: what a restarted controller must reconcile."""
@@ -731,9 +744,26 @@ class CallStore:
             .where(Call.ended_at.is_(None))
             .order_by(Call.created_at, Call.id)
         )
+        return await self._summaries(query, select(Call.id).where(Call.ended_at.is_(None)))
+
+    async def _summaries(self, query: Executable, ids: Select[str]) -> list[CallSummary]:
+        """Rows of ``query`` with the statuses of the calls ``ids`` selects (same calls).
+
+        The statuses come from a subquery, not a list of ids, so a page of
+        100 000 calls does not exceed the database's limit on parameters.
+        """
+        verdicts: dict[str, dict[str, str]] = {}
         async with self._reader().connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_summary(row) for row in rows]
+            if rows:
+                marks = await conn.execute(
+                    select(ComplianceRow.call_id, ComplianceRow.rule, ComplianceRow.status).where(
+                        ComplianceRow.call_id.in_(ids.scalar_subquery())
+                    )
+                )
+                for call_id, rule, status in marks:
+                    verdicts.setdefault(call_id, {})[rule] = status
+        return [_summary(row, verdicts.get(row.id, {})) for row in rows]
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """The whole call by id, or by a unique prefix of it; None if no call matches.
@@ -855,8 +885,9 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _summary(row: Any) -> CallSummary:
+def _summary(row: Any, compliance: dict[str, str] | None = None) -> CallSummary:
     return CallSummary(
+        compliance=compliance or {},
         id=row.id,
         channel_id=row.channel_id,
         caller_number=row.caller_number,

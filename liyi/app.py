@@ -109,7 +109,8 @@ class Service:
         from web.app import create_app
 
         assert self.controller is not None
-        app = create_app(self.store, live=LiveState(self.controller))
+        app = create_app(self.store, live=LiveState(self.controller),
+                         timezone=self.settings.callflow.timezone)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)

@@ -137,7 +137,13 @@ def cmd_calls(args: argparse.Namespace) -> int:
                 if not args.id:
                     print("usage: liyi calls show ID", file=sys.stderr)
                     return 2
-                record = await store.get_call(args.id)
+                from db.records import AmbiguousCallId
+
+                try:
+                    record = await store.get_call(args.id)
+                except AmbiguousCallId as exc:
+                    print(str(exc), file=sys.stderr)
+                    return 1
                 if record is None:
                     print(f"no call {args.id!r} in {settings.database_url}", file=sys.stderr)
                     return 1

@@ -97,8 +97,10 @@ class TerminalTimeline:
     def on_log(self, call_id: str, caller_number: str, entry: c.Log) -> None:
         start = self.first_ring.setdefault(
             call_id, float(entry.detail.get("first_ring_at") or entry.at))
-        detail = " ".join(f"{k}={_short(v)}" for k, v in entry.detail.items()
-                          if k not in ("first_ring_at", "caller_number"))
+        detail = " ".join(
+            f"{k}=+{v - start:.2f}s" if k.endswith("_at") and isinstance(v, float) else f"{k}={_short(v)}"
+            for k, v in entry.detail.items()
+            if k not in ("first_ring_at", "caller_number") and v not in ("", None))
         print(f"{self._tag(call_id, caller_number)} +{entry.at - start:6.2f}s "
               f"{self._paint(entry.kind, '1')}  {detail}", file=self.out, flush=True)
 

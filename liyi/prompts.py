@@ -43,6 +43,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,9 @@ def build_prompts(
     texts = {name: render_text(name, company, scripts_dir) for name in PROMPT_NAMES}
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = _load_manifest(out_dir)
+    if not manifest and any(_audio_files(out_dir, n) for n in PROMPT_NAMES):
+        progress(f"! {out_dir / MANIFEST_NAME} missing or unreadable: existing files are kept "
+                 "as recordings; delete the ones you want generated again")
     voice: str | None = None  # looked up only if something must be synthesised
     built: list[BuiltPrompt] = []
     problems: list[str] = []
@@ -262,18 +266,21 @@ def build_prompts(
         ours = _our_file(out_dir, entry)
         recorded = [p for p in _audio_files(out_dir, name) if p != ours]
         if recorded:
-            if ours is not None:  # a person's recording replaces what we generated
-                ours.unlink()
-            manifest.pop(name, None)
+            playable = False
             for path in recorded:
                 bad = check_recording(path)
                 if bad:
                     problems.extend(bad)
                     progress(f"✗ {name}: recording {path.name} cannot be played — left untouched")
                 else:
+                    playable = True
                     built.append(BuiltPrompt(name, path, "recorded"))
                     progress(f"• {name}: keeping recorded {path.name}")
                     log.info("prompt_recording_kept", prompt=name, path=str(path))
+            if playable:  # a person's recording replaces what we generated (if at the other rate)
+                if ours is not None:
+                    ours.unlink()
+                manifest.pop(name, None)
             continue
         _warn_unused_files(out_dir, name, progress)
 
@@ -285,7 +292,7 @@ def build_prompts(
             progress(f"• {name}: unchanged")
             continue
         if voice is None:
-            voice = _pick_voice()
+            voice = pick_voice()
         spoken = _spoken_hash(voice, rate, texts[name])
         if ours is not None and ours != target:
             ours.unlink()  # e.g. a rate change: the old .wav16 would shadow the new .wav
@@ -385,7 +392,8 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None and shutil.which("ffmpeg") is not None
 
 
-def _pick_voice() -> str:
+def pick_voice() -> str:
+    """The Mandarin espeak-ng voice to use (see the module docstring for why not plain ``cmn``)."""
     if shutil.which("espeak-ng") is None:
         raise SynthesisUnavailableError(
             "espeak-ng not found; install it (Debian/Ubuntu: apt-get install espeak-ng) "
@@ -415,7 +423,9 @@ def _synthesise(text: str, target: Path, *, voice: str, rate: int) -> None:
     ``wave`` (pydub's direct path) so the header is the plain 44 bytes
     Asterisk's ``wav_seek``/``wav_tell`` assume.
     """
-    from pydub import AudioSegment, effects  # lazy: pydub imports audioop, slow and deprecated
+    with warnings.catch_warnings():  # pydub imports audioop, deprecated in 3.11 (audioop-lts on 3.13+)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pydub import AudioSegment, effects  # type: ignore[import-untyped]
 
     with tempfile.TemporaryDirectory(prefix="liyi-tts-") as tmp:
         spoken, resampled = Path(tmp) / "spoken.wav", Path(tmp) / "resampled.wav"

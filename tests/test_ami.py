@@ -211,6 +211,18 @@ class TestAmiServerFraming:
         assert await asyncio.wait_for(raw.reader.read(), 2) == b""
         await raw.close()
 
+    async def test_endpoint_may_be_given_as_device(self, server: AmiServer) -> None:
+        """set_contact("PJSIP/agent2") means endpoint agent2, not "PJSIP/PJSIP/agent2"."""
+        raw, _ = await RawAmi.connect(server.port)
+        try:
+            await raw.login()
+            server.set_contact("PJSIP/agent2", True)
+            peer, device, contact = [dict(await raw.read()) for _ in range(3)]
+        finally:
+            await raw.close()
+        assert peer["Peer"] == device["Device"] == "PJSIP/agent2"
+        assert contact["EndpointName"] == "agent2"
+
     async def test_register_events_match_trace_09(self, server: AmiServer) -> None:
         """set_contact emits PeerStatus, DeviceStateChange, ContactStatus in trace 09's order and shape."""
         raw, _ = await RawAmi.connect(server.port)

@@ -65,7 +65,9 @@ HANGUP_LABELS = {
 }
 
 DASH = "—"
-# Epoch seconds between 2001 and 2286: what a "*_at" number in evidence looks like.
+# Evidence and details carry instants as epoch seconds under names like these
+# (``first_ring_at``, ``logged_from``); between 2001 and 2286 they are shown as local time.
+_TIME_KEY_SUFFIXES = ("_at", "_from", "_since", "_until")
 _EPOCH_RANGE = (1e9, 1e10)
 
 
@@ -176,7 +178,7 @@ def evidence_reason(evidence: Mapping[str, Any] | None) -> str:
 def _value_text(key: str, value: Any, tz: tzinfo) -> str:
     """A detail/evidence value as plain text (not yet escaped)."""
     if (
-        key.endswith("_at")
+        key.endswith(_TIME_KEY_SUFFIXES)
         and isinstance(value, int | float)
         and not isinstance(value, bool)
         and _EPOCH_RANGE[0] < value < _EPOCH_RANGE[1]
@@ -300,19 +302,25 @@ def _live_section(live: LiveSnapshot, tz: tzinfo, now: datetime) -> str:
     for c in live.calls:
         call_id = str(c.get("call_id") or "")
         since = _as_datetime(c.get("since"))
-        since_cell = (
-            f'<span title="{attr(local_time(since, tz))}">{esc(duration((now - since).total_seconds()))}</span>'
-            if since
-            else esc(c.get("since"))
+        if since is not None:
+            elapsed = duration((now - since).total_seconds())
+            since_cell = f'<span title="{attr(local_time(since, tz))}">{esc(elapsed)}</span>'
+        else:
+            since_cell = esc(c.get("since"))
+        link = (
+            f'<a href="{attr(call_href(call_id))}" class="mono">{esc(call_id[:8])}</a>'
+            if call_id
+            else DASH
         )
-        link = f'<a href="{attr(call_href(call_id))}" class="mono">{esc(call_id[:8])}</a>' if call_id else DASH
         call_rows.append(
             f"<tr><td>{link}</td><td>{esc(c.get('caller_number'))}</td>"
             f"<td><span class=\"code\">{esc(c.get('state'))}</span></td>"
             f"<td>{esc(c.get('agent'))}</td><td>{since_cell}</td></tr>"
         )
     calls_html = (
-        _table(["通话 Call", "来电号码 Number", "状态 State", "坐席 Agent", "时长 Since"], call_rows)
+        _table(
+            ["通话 Call", "来电号码 Number", "状态 State", "坐席 Agent", "时长 Since"], call_rows
+        )
         if call_rows
         else '<p class="empty">当前没有通话 · no calls right now</p>'
     )
@@ -336,7 +344,10 @@ def _live_section(live: LiveSnapshot, tz: tzinfo, now: datetime) -> str:
             f"<td>{busy}</td></tr>"
         )
     agents_html = (
-        _table(["坐席 Agent", "话机 Endpoint", "注册 Registered", "设备 Device", "占用 Engaged"], agent_rows)
+        _table(
+            ["坐席 Agent", "话机 Endpoint", "注册 Registered", "设备 Device", "占用 Engaged"],
+            agent_rows,
+        )
         if agent_rows
         else '<p class="empty">没有配置坐席 · no agents configured</p>'
     )
@@ -431,16 +442,20 @@ def _field(label: str, value_html: str) -> str:
     return f"<div><dt>{label}</dt><dd>{value_html}</dd></div>"
 
 
-def _timeline_rows(entries: Sequence[TimelineEntry], origin: datetime, tz: tzinfo, show_source: bool) -> list[str]:
+def _timeline_rows(
+    entries: Sequence[TimelineEntry], origin: datetime, tz: tzinfo, show_source: bool
+) -> list[str]:
     rows = []
     for entry in entries:
         offset = relative((entry.at - origin).total_seconds())
+        absolute = local_time(entry.at, tz, ms=True)
         cells = [
             f'<td class="num">{entry.seq}</td>',
-            f'<td class="mono nowrap" title="{attr(local_time(entry.at, tz, ms=True))}">{esc(offset)}</td>',
+            f'<td class="mono nowrap" title="{attr(absolute)}">{esc(offset)}</td>',
         ]
         if show_source:
-            cells.append(f'<td><span class="src {attr(entry.source)}">{esc(entry.source)}</span></td>')
+            source = f'<span class="src {attr(entry.source)}">{esc(entry.source)}</span>'
+            cells.append(f"<td>{source}</td>")
         cells.append(f'<td class="kind">{esc(entry.kind)}</td>')
         cells.append(f'<td class="detail">{key_values(entry.detail, tz)}</td>')
         rows.append(f'<tr class="src-{attr(entry.source)}">{"".join(cells)}</tr>')
@@ -450,6 +465,10 @@ def _timeline_rows(entries: Sequence[TimelineEntry], origin: datetime, tz: tzinf
 def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinfo) -> Page:
     """``/calls/{id}``: the call's fields, compliance record and timeline."""
     answered = call.answered_at
+    answered_after = ""
+    if answered is not None:
+        after = relative((answered - call.created_at).total_seconds())
+        answered_after = f' <span class="muted">({esc(after)})</span>'
     header = (
         '<section class="panel"><div class="heading-row">'
         f'<h2>通话 · Call <span class="mono">{esc(call.id)}</span></h2>'
@@ -461,12 +480,7 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
         + _field("首次振铃 First ring", esc(local_time(call.created_at, tz, ms=True)))
         + _field(
             "接听 Answered",
-            esc(local_time(answered, tz, ms=True))
-            + (
-                f' <span class="muted">({esc(relative((answered - call.created_at).total_seconds()))})</span>'
-                if answered
-                else ""
-            ),
+            esc(local_time(answered, tz, ms=True)) + answered_after,
         )
         + _field("结束 Ended", esc(local_time(call.ended_at, tz, ms=True)))
         + _field("结果 Outcome", outcome_cell(call))
@@ -513,7 +527,8 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
     )
     timeline = (
         _table(
-            ["#", "时间 Time", *(["来源 Source"] if show_events else []), "类型 Kind", "详情 Details"],
+            ["#", "时间 Time", *(["来源 Source"] if show_events else []),
+             "类型 Kind", "详情 Details"],
             _timeline_rows(entries, call.created_at, tz, show_events),
             cls="timeline",
         )
@@ -536,11 +551,18 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
 
 
 def error_page(
-    *, site_title: str, status: int, heading: str, message: str, links: Sequence[tuple[str, str]] = (),
+    *,
+    site_title: str,
+    status: int,
+    heading: str,
+    message: str,
+    links: Sequence[tuple[str, str]] = (),
     refresh: bool = False,
 ) -> Page:
     """A plain error page; ``message`` and ``links`` are text, escaped here."""
-    items = "".join(f'<li><a class="mono" href="{attr(href)}">{esc(text)}</a></li>' for href, text in links)
+    items = "".join(
+        f'<li><a class="mono" href="{attr(href)}">{esc(text)}</a></li>' for href, text in links
+    )
     body = (
         f'<section class="panel error"><h2>{esc(status)} · {esc(heading)}</h2>'
         f"<p>{esc(message)}</p>"

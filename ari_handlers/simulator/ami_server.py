@@ -175,7 +175,10 @@ class AmiServer:
         REGISTER: PeerStatus Reachable, DeviceStateChange NOT_INUSE, ContactStatus
         NonQualified. Un-REGISTER: PeerStatus Unreachable, DeviceStateChange
         UNAVAILABLE, ContactStatus Removed. Repeating the current state emits nothing.
+        ``endpoint`` is the PJSIP endpoint name (``agent1``); ``PJSIP/agent1`` is
+        accepted too, since the simulator names agents by their device.
         """
+        endpoint = endpoint.removeprefix("PJSIP/")
         self._add_endpoint(endpoint)
         current = self._contacts.get(endpoint)
         if registered == (current is not None):

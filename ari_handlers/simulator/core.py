@@ -58,6 +58,9 @@ from ari_handlers.simulator.scripts import AgentLeg, AgentScript, CallerScript, 
 
 log = structlog.get_logger()
 
+_ANSWERS_SOON = AgentScript()
+_PLAIN_CALLER = CallerScript()
+
 NOT_IN_STASIS = "Channel not in Stasis application"
 AMI_STATE = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
 
@@ -175,7 +178,7 @@ class AsteriskSimulator:
 
     # ------------------------------------------------------------------ agents
 
-    def add_agent(self, name: str, *, registered: bool = True, script: AgentScript = AgentScript()) -> None:
+    def add_agent(self, name: str, *, registered: bool = True, script: AgentScript = _ANSWERS_SOON) -> None:
         """Create endpoint ``PJSIP/<name>``, with a phone registered or not."""
         self.agents[name] = AgentPhone(name, registered, script)
         self._ami("set_contact", f"PJSIP/{name}", registered)
@@ -209,7 +212,7 @@ class AsteriskSimulator:
         caller_number: str,
         *,
         caller_name: str = "",
-        script: CallerScript = CallerScript(),
+        script: CallerScript = _PLAIN_CALLER,
         extension: str = "4000",
     ) -> SimCall:
         """A caller dials ``extension``: 4000 is ``Stasis(app,inbound)``, 4001 a never-connected
@@ -304,10 +307,16 @@ class AsteriskSimulator:
         self._destroy(ch, cause=16 if answered else 127, tech_cause=None if answered else 487)
         call.finish("caller")
 
-    def caller_sends_dtmf(self, call: SimCall, digit: str) -> None:
+    def caller_sends_dtmf(self, call: SimCall, digit: str, duration_ms: int = 100) -> None:
         ch = self.channels.get(call.channel_id)
         if ch is not None:
-            self._dtmf(ch, digit, 100)
+            self._dtmf(ch, digit, duration_ms)
+
+    def agent_sends_dtmf(self, channel_id: str, digit: str, duration_ms: int = 100) -> None:
+        """The agent presses a key on the phone of leg ``channel_id`` (baresip ``sndcode``, trace 06)."""
+        ch = self.channels.get(channel_id)
+        if ch is not None and ch.role == "agent":
+            self._dtmf(ch, digit, duration_ms)
 
     def _dtmf(self, ch: Channel, digit: str, duration_ms: int) -> None:
         if not ch.in_stasis:

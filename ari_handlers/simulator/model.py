@@ -64,7 +64,7 @@ KNOWN_MEDIA_SCHEMES = frozenset({"sound", "recording", "number", "digits", "char
 def ari_time(at: float) -> str:
     """Asterisk's timestamp format: ``2026-11-22T12:03:25.031+0000`` (UTC, milliseconds)."""
     seconds = int(at)
-    millis = int(round((at - seconds) * 1000))
+    millis = round((at - seconds) * 1000)
     if millis == 1000:
         seconds, millis = seconds + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}+0000"

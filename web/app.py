@@ -1,0 +1,346 @@
+"""The admin web pages: read-only views of the call log, served by the controller.
+
+Routes::
+
+    GET /                  live calls and agents (if a LiveView is given), recent calls
+    GET /calls/{id}        one call (id or unique prefix); ``?events=1`` shows raw events
+    GET /api/calls         JSON list, ``?limit=&offset=``
+    GET /api/calls/{id}    JSON record with timeline and compliance
+    GET /healthz           ``{"ok": true}``
+    GET /static/...        style.css, refresh.js
+
+Why read-only: the call log is R10 evidence; a page that could edit it would
+make it worthless. Why a 503 page instead of an exception: the pages run in
+the controller's process, and a database outage (which the store rides out
+by queueing) must neither crash it nor show a stack trace to an admin.
+
+Every value from the call log is escaped where it is put into HTML
+(``web.pages``), and a Content-Security-Policy that forbids inline scripts
+backs that up: a caller name is input from the phone network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, tzinfo
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+import structlog
+from aiohttp import web
+
+from db.records import AmbiguousCallId, CallRecord, CallSummary, ComplianceMark, TimelineEntry
+from web import pages
+
+logger = structlog.get_logger()
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_SIZE = 20
+API_DEFAULT_LIMIT = 20
+API_MAX_LIMIT = 200
+# Offsets past this are surely a typo or a probe; refuse them rather than scan.
+MAX_OFFSET = 10_000_000
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+T = TypeVar("T")
+
+
+class CallLog(Protocol):
+    """The reads the pages need from the call log (``db.CallStore`` provides them)."""
+
+    async def list_calls(self, limit: int = 20, offset: int = 0) -> list[CallSummary]: ...
+
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
+
+
+class LiveView(Protocol):
+    """The controller's live state, for the "now" panel.
+
+    ``live_calls``: ``[{"call_id", "caller_number", "state", "agent", "since"}]``
+    (``since``: epoch seconds of the first ring, or a datetime).
+    ``agents``: ``[{"name", "endpoint", "registered", "device_state", "engaged"}]``.
+    """
+
+    def live_calls(self) -> list[dict[str, Any]]: ...
+
+    def agents(self) -> list[dict[str, Any]]: ...
+
+
+class _Config:
+    """What the handlers share; kept on the app under one key."""
+
+    def __init__(self, store: CallLog, live: LiveView | None, title: str, tz: tzinfo,
+                 now: Callable[[], datetime]) -> None:
+        self.store = store
+        self.live = live
+        self.title = title
+        self.tz = tz
+        self.now = now
+
+
+CONFIG_KEY = web.AppKey("liyi_web_config", _Config)
+
+
+class _StoreUnavailable(Exception):
+    """The call log could not answer; shown as 503."""
+
+
+class _NotFound(Exception):
+    """No such call; shown as 404."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(call_id)
+        self.call_id = call_id
+
+
+class _BadRequest(Exception):
+    """A query parameter that is not what the route takes; shown as 400."""
+
+
+def create_app(
+    store: CallLog,
+    *,
+    live: LiveView | None = None,
+    title: str = "礼仪 liyi",
+    timezone: str | tzinfo = "Asia/Shanghai",
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> web.Application:
+    """The admin web app over ``store``; times are shown in ``timezone`` (the center's clock)."""
+    tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+    app = web.Application(middlewares=[_errors_middleware])
+    app[CONFIG_KEY] = _Config(store, live, title, tz, now)
+    app.router.add_get("/", index)
+    app.router.add_get("/calls/{call_id}", call_detail)
+    app.router.add_get("/api/calls", api_calls)
+    app.router.add_get("/api/calls/{call_id}", api_call)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static", STATIC_DIR, append_version=False)
+    app.on_response_prepare.append(_security_headers)
+    return app
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(
+        data, status=status, dumps=partial(json.dumps, ensure_ascii=False, default=_json_default)
+    )
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _html(page: pages.Page) -> web.Response:
+    response = web.Response(text=page.html, status=page.status, content_type="text/html",
+                            charset="utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn the handlers' typed failures (and unknown routes) into 4xx/503 pages or JSON."""
+    cfg = request.app[CONFIG_KEY]
+    api = _is_api(request)
+    try:
+        return await handler(request)
+    except _StoreUnavailable:
+        if api:
+            return _json({"error": "call log unavailable"}, 503)
+        return _html(pages.error_page(
+            site_title=cfg.title, status=503, heading="通话记录暂不可用 · call log unavailable",
+            message="数据库暂时无法访问，页面会自动重试。The call log database cannot be read "
+                    "right now; this page retries every 5 seconds.",
+            refresh=True,
+        ))
+    except _NotFound as exc:
+        if api:
+            return _json({"error": "no such call", "call_id": exc.call_id}, 404)
+        return _html(pages.error_page(
+            site_title=cfg.title, status=404, heading="找不到该通话 · call not found",
+            message=f"没有编号为 “{exc.call_id}” 的通话。No call has the id {exc.call_id!r}.",
+        ))
+    except AmbiguousCallId as exc:
+        if api:
+            return _json({"error": "ambiguous call id", "call_id": exc.prefix,
+                          "matches": exc.matches}, 409)
+        return _html(pages.error_page(
+            site_title=cfg.title, status=409, heading="编号不唯一 · ambiguous call id",
+            message=f"“{exc.prefix}” 对应多个通话，请输入更长的编号。"
+                    f"The prefix {exc.prefix!r} matches several calls:",
+            links=[(pages.call_href(m), m) for m in exc.matches],
+        ))
+    except _BadRequest as exc:
+        if api:
+            return _json({"error": str(exc)}, 400)
+        return _html(pages.error_page(
+            site_title=cfg.title, status=400, heading="请求有误 · bad request", message=str(exc),
+        ))
+    except web.HTTPNotFound:
+        if api:
+            return _json({"error": "not found"}, 404)
+        return _html(pages.error_page(
+            site_title=cfg.title, status=404, heading="页面不存在 · page not found",
+            message=f"没有这个页面。There is no page at {request.path!r}.",
+        ))
+
+
+async def _read(request: web.Request, what: str, query: Awaitable[T]) -> T:
+    """Await a store query; any failure but an ambiguous prefix means the log is unavailable."""
+    try:
+        return await query
+    except AmbiguousCallId:
+        raise
+    except Exception as exc:  # any store failure is an outage to the page
+        logger.warning("web.call_log_unavailable", path=request.path, query=what, error=repr(exc))
+        raise _StoreUnavailable from exc
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _BadRequest(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------ pages
+
+
+async def index(request: web.Request) -> web.Response:
+    """``/``: live panel and one page of recent calls with their compliance badges."""
+    cfg = request.app[CONFIG_KEY]
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    # One more than a page tells whether there is an older page.
+    summaries = await _read(request, "list_calls", cfg.store.list_calls(PAGE_SIZE + 1, offset))
+    has_more = len(summaries) > PAGE_SIZE
+    rows: list[tuple[CallSummary, Mapping[str, ComplianceMark] | None]] = []
+    for summary in summaries[:PAGE_SIZE]:
+        compliance: Mapping[str, ComplianceMark] | None = None
+        if summary.ended_at is not None:  # a live call has no compliance record yet
+            record = await _read(request, "get_call", cfg.store.get_call(summary.id))
+            compliance = record.compliance if record is not None else None
+        rows.append((summary, compliance))
+    page = pages.index_page(
+        site_title=cfg.title, calls=rows, offset=offset, page_size=PAGE_SIZE, has_more=has_more,
+        live=_live_snapshot(cfg.live), tz=cfg.tz, now=cfg.now(),
+    )
+    return _html(page)
+
+
+def _live_snapshot(live: LiveView | None) -> pages.LiveSnapshot | None:
+    """Ask the controller about now; a failure there costs the panel, not the page."""
+    if live is None:
+        return None
+    try:
+        return pages.LiveSnapshot(calls=list(live.live_calls()), agents=list(live.agents()))
+    except Exception as exc:  # noqa: BLE001 - the call list is still worth showing
+        logger.warning("web.live_view_failed", error=repr(exc))
+        return pages.LiveSnapshot(calls=[], agents=[], error=True)
+
+
+async def call_detail(request: web.Request) -> web.Response:
+    """``/calls/{id}``: one call; raw ARI events only with ``?events=1``."""
+    cfg = request.app[CONFIG_KEY]
+    call_id = request.match_info["call_id"]
+    record = await _read(request, "get_call", cfg.store.get_call(call_id))
+    if record is None:
+        raise _NotFound(call_id)
+    show_events = request.query.get("events", "") not in ("", "0", "false", "no")
+    return _html(pages.call_page(site_title=cfg.title, call=record, show_events=show_events,
+                                 tz=cfg.tz))
+
+
+# ------------------------------------------------------------------ JSON
+
+
+async def api_calls(request: web.Request) -> web.Response:
+    """``/api/calls``: summaries newest first, with the next page's offset (or null)."""
+    cfg = request.app[CONFIG_KEY]
+    limit = _int_param(request, "limit", API_DEFAULT_LIMIT, 1, API_MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+    summaries = await _read(request, "list_calls", cfg.store.list_calls(limit + 1, offset))
+    page = summaries[:limit]
+    return _json({
+        "calls": [summary_json(s) for s in page],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(summaries) > limit else None,
+    })
+
+
+async def api_call(request: web.Request) -> web.Response:
+    """``/api/calls/{id}``: the whole call, timeline and compliance record."""
+    cfg = request.app[CONFIG_KEY]
+    call_id = request.match_info["call_id"]
+    record = await _read(request, "get_call", cfg.store.get_call(call_id))
+    if record is None:
+        raise _NotFound(call_id)
+    return _json(record_json(record))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the web server answers (says nothing about the database)."""
+    return _json({"ok": True})
+
+
+_SUMMARY_FIELDS = ("id", "channel_id", "caller_number", "caller_name", "created_at",
+                   "answered_at", "ended_at", "first_hangup", "agent", "outcome", "state")
+
+
+def summary_json(call: CallSummary | CallRecord) -> dict[str, Any]:
+    """A call's own fields as JSON-ready values (times as ISO 8601 UTC)."""
+    out: dict[str, Any] = {}
+    for name in _SUMMARY_FIELDS:
+        value = getattr(call, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
+    return {"seq": entry.seq, "at": entry.at.isoformat(), "source": entry.source,
+            "kind": entry.kind, "detail": entry.detail}
+
+
+def record_json(call: CallRecord) -> dict[str, Any]:
+    """A whole call as JSON-ready values: fields, summary, timeline, compliance."""
+    return {
+        **summary_json(call),
+        "summary": call.summary,
+        "timeline": [_entry_json(e) for e in call.timeline],
+        "compliance": {
+            rule: {"status": mark.status, "evidence": mark.evidence}
+            for rule, mark in call.compliance.items()
+        },
+    }
