@@ -189,14 +189,24 @@ def print_call(record: Any, tz: Any, *, events: bool = False) -> None:
         if entry.source == "event" and not events:
             continue
         offset = (entry.at - start).total_seconds() if start else 0.0
-        detail = " ".join(f"{k}={v}" for k, v in entry.detail.items()
-                          if k not in ("type",)) if entry.detail else ""
+        detail = " ".join(_fmt_detail(k, v, start) for k, v in (entry.detail or {}).items()
+                          if k not in ("type",) and v not in ("", None))
         src = "  <" if entry.source == "event" else "   "
         print(f"{src} +{offset:7.2f}s  {entry.kind:22} {detail}")
     print("compliance")
     for rule in sorted(record.compliance, key=lambda r: int(r[1:])):
         status, evidence = record.compliance[rule]
-        print(f"  {rule:4} {status:15} {json.dumps(evidence, ensure_ascii=False)}")
+        shown = {k: _fmt_time(dt.datetime.fromtimestamp(v, dt.UTC), tz)
+                 if k.endswith("_at") and isinstance(v, (int, float)) else v
+                 for k, v in evidence.items()}
+        print(f"  {rule:4} {status:15} {json.dumps(shown, ensure_ascii=False)}")
+
+
+def _fmt_detail(key: str, value: Any, start: dt.datetime | None) -> str:
+    """Epoch times in a timeline entry read as offsets from the first ring."""
+    if key.endswith("_at") and isinstance(value, (int, float)) and start is not None:
+        return f"{key}=+{value - start.timestamp():.2f}s"
+    return f"{key}={value}"
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:

@@ -177,7 +177,8 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None, *,
     settings, problems = parse_settings(data, env, known_prompts=known_prompts,
                                         source=str(path) if path else "(defaults)")
     if problems or settings is None:
-        raise ConfigError([_with_line(p, lines) for p in problems])
+        located = [_with_line(p, lines) for p in problems]
+        raise ConfigError(sorted(located, key=lambda p: p.line or 0))
     return settings
 
 

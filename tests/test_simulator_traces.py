@@ -133,7 +133,7 @@ def default_view(lines: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any
             out.append((ln["t"], ev))
             continue
         ch = _channel_of(ev)
-        cid = ch["id"] if ch else None
+        cid = str(ch["id"]) if ch else ""
         keep = False
         if kind == "StasisStart":
             channels.add(cid)
@@ -152,7 +152,7 @@ def default_view(lines: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any
             keep = cid in channels or ev["bridge"]["id"] in bridges
             if cid in channels:
                 bridges.add(ev["bridge"]["id"])
-        elif cid is not None:
+        elif cid:
             keep = cid in channels
         if keep:
             out.append((ln["t"], ev))
@@ -195,7 +195,7 @@ def normalize(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for ev in events:
         kind = ev["type"]
-        ch = _channel_of(ev)
+        ch = _channel_of(ev) or {}
         who = roles.channel(ch) if ch else None
         if kind == "StasisStart":
             args = tuple(roles.names.get(a, a) for a in ev["args"])

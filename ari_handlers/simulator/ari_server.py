@@ -79,6 +79,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._by_app: dict[str, _Connection] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def connected(self, app: str) -> bool:
         conn = self._by_app.get(app)
@@ -106,7 +107,9 @@ class EventHub:
                 # Asterisk tells the old socket it lost the app (ApplicationReplaced)
                 old.push(json.dumps({"type": "ApplicationReplaced", "timestamp": ari_time(_now()),
                                      "asterisk_id": ASTERISK_ID, "application": app}))
-                asyncio.get_running_loop().create_task(_close_later(old))
+                task = asyncio.get_running_loop().create_task(_close_later(old))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
             self._by_app[app] = conn
         return conn
 

@@ -14,7 +14,9 @@ All timing uses ``loop.call_later``: no task or thread per call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -195,7 +197,7 @@ class SimCall:
         self.answered_at = time.time()
         self.note("answered")
         for delay, digit in self.script.dtmf:
-            self._later(delay, lambda d=digit: self._send_dtmf(d))
+            self._later(delay, functools.partial(self._send_dtmf, digit))
 
     def prompt_started(self, playback_id: str, media: str, early: bool) -> None:
         self.note("early-media" if early else "prompt", media)
@@ -226,8 +228,8 @@ class SimCall:
 
     # ---- the caller's own actions ----------------------------------------------------
 
-    def _later(self, delay: float, action: object) -> None:
-        self._timers.append(self._loop.call_later(max(0.0, delay), action))  # type: ignore[arg-type]
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        self._timers.append(self._loop.call_later(max(0.0, delay), action))
 
     def _hang_up(self) -> None:
         if not self.ended.is_set():

@@ -1,0 +1,103 @@
+"""The command line as a user meets it: check-config, the demo, and the call log."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from liyi import cli
+from liyi.demo import run_demo
+from liyi.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TestCheckConfig:
+    def test_the_shipped_example_config_is_valid(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi check-config liyi.yaml` on the example accepts it with exit status 0."""
+        assert cli.main(["check-config", str(ROOT / "liyi.yaml")]) == 0
+        assert "OK" in capsys.readouterr().out
+
+    def test_every_problem_is_listed_with_its_line(self, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        """A broken config lists each problem with line and location, and exits non-zero."""
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(
+            "company:\n  name: 测试公司\n  timezone: Mars/Base\n"
+            "ring:\n  answer_after_rings: 4\n"
+            "greeting:\n  bands:\n    - {from: '05:00', to: '12:00', prompt: greeting-morning}\n"
+            "asterisk:\n  ari_password: hunter2\n"
+            "closing:\n  after_agent_hangup: [no-such-prompt]\n",
+            encoding="utf-8")
+        assert cli.main(["check-config", str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert "line 5: ring.answer_after_rings: 4 — must be 1..3 (R1)" in err
+        assert "line 3: company.timezone" in err
+        assert "greeting.bands: no band covers 00:00" in err
+        assert "asterisk.ari_password" in err and "LIYI_ARI_PASSWORD" in err
+        assert "no-such-prompt" in err
+
+    def test_a_file_that_is_not_yaml_is_reported_not_crashed(self, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+        """Invalid YAML gives one clear line with its position."""
+        bad = tmp_path / "broken.yaml"
+        bad.write_text("company: [unclosed\n", encoding="utf-8")
+        assert cli.main(["check-config", str(bad)]) == 1
+        assert "not valid YAML" in capsys.readouterr().err
+
+    def test_a_missing_file_is_reported(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A path that does not exist is named in the error."""
+        assert cli.main(["check-config", str(tmp_path / "nope.yaml")]) == 1
+        assert "no such file" in capsys.readouterr().err
+
+
+class TestDemoAndCallLog:
+    async def test_demo_calls_end_in_the_log_and_are_listed(self, tmp_path: Path) -> None:
+        """`liyi demo --once --fast` rings four calls, prints each compliance line, and logs them."""
+        db = tmp_path / "demo.db"
+        settings = load_settings(ROOT / "liyi.yaml", env={})
+        settings = replace(settings, database_url=f"sqlite+aiosqlite:///{db}", web_port=0,
+                           journal_path=None)
+        out = io.StringIO()
+        ended = await run_demo(settings, once=True, fast=True, out=out)
+        text = out.getvalue()
+        assert len(ended) == 4
+        assert text.count("compliance: R1") == 4
+        assert "agent-no-answer" in text
+        assert "agent-hung-up-first" in text
+        assert "BROKEN" not in text
+        firsts = sorted(e.first_hangup for e in ended.values())
+        assert firsts == ["agent", "caller", "caller", "caller"]
+
+    def test_calls_json_and_show(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi calls --json` prints one object per call; `calls show` prints a timeline."""
+        import asyncio
+
+        db = tmp_path / "demo.db"
+        settings = load_settings(ROOT / "liyi.yaml", env={})
+        settings = replace(settings, database_url=f"sqlite+aiosqlite:///{db}", web_port=0,
+                           journal_path=None)
+        asyncio.run(run_demo(settings, once=True, fast=True, out=io.StringIO()))
+        capsys.readouterr()
+        assert cli.main(["calls", "--json", "--db", str(db)]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        calls = [json.loads(line) for line in lines]
+        assert len(calls) == 4
+        assert {c["outcome"] for c in calls} == {"completed", "abandoned-ringing"}
+        assert all(c["compliance"]["R10"] == "kept" for c in calls)
+        first = calls[-1]["id"]
+        assert cli.main(["calls", "show", first[:8], "--db", str(db)]) == 0
+        shown = capsys.readouterr().out
+        assert "timeline" in shown and "ringing" in shown and "compliance" in shown
+        assert cli.main(["calls", "show", "zzzz", "--db", str(db)]) == 1
+        assert cli.main(["calls", "--db", str(db)]) == 0
+        assert "13800138000" in capsys.readouterr().out
+
+    def test_calls_on_an_empty_log_says_so(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An empty call log is a clear message, not an empty screen."""
+        assert cli.main(["calls", "--db", str(tmp_path / "empty.db")]) == 0
+        assert "no calls yet" in capsys.readouterr().out
