@@ -212,6 +212,14 @@ def _fmt_detail(key: str, value: Any, start: dt.datetime | None) -> str:
 def cmd_prompts(args: argparse.Namespace) -> int:
     from liyi import prompts
 
+    try:
+        return _prompts(args, prompts)
+    except prompts.PromptError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def _prompts(args: argparse.Namespace, prompts: Any) -> int:
     if args.action == "build":
         settings = _settings(args.config)
         built = prompts.build_prompts(SCRIPTS_DIR, RECORDINGS_DIR,
