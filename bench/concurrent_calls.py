@@ -32,12 +32,15 @@ def run_simulator(conn, calls: int, agents: int, hold_seconds: float) -> None:  
     from ari_handlers.simulator import AgentScript, AsteriskSimulator, CallerScript
 
     async def main() -> None:
+        from liyi.logging_setup import configure
+
+        configure("warning")
         sim = AsteriskSimulator(prompt_seconds=0.5)
         await sim.start()
         for i in range(agents):
             sim.add_agent(f"agent{i:04d}", script=AgentScript(answer_after=0.5))
         conn.send((sim.ari_url, sim.ami_port))
-        conn.recv()  # go
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # go
         script = CallerScript(hang_up_after_connected=hold_seconds, max_seconds=300)
         placed = await asyncio.gather(*(sim.place_call(f"138{i:08d}", script=script)
                                         for i in range(calls)))
@@ -47,9 +50,9 @@ def run_simulator(conn, calls: int, agents: int, hold_seconds: float) -> None:  
             ring = next((h.at for h in c.heard if h.what == "ringing"), None)
             answered = next((h.at for h in c.heard if h.what == "answered"), None)
             connected = next((h.at for h in c.heard if h.what == "connected"), None)
-            results.append((c.created_at if hasattr(c, "created_at") else ring, ring, answered,
-                            connected, c.hung_up_by))
+            results.append((c.started_at, ring, answered, connected, c.hung_up_by))
         conn.send(results)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # controller done
         await sim.stop()
 
     asyncio.run(main())
@@ -69,7 +72,7 @@ async def controller(ari_url: str, ami_port: int, agents: int, db: Path, conn) -
     from liyi.logging_setup import configure
     from liyi.settings import AsteriskSettings, Settings
 
-    configure("error")
+    configure("warning")
     cfg, _ = parse_callflow({"company": {"name": "礼仪客服中心"}})
     assert cfg is not None
     cfg = replace(cfg, agents=tuple(AgentConfig(f"agent{i:04d}", f"PJSIP/agent{i:04d}")
@@ -96,6 +99,7 @@ async def controller(ari_url: str, ami_port: int, agents: int, db: Path, conn) -
     logged = len(await service.store.list_calls(limit=100000))
     handled = service.controller.calls_ended
     await service.stop()
+    conn.send("done")
     return {"results": results, "cpu": cpu, "wall": wall, "handled": handled,
             "logged": logged, "flushed": flushed}
 
@@ -114,7 +118,7 @@ def main() -> None:
         out = asyncio.run(controller(ari_url, ami_port, args.calls, Path(tmp) / "bench.db", parent))
     proc.join(10)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    arrival_to_answer = [a - r for (_c, r, a, _k, _h) in out["results"] if a is not None and r is not None]
+    arrival_to_answer = [a - c for (c, _r, a, _k, _h) in out["results"] if a is not None]
     late = [d - 0.7 for d in arrival_to_answer]
     connected = sum(1 for r in out["results"] if r[3] is not None)
     by_caller = sum(1 for r in out["results"] if r[4] == "caller")
