@@ -256,9 +256,10 @@ def parse_callflow(
     closed_prompt = r.text(hours, "closed_prompt", "hours", "greeting-closed")
 
     waiting = r.section(data, "waiting", "")
-    wait_prompt: str | None = r.text(waiting, "prompt", "waiting", "ring-wait")
-    if waiting.get("prompt", "x") in ("", None, False):
-        wait_prompt = None
+    raw_wait = waiting.get("prompt", "ring-wait")
+    wait_prompt: str | None = None  # "", false or null: no wait notice, music at once
+    if not (raw_wait is None or raw_wait is False or raw_wait == ""):
+        wait_prompt = r.text(waiting, "prompt", "waiting", "ring-wait")
     moh = r.text(waiting, "music_class", "waiting", "default")
     retry = r.number(waiting, "agent_retry_seconds", "waiting", 2.0, 0.05, 60.0)
 

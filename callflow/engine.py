@@ -160,7 +160,7 @@ class CallEngine:
         offer.outcome = outcome
         self._old_legs.add(offer.leg)
         out: Commands = [*self._cancel(AGENT_RING)]
-        if outcome in ("caller-hung-up",):
+        if outcome in ("no-answer", "caller-hung-up"):
             out.append(c.Hangup(channel_id=offer.leg))
         out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome))
         return out

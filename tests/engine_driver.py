@@ -43,6 +43,8 @@ from callflow.engine import CallEngine
 from callflow.roster import Roster
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+CAUSES = {16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer"}
+MAX_STEPS = 200_000  # a run longer than this is an engine or harness loop, not a call
 
 
 def local_epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
@@ -64,8 +66,9 @@ class AgentBehaviour:
     """What an agent's phone does when we ring it.
 
     ``action``: ``answer`` (after ``after`` s), ``never`` (rings until we stop
-    it), ``decline`` (rejects after ``after`` s, cause 17) or ``unreachable``
-    (originate refused at once). ``hangs_up_after``: once answered, the agent
+    it), ``decline`` (rejects after ``after`` s, cause 17), ``ring-out``
+    (Asterisk's originate timeout ends it after ``after`` s, cause 19) or
+    ``unreachable`` (originate refused at once). ``hangs_up_after``: once answered, the agent
     hangs up after this many seconds; ``None`` waits for the caller.
     """
 
@@ -249,7 +252,11 @@ class World:
 
     def run(self, until: float) -> None:
         """Let everything scheduled up to ``until`` happen, in time order."""
+        steps = 0
         while self._queue and self._queue[0][0] <= until:
+            steps += 1
+            if steps > MAX_STEPS:
+                raise RuntimeError(f"runaway simulation at t={self.now}: more than {MAX_STEPS} steps")
             at, _, action = heapq.heappop(self._queue)
             self.now = max(self.now, at)
             action()
@@ -261,6 +268,11 @@ class World:
     def commands(self, call_id: str, kind: type[CommandT]) -> list[CommandT]:
         """Commands of one type the call's engine issued, in order."""
         return [i.command for i in self.issued if i.call_id == call_id and isinstance(i.command, kind)]
+
+    def issued_of(self, call_id: str, kind: type[CommandT]) -> list[tuple[float, CommandT]]:
+        """Commands of one type with the time each was issued."""
+        return [(i.at, i.command) for i in self.issued
+                if i.call_id == call_id and isinstance(i.command, kind)]
 
     def issued_for(self, call_id: str) -> list[Issued]:
         return [i for i in self.issued if i.call_id == call_id]
@@ -346,7 +358,7 @@ class World:
                 self._deliver(call_id, e.StasisEnd(at=self.now, channel_id=channel))
         self._deliver(call_id, e.ChannelDestroyed(
             at=self.now, channel_id=channel, cause=cause,
-            cause_txt={16: "Normal Clearing", 17: "User busy"}.get(cause, "")))
+            cause_txt=CAUSES.get(cause, "")))
         if self.echo_hangups:
             self._deliver(call_id, e.ChannelDestroyed(at=self.now, channel_id=channel, cause=cause))
 
@@ -432,8 +444,9 @@ class World:
                 at=self.now, channel_id=leg.channel_id, reason="Allocation failed")))
         elif how.action == "answer":
             self._schedule(self.now + how.after, lambda: self._agent_answers(leg, how))
-        elif how.action == "decline":
-            self._schedule(self.now + how.after, lambda: self._agent_declines(leg))
+        elif how.action in ("decline", "ring-out"):
+            cause = 17 if how.action == "decline" else 19
+            self._schedule(self.now + how.after, lambda: self._agent_declines(leg, cause))
 
     def _agent_answers(self, leg: Leg, how: AgentBehaviour) -> None:
         if not leg.alive or leg.in_stasis:
@@ -451,10 +464,10 @@ class World:
             line.first_hangup = "agent"
         self._leg_gone(leg, cause=16)
 
-    def _agent_declines(self, leg: Leg) -> None:
+    def _agent_declines(self, leg: Leg, cause: int) -> None:
         if not leg.alive or leg.in_stasis:
             return
-        self._leg_gone(leg, cause=17)
+        self._leg_gone(leg, cause=cause)
 
     def _leg_gone(self, leg: Leg, *, cause: int) -> None:
         was_in_stasis = leg.in_stasis

@@ -81,7 +81,7 @@ def configs(draw: st.DrawFn) -> CallFlowConfig:
 
 agent_behaviours = st.builds(
     AgentBehaviour,
-    action=st.sampled_from(["answer", "answer", "never", "decline", "decline", "unreachable"]),
+    action=st.sampled_from(["answer", "answer", "never", "decline", "ring-out", "unreachable"]),
     after=st.one_of(tenths(0.0, 3.0), tenths(0.0, 25.0)),
     hangs_up_after=st.one_of(st.none(), tenths(0.0, 120.0)),
 )
@@ -100,8 +100,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     config = draw(configs())
     names = [f"agent{i}" for i in range(1, draw(st.sampled_from([0, 1, 2, 2, 3, 3])) + 1)]
     agents = {name: draw(st.lists(agent_behaviours, min_size=1, max_size=3)) for name in names}
-    registered = None  # every agent's phone registered
-    if names and draw(st.booleans()):
+    registered: list[str] | None = None  # None: every agent's phone registered
+    some_logged_out: bool = draw(st.booleans())
+    if names and some_logged_out:
         registered = draw(st.lists(st.sampled_from(names), unique=True))
     prompts = {p: draw(prompt_behaviours) for p in PROMPTS}
     return Scenario(
@@ -213,9 +214,10 @@ def test_every_call_ends_once_with_the_true_first_hangup(s: Scenario) -> None:
     assert ended[0].first_hangup == line.first_hangup
     assert {"R1", "R2", "R9", "R10"} <= set(ended[0].compliance)
     assert ended[0].compliance["R9"]["status"] == "kept"
-    after_end = [i for i in world.issued_for("c1") if i.at >= ended[0].at and i.command is not ended[0]]
-    assert not [i for i in after_end if isinstance(i.command, (c.Play, c.Dial, c.Bridge, c.StartMusic,
-                                                                c.Answer, c.RequestAgent))]
+    issued = [i.command for i in world.issued_for("c1")]
+    after_end = issued[issued.index(ended[0]) + 1:]  # in issue order: times can tie
+    assert not [cmd for cmd in after_end if isinstance(cmd, (c.Play, c.Dial, c.Bridge, c.StartMusic,
+                                                             c.Answer, c.RequestAgent))]
     for agent in world.roster:
         assert agent.engaged_by is None, f"{agent.name} left engaged after the call ended"
 
@@ -269,3 +271,31 @@ def test_caller_bridged_only_with_the_answered_current_offer(s: Scenario) -> Non
     assert len(bridges) <= 1
     for bridge in bridges:
         assert bridge.channel_ids[0] == "chan-c1" and len(bridge.channel_ids) == 2
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(scenarios(), tenths(0.0, 30.0), st.one_of(st.none(), tenths(0.0, 300.0)))
+def test_two_calls_never_share_an_agent_and_give_everyone_back(
+    s: Scenario, second_after: float, second_hangs_up_after: float | None
+) -> None:
+    """Two overlapping calls never ring or bridge the same agent at once, and all agents are free after both end."""
+    world = World(s.config, agents=s.agents, prompts=s.prompts, registered=s.registered,
+                  start=s.created_at - 1, echo_hangups=s.echo_hangups)
+    for call_id, start, hang in (("c1", s.created_at, s.hangs_up_after),
+                                 ("c2", s.created_at + second_after, second_hangs_up_after)):
+        world.add_call(call_id, created_at=start, stasis_delay=s.stasis_delay,
+                       hangs_up_at=None if hang is None else start + s.stasis_delay + hang)
+    world.run(s.until + second_after)
+    busy: dict[str, str] = {}  # agent -> leg, from Dial until its ReleaseAgent
+    for issued in world.issued:
+        cmd = issued.command
+        if isinstance(cmd, c.Dial):
+            agent = cmd.endpoint.split("/", 1)[1]
+            assert agent not in busy, f"{agent} offered a second call while on {busy[agent]}"
+            busy[agent] = cmd.channel_id
+        elif isinstance(cmd, c.ReleaseAgent):
+            assert world.legs[busy.pop(cmd.agent)].call_id == issued.call_id
+    assert world.bridge_checks == []
+    if all(not line.alive for line in world.lines.values()):
+        assert busy == {}
+        assert all(agent.engaged_by is None for agent in world.roster)

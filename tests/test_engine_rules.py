@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -123,15 +123,14 @@ class TestR1AgentRings:
         world = World(CFG, agents={"agent1": NEVER, "agent2": QUICK})
         world.add_call("c1", created_at=T0)
         world.run(T0 + 60)
-        dials = [i for i in world.issued_for("c1") if isinstance(i.command, c.Dial)]
-        assert [d.command.endpoint for d in dials] == ["PJSIP/agent1", "PJSIP/agent2"]
-        first_leg = dials[0].command.channel_id
-        hangup_at = next(i.at for i in world.issued_for("c1")
-                         if i.command == c.Hangup(channel_id=first_leg))
-        assert hangup_at - dials[0].at == pytest.approx(CADENCE.ring_end(CFG.agent_rings))
-        assert dials[1].at == hangup_at
+        dials = world.issued_of("c1", c.Dial)
+        assert [dial.endpoint for _, dial in dials] == ["PJSIP/agent1", "PJSIP/agent2"]
+        (first_at, first), (second_at, second) = dials
+        hangup_at = next(at for at, h in world.issued_of("c1", c.Hangup) if h.channel_id == first.channel_id)
+        assert hangup_at - first_at == pytest.approx(CADENCE.ring_end(CFG.agent_rings))
+        assert second_at == hangup_at
         assert log_detail(world, "agent-no-answer") == {"agent": "agent1", "rings": 3}
-        assert world.commands("c1", c.Bridge)[0].channel_ids == (CALLER, dials[1].command.channel_id)
+        assert world.commands("c1", c.Bridge)[0].channel_ids == (CALLER, second.channel_id)
 
     @pytest.mark.parametrize("agent_rings", [1, 2])
     def test_fewer_agent_rings_are_honoured(self, agent_rings: int) -> None:
@@ -158,21 +157,24 @@ class TestR1AgentRings:
     @pytest.mark.parametrize(("behaviour", "kind"), [
         (AgentBehaviour("decline", after=2.0), "agent-declined"),
         (AgentBehaviour("unreachable"), "agent-unreachable"),
+        (AgentBehaviour("ring-out", after=6.0), "agent-no-answer"),
     ])
     def test_declined_or_unreachable_agent_rolls_over_at_once(
         self, behaviour: AgentBehaviour, kind: str
     ) -> None:
-        """An agent who declines (cause 17) or cannot be reached is skipped at once, without waiting out the rings."""
+        """An agent who declines (cause 17), is unreachable or whose leg Asterisk times out (19) is skipped at once."""
         world = World(CFG, agents={"agent1": behaviour, "agent2": QUICK})
         world.add_call("c1", created_at=T0)
         world.run(T0 + 60)
-        dials = [i for i in world.issued_for("c1") if isinstance(i.command, c.Dial)]
-        assert [d.command.endpoint for d in dials] == ["PJSIP/agent1", "PJSIP/agent2"]
-        assert dials[1].at - dials[0].at == pytest.approx(
-            behaviour.after if behaviour.action == "decline" else 0.0)
+        dials = world.issued_of("c1", c.Dial)
+        assert [dial.endpoint for _, dial in dials] == ["PJSIP/agent1", "PJSIP/agent2"]
+        (first_at, first), (second_at, _) = dials
+        assert second_at - first_at == pytest.approx(
+            0.0 if behaviour.action == "unreachable" else behaviour.after)
         assert log_detail(world, kind)["agent"] == "agent1"
-        assert not [h for h in world.commands("c1", c.Hangup)
-                    if h.channel_id == dials[0].command.channel_id], "a gone leg needs no hang-up"
+        if behaviour.action != "ring-out":
+            assert not [h for h in world.commands("c1", c.Hangup)
+                        if h.channel_id == first.channel_id], "a gone leg needs no hang-up"
         assert world.commands("c1", c.Bridge)
 
     def test_music_plays_from_queueing_until_bridged_through_rollovers(self) -> None:
@@ -375,10 +377,8 @@ class TestR9CallerHangsUpLast:
         world.add_call("c1", created_at=T0)
         world.run(T0 + 2000)
         closing_at = world.logs("c1", "closing")[0].at
-        released = [i for i in world.issued_for("c1") if isinstance(i.command, c.ReleaseIdleLine)]
-        assert len(released) == 1
-        assert released[0].at == closing_at + cfg.idle_release_seconds
-        assert released[0].command.channel_id == CALLER
+        released = world.issued_of("c1", c.ReleaseIdleLine)
+        assert released == [(closing_at + cfg.idle_release_seconds, c.ReleaseIdleLine(channel_id=CALLER))]
         assert log_detail(world, "idle-release") == {"exception": "R9", "idle_seconds": 600.0}
         ended = only_ended(world)
         assert ended.first_hangup == "service"
@@ -410,7 +410,7 @@ class TestR9CallerHangsUpLast:
         confirm = next(cmd for cmd in out if isinstance(cmd, c.StartTimer))
         out = engine.handle(e.TimerFired(at=confirm.at, name=confirm.name, token=confirm.token))
         assert engine.ended
-        assert [cmd for cmd in out if isinstance(cmd, c.CallEnded)][0].first_hangup == "service"
+        assert next(cmd for cmd in out if isinstance(cmd, c.CallEnded)).first_hangup == "service"
 
 
 # -- R10 / R12: every call ends once, with its compliance record ---------------
@@ -533,16 +533,23 @@ class TestTimers:
 # -- the log is evidence: replay --------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReplayCase:
+    agents: dict[str, AgentBehaviour]
+    hangs_up_at: float | None
+    prompts: dict[str, PromptBehaviour] = field(default_factory=dict)
+
+
 REPLAY_SCENARIOS = {
-    "rollover then agent leaves": dict(
+    "rollover then agent leaves": ReplayCase(
         agents={"agent1": NEVER, "agent2": AgentBehaviour("decline", after=1),
                 "agent3": AgentBehaviour("answer", after=4, hangs_up_after=30)},
         hangs_up_at=T0 + 200),
-    "greeting timeout then caller leaves": dict(
+    "greeting timeout then caller leaves": ReplayCase(
         agents={"agent1": QUICK}, hangs_up_at=T0 + 90,
         prompts={"greeting-morning": PromptBehaviour(result="never")}),
-    "idle release": dict(agents={"agent1": AgentBehaviour("answer", after=1, hangs_up_after=5)},
-                         hangs_up_at=None),
+    "idle release": ReplayCase(
+        agents={"agent1": AgentBehaviour("answer", after=1, hangs_up_after=5)}, hangs_up_at=None),
 }
 
 
@@ -550,10 +557,9 @@ class TestReplay:
     @pytest.mark.parametrize("name", list(REPLAY_SCENARIOS))
     def test_replaying_the_logged_events_gives_the_same_call(self, name: str) -> None:
         """Feeding a call's logged events (through JSON) to a fresh engine gives the same state, commands and compliance."""
-        spec = dict(REPLAY_SCENARIOS[name])
-        hangs_up_at = spec.pop("hangs_up_at")
-        world = World(CFG, echo_hangups=True, **spec)  # type: ignore[arg-type]
-        world.add_call("c1", created_at=T0, stasis_delay=0.4, hangs_up_at=hangs_up_at)
+        case = REPLAY_SCENARIOS[name]
+        world = World(CFG, agents=case.agents, prompts=case.prompts, echo_hangups=True)
+        world.add_call("c1", created_at=T0, stasis_delay=0.4, hangs_up_at=case.hangs_up_at)
         world.run(T0 + 2000)
         logged = [json.dumps(event_to_dict(ev), ensure_ascii=False) for ev in world.events("c1")]
         events = [event_from_dict(json.loads(line)) for line in logged]
