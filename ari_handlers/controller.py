@@ -58,6 +58,7 @@ class LiveCall:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     outcome: str = ""
+    logged_state: str = ""
 
     @property
     def call_id(self) -> str:
@@ -273,8 +274,9 @@ class Controller:
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))
-        else:
+        elif call.engine.state.value != call.logged_state:
             self._write("call_updated", call.call_id, state=call.engine.state.value)
+        call.logged_state = call.engine.state.value
         for observer in self.observers:
             _notify(observer.on_log, call.call_id, facts.caller_number, entry)
 

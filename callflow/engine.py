@@ -53,6 +53,8 @@ RELEASE_CONFIRM = "release-confirm"
 
 RELEASE_CONFIRM_SECONDS = 5.0
 
+_PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
+
 Commands = list[c.Command]
 
 
@@ -130,13 +132,20 @@ class CallEngine:
     def _log(self, at: float, kind: str, **detail: object) -> c.Log:
         return c.Log(at=at, kind=kind, detail=dict(detail))
 
-    def _goto(self, state: CallState) -> c.SetVar:
-        """Change state and keep it on the caller's channel for recovery after a restart."""
+    def _goto(self, state: CallState) -> list[c.Command]:
+        """Change state; keep the states a restarted controller needs on the caller's channel.
+
+        Only the states that change what recovery must do are written (each is an
+        ARI request): the call's id from the first ring, who is connected, and
+        whether the caller is in closing (R9 idle timing).
+        """
         self.state = state
+        if state not in _PERSISTED:
+            return []
         snapshot = {"call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
                     "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
-        return c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
-                        value=json.dumps(snapshot, separators=(",", ":")))
+        return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
+                         value=json.dumps(snapshot, separators=(",", ":")))]
 
     def _end(self, at: float, outcome: str) -> Commands:
         self.state = CallState.ENDED
@@ -191,7 +200,7 @@ class CallEngine:
         answer_at = f.created_at + cfg.cadence.ring_end(cfg.answer_after_rings) - cfg.answer_guard_seconds
         out: Commands = [
             c.Ring(channel_id=ev.channel_id),
-            self._goto(CallState.RINGING),
+            *self._goto(CallState.RINGING),
             self._log(ev.at, "ringing", first_ring_at=f.created_at, caller_number=f.caller_number,
                       caller_name=f.caller_name, answer_planned_at=round(answer_at, 3)),
         ]
@@ -215,7 +224,7 @@ class CallEngine:
         return [
             c.Answer(channel_id=f.caller_channel),
             self._log(at, "answered", rings_elapsed=rings, seconds=round(at - f.created_at, 3)),
-            self._goto(CallState.GREETING),
+            *self._goto(CallState.GREETING),
             *self._play(at, (greeting,), "greeting"),
             self._log(at, "greeting", prompt=greeting, closed=self._closed_flow),
         ]
@@ -249,7 +258,7 @@ class CallEngine:
         if self._closed_flow:
             return out + self._start_closing(ev.at, reason="after-hours")
         if self.config.wait_prompt:
-            out.append(self._goto(CallState.WAIT_NOTICE))
+            out.extend(self._goto(CallState.WAIT_NOTICE))
             return out + self._play(ev.at, (self.config.wait_prompt,), "wait-notice")
         return out + self._queue(ev.at)
 
@@ -277,7 +286,7 @@ class CallEngine:
         self.facts.queued_at = at
         return [
             c.StartMusic(channel_id=self.facts.caller_channel, moh_class=self.config.moh_class),
-            self._goto(CallState.OFFERING),
+            *self._goto(CallState.OFFERING),
             self._log(at, "queued", music=self.config.moh_class),
             c.RequestAgent(skip=()),
         ]
@@ -353,7 +362,7 @@ class CallEngine:
             *self._cancel(AGENT_RING),
             c.StopMusic(channel_id=f.caller_channel),
             c.Bridge(bridge_id=self._bridge, channel_ids=(f.caller_channel, offer.leg)),
-            self._goto(CallState.CONNECTED),
+            *self._goto(CallState.CONNECTED),
             self._log(ev.at, "connected", agent=offer.agent,
                       ring_seconds=round(ev.at - offer.rung_at, 3)),
         ]
@@ -393,7 +402,7 @@ class CallEngine:
     def _start_closing(self, at: float, *, reason: str) -> Commands:
         self.facts.closing_started_at = at
         return [
-            self._goto(CallState.CLOSING),
+            *self._goto(CallState.CLOSING),
             *self._play(at, self.config.closing_prompts, "closing"),
             self._log(at, "closing", reason=reason, prompts=list(self.config.closing_prompts)),
             self._timer(IDLE, at + self.config.idle_release_seconds),
@@ -419,7 +428,7 @@ class CallEngine:
         return [
             self._log(ev.at, "idle-release", exception="R9", idle_seconds=self.config.idle_release_seconds),
             c.ReleaseIdleLine(channel_id=f.caller_channel),
-            self._goto(CallState.RELEASING),
+            *self._goto(CallState.RELEASING),
             self._timer(RELEASE_CONFIRM, ev.at + RELEASE_CONFIRM_SECONDS),
         ]
 

@@ -135,8 +135,12 @@ class CallStore:
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
         batch_size: int = _BATCH_SIZE,
+        linger: float = 0.05,
     ) -> None:
         self._url = url
+        # Group commit: wait this long for more records before a small batch, so a busy
+        # center writes a few large transactions a second instead of one per record.
+        self._linger = max(0.0, linger)
         self._journal = Journal(Path(journal_path)) if journal_path is not None else None
         self._retry_initial = retry_initial
         self._retry_max = max(retry_max, retry_initial)
@@ -421,6 +425,8 @@ class CallStore:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if not isolate and self._linger and len(self._queue) < self._batch_size and not self._closed:
+                await asyncio.sleep(self._linger)
             size = 1 if isolate else self._batch_size
             batch = list(itertools.islice(self._queue, size))
             try:
