@@ -207,3 +207,33 @@ class TestBadInput:
                                               script=CallerScript(hang_up_after_connected=0.1))
             await asyncio.wait_for(call.ended.wait(), 10)
         assert "connected" in heard_kinds(call)
+
+
+class TestRecoverableState:
+    async def test_a_live_call_can_be_found_again_from_asterisk_and_the_log(self, tmp_path: Path) -> None:
+        """While connected, the caller's channel names the call, agent and bridge, and the log lists it open."""
+        import json
+
+        from ari_handlers.ari_client import AriClient
+
+        async with running_world(tmp_path) as world:
+            call = await world.sim.place_call("13800138000",
+                                              script=CallerScript(hang_up_after_connected=1.5))
+            for _ in range(100):
+                if "connected" in heard_kinds(call):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            ari = AriClient(world.sim.ari_url, "liyi", "liyi-sim", "liyi")
+            try:
+                raw = await ari.get_channel_var(call.channel_id, "LIYI_CALL")
+            finally:
+                await ari.close()
+            await world.store.flush()
+            open_calls = await world.store.open_calls()
+            await asyncio.wait_for(call.ended.wait(), 10)
+        assert raw is not None
+        saved = json.loads(raw)
+        assert saved["state"] == "connected" and saved["agent"] == "agent1"
+        assert saved["bridge"] and saved["leg"]
+        assert [c.id for c in open_calls] == [saved["call_id"]]
