@@ -182,7 +182,7 @@ class Controller:
             case c.Play():
                 try:
                     await ari.play(cmd.channel_id, cmd.media, playback_id=cmd.playback_id)
-                except (AriError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, AriError, OSError) as exc:
                     log.warning("ari.play_failed", error=str(exc), media=list(cmd.media))
                     return e.PlaybackFinished(at=self.clock(), playback_id=cmd.playback_id,
                                               state="failed")
@@ -197,7 +197,7 @@ class Controller:
                         caller_id=cmd.caller_id, channel_id=cmd.channel_id,
                         timeout=int(self.config.cadence.ring_end(self.config.agent_rings)) + 3,
                     )
-                except (AriError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, AriError, OSError) as exc:
                     return e.DialFailed(at=self.clock(), channel_id=cmd.channel_id,
                                         reason=getattr(exc, "message", str(exc)))
             case c.Hangup():
@@ -238,7 +238,7 @@ class Controller:
         """An ARI request whose failure the call survives (e.g. 404 after a hang-up)."""
         try:
             await request
-        except (AriError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, AriError, OSError) as exc:
             log.info("ari.request_failed", what=what, error=str(exc))
 
     def _write(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -301,7 +301,7 @@ class Controller:
             return
         try:
             live = {ch.get("id") for ch in await self.ari.list_channels()}
-        except (AriError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, AriError, OSError) as exc:
             log.warning("ari.reconcile_failed", error=str(exc))
             return
         now = self.clock()

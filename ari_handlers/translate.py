@@ -77,7 +77,8 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         args = msg.get("args") or []
         if not isinstance(args, list):
             raise BadEvent("StasisStart: args is not a list")
-        caller = ch.get("caller") if isinstance(ch.get("caller"), dict) else {}
+        raw_caller = ch.get("caller")
+        caller: dict[str, Any] = raw_caller if isinstance(raw_caller, dict) else {}
         created = None
         if ch.get("creationtime") is not None:
             created = parse_time(ch["creationtime"])
@@ -109,7 +110,8 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         pb = msg.get("playback")
         if not isinstance(pb, dict) or not isinstance(pb.get("id"), str):
             raise BadEvent("PlaybackFinished: no playback id")
-        state = pb.get("state") if isinstance(pb.get("state"), str) else "done"
+        raw_state = pb.get("state")
+        state = raw_state if isinstance(raw_state, str) else "done"
         return Routed(e.PlaybackFinished(at=now, playback_id=pb["id"], state=state),
                       playback_id=pb["id"])
     if not isinstance(kind, str):

@@ -45,7 +45,7 @@ from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db import CallStore  # noqa: E402 - after the path fix above
+from db import CallStore
 
 RULES = ("R1", "R2", "R3", "R5", "R7", "R9", "R12")
 EVENT_KINDS = ("StasisStart", "ChannelStateChange", "ChannelDtmfReceived", "PlaybackStarted",

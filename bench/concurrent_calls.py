@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import resource
-import statistics
 import sys
 import tempfile
 import time

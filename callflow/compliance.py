@@ -44,12 +44,13 @@ def score_r1(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
     """Answered before the end of ring 3; every agent phone rung at most three rings."""
     start = facts.created_at
     deadline = cfg.cadence.ring_end(3)
-    offers = [
+    offers: list[dict[str, Any]] = [
         {"agent": o.agent, "rang_seconds": _secs(o.ended_at, o.rung_at), "outcome": o.outcome}
         for o in facts.offers
     ]
     agent_limit = cfg.cadence.ring_end(cfg.agent_rings) + 1.0  # one second for the network
-    late_offers = [o for o in offers if o["rang_seconds"] is not None and o["rang_seconds"] > agent_limit]
+    late_offers = [o for o in offers
+                   if o["rang_seconds"] is not None and o["rang_seconds"] > agent_limit]
     evidence: dict[str, Any] = {
         "first_ring_at": start,
         "answered_at": facts.answered_at,

@@ -182,7 +182,7 @@ class _Reader:
             rng = f"{lo:g}..{hi:g}"
             self.problem(where, f"{value} — must be {rng}{_why(why)}")
             return default
-        return value
+        return float(value)
 
     def text(self, data: Mapping[str, Any], key: str, path: str, default: str) -> str:
         if key not in data or data[key] is None:
@@ -333,7 +333,7 @@ def _read_bands(r: _Reader, greeting: Mapping[str, Any]) -> tuple[TimeBand, ...]
 
 def _check_day_covered(r: _Reader, bands: list[TimeBand]) -> None:
     """Every minute of the day must have exactly one salutation (R2)."""
-    for minute in range(0, 24 * 60):
+    for minute in range(24 * 60):
         t = dt.time(minute // 60, minute % 60)
         hits = [i for i, b in enumerate(bands) if b.contains(t)]
         if not hits:

@@ -102,10 +102,10 @@ class CallEngine:
             del self._tokens[event.name]
             handler = _TIMERS.get((self.state, event.name), _ignore)
             return handler(self, event)
-        handler = _TABLE.get((self.state, type(event)))
-        if handler is None:
+        found = _TABLE.get((self.state, type(event)))
+        if found is None:
             return self._stray(event)
-        return handler(self, event)
+        return found(self, event)
 
     # -- helpers ----------------------------------------------------------
 

@@ -81,13 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> None:
+        assert settings.asterisk is not None
         service = Service(settings, settings.asterisk)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, service.stop_event.set)
         await service.start()
-        print(f"liyi running: ARI {settings.asterisk.ari_url} app {settings.asterisk.app}; "  # type: ignore[union-attr]
+        print(f"liyi running: ARI {settings.asterisk.ari_url} app {settings.asterisk.app}; "
               f"web {service.web_url}; Ctrl-C to stop", file=sys.stderr)
         await service.stop_event.wait()
         await service.stop()

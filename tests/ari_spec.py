@@ -60,9 +60,9 @@ class AriSpec:
                     if v not in allowed:
                         problems.append(f"{op.nickname}: {name}={v!r} not in {allowed}")
         for name, spec in op.params.items():
-            if spec.get("required") and spec.get("paramType") != "path" and name not in params:
-                if spec.get("paramType") != "body":
-                    problems.append(f"{op.nickname}: missing required parameter {name!r}")
+            if (spec.get("required") and spec.get("paramType") not in ("path", "body")
+                    and name not in params):
+                problems.append(f"{op.nickname}: missing required parameter {name!r}")
         return problems
 
     def check_model(self, model: str, value: Any, where: str = "") -> list[str]:
