@@ -79,6 +79,66 @@ class TestHeard:
         assert caller_events[-1] == "ChannelEnteredBridge"
 
 
+class TestBridgeSound:
+    async def test_holding_bridge_music_and_announcements_are_sound(self, world: Any) -> None:
+        """In a holding bridge the announcement is a prompt and the bridge's music is music; only the gap
+        between them is silence; a play under the music fails, and stopping absent music is 409 (trace 05)."""
+        sim, c = world
+        call = await sim.place_call("13800138010")
+        cid = call.channel_id
+        await c.rq("POST", f"/channels/{cid}/answer")
+        await c.rq("POST", "/bridges/h", type="holding")
+        assert (await c.rq("POST", "/bridges/h/addChannel", channel=cid, role="participant"))[0] == 204
+        _, first = await c.rq("POST", "/bridges/h/play", media="sound:liyi/hold-notice")
+        await c.wait_for("PlaybackFinished", playback_id=first["id"])
+        await asyncio.sleep(0.3)
+        assert (await c.rq("POST", "/bridges/h/moh", mohClass="default"))[0] == 204
+        _, second = await c.rq("POST", "/bridges/h/play", media="sound:liyi/again")
+        assert (await c.wait_for("PlaybackFinished", playback_id=second["id"]))["playback"]["state"] == "failed"
+        await asyncio.sleep(0.3)
+        assert (await c.rq("DELETE", "/bridges/h/moh"))[0] == 204
+        assert await c.rq("DELETE", "/bridges/h/moh") == (409, {"message": "Bridge isn't playing music"})
+        sim.caller_hangs_up(call)
+
+        assert call.whats() == ["answered", "prompt", "music-start", "prompt-failed", "music-stop", "hangup-by-caller"]
+        assert call.heard[1].detail == "sound:liyi/hold-notice"
+        gaps = call.silences(0.2)
+        music_start = call.heard[2].at
+        assert len(gaps) == 1 and abs(gaps[0][1] - music_start) < 0.01 and gaps[0][1] - gaps[0][0] >= 0.28
+
+    async def test_entering_a_bridge_mid_announcement(self, world: Any) -> None:
+        """A caller added to a bridge whose announcer is playing hears that prompt until it ends."""
+        sim, c = world
+        call = await sim.place_call("13800138011")
+        await c.rq("POST", f"/channels/{call.channel_id}/answer")
+        await c.rq("POST", "/bridges/m", type="mixing")
+        _, pb = await c.rq("POST", "/bridges/m/play", media="sound:liyi/greeting")  # 0.3 s
+        await c.rq("POST", "/bridges/m/addChannel", channel=call.channel_id)
+        await c.wait_for("PlaybackFinished", playback_id=pb["id"])
+        await asyncio.sleep(0.25)
+        sim.caller_hangs_up(call)
+        assert [(h.what, h.detail) for h in call.heard] == [
+            ("answered", ""), ("prompt", "sound:liyi/greeting"), ("hangup-by-caller", "")]
+        gaps = call.silences(0.2)
+        assert len(gaps) == 1 and gaps[0][1] == pytest.approx(call.ended_at)  # only after the prompt
+
+    async def test_holding_bridge_participants_hear_only_the_announcer(self, world: Any) -> None:
+        """In a holding bridge a participant caller hears an agent only if the agent joined as announcer."""
+        sim, c = world
+        call = await sim.place_call("13800138012")
+        await c.rq("POST", f"/channels/{call.channel_id}/answer")
+        _, leg = await c.rq("POST", "/channels", endpoint="PJSIP/agent1", app="liyi", appArgs="agent")
+        await c.wait_for("StasisStart", channel_id=leg["id"])
+        await c.rq("POST", "/bridges/h", type="holding")
+        await c.rq("POST", "/bridges/h/addChannel", channel=f"{call.channel_id},{leg['id']}")
+        assert "connected" not in call.whats()
+        await c.rq("POST", "/bridges/h/addChannel", channel=leg["id"], role="announcer")
+        assert call.whats()[-1] == "connected"
+        await c.rq("POST", "/bridges/h/addChannel", channel=leg["id"])  # roles are cleared on every addChannel
+        assert call.whats()[-1] == "agent-left"
+        sim.caller_hangs_up(call)
+
+
 class TestAgentLegs:
     async def test_outcomes_and_device_states(self, world: Any) -> None:
         """Legs record answered/declined/no-answer/cancelled, and the AMI side sees RINGING, INUSE, NOT_INUSE."""
@@ -153,6 +213,16 @@ class TestStasisEntry:
         await c.wait_for("ChannelDestroyed", channel_id=call.channel_id)
         assert [e["type"] for e in c.events] == [
             "ChannelHangupRequest", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"]
+
+    async def test_app_forgotten_when_disconnected_with_nothing_subscribed(self, world: Any) -> None:
+        """With its socket closed and no channel or bridge left, the app is unregistered (404) until it
+        connects again, as Asterisk's cleanup of finished apps does."""
+        _, c = world
+        await c.disconnect()
+        assert await c.rq("GET", "/applications/liyi") == (404, {"message": "Application not found"})
+        assert await c.rq("GET", "/applications") == (200, [])
+        await c.connect()
+        assert (await c.rq("GET", "/applications/liyi"))[0] == 200
 
 
 class TestHttp:

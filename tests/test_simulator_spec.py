@@ -123,6 +123,15 @@ class TestEventsAndBodies:
         await c.rq("POST", "/bridges/br-1/moh", mohClass="default")
         await ok("Playback", "POST", "/bridges/br-1/play", media="sound:liyi/again")
         await c.rq("DELETE", "/bridges/br-1/moh")
+        await ok("Bridge", "POST", "/bridges/hold-1", type="holding", name="hold")
+        await c.rq("POST", "/bridges/hold-1/addChannel", channel=cid, role="participant")
+        await ok("Playback", "POST", "/bridges/hold-1/play", media="sound:pls-hold-while-try")
+        await c.rq("POST", "/bridges/hold-1/moh", mohClass="default")
+        await ok("Playback", "POST", "/bridges/hold-1/play", media="sound:pls-hold-while-try")  # fails at once
+        await ok("Bridge", "GET", "/bridges/hold-1")
+        await c.rq("DELETE", "/bridges/hold-1/moh")
+        await c.rq("POST", "/bridges/br-1/addChannel", channel=cid)
+        await c.rq("DELETE", "/bridges/hold-1")
         await c.wait_for("ChannelDestroyed", channel_id=agent["id"])  # agent1 hangs up after 0.4 s
         await ok("Endpoint", "GET", "/endpoints/PJSIP/agent1")
         await ok("Application", "GET", "/applications/liyi")

@@ -15,7 +15,10 @@ shape and key fields for successes.
 
 Traces 01–10 were recorded with ``subscribeAll=true``; the simulator
 implements only the default subscription, so ``default_view`` reduces those
-traces to what such an app receives, following traces 11 and 12.
+traces to what such an app receives, following traces 11 and 12. Where a
+subscribeAll trace's *response* differs too (07: ``GET /applications`` is
+404 while the socket is closed), ``Replay.expect`` rewrites the recorded
+answer to the one trace 12 shows for the default subscription.
 """
 
 from __future__ import annotations
@@ -258,6 +261,8 @@ class Replay:
     ids: dict[str, str] = field(default_factory=dict)  # trace id -> simulator id
     calls: dict[str, SimCall] = field(default_factory=dict)  # trace channel id -> call
     transform: Callable[[str, str, dict[str, str]], dict[str, str]] | None = None
+    # rewrites a recorded request's expected status/response (a subscribeAll-only answer)
+    expect: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     mismatches: list[str] = field(default_factory=list)
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _reader: asyncio.Task[None] | None = None
@@ -310,6 +315,8 @@ class Replay:
         return call
 
     async def request(self, req: dict[str, Any]) -> None:
+        if self.expect is not None:
+            req = self.expect(req)
         query = {k: self.to_sim(str(v)) for k, v in (req["query"] or {}).items()}
         if self.transform is not None:
             query = self.transform(req["method"], req["path"], query)
@@ -533,6 +540,154 @@ class TestTrace12:
             ],
         )
         assert_same_events(trace, replay)
+
+
+class TestHoldAndTransferTraces:
+    async def test_05_hold_moh_holding_bridge_and_playbacks(self, replay: Replay) -> None:
+        """Trace 05: hold and MOH give no ARI event; a holding bridge's announcement plays, fails at once
+        under bridge MOH; a stopped channel playback finishes "done" and is then 404."""
+        trace = load_trace("05")
+        sim = replay.sim
+        sim.add_agent("agent1", script=AgentScript(answer_after=0.0))
+        sim.prompt_seconds = lambda media: 5.0 if "monkeys" in media else 0.05  # stopped after 0.8 s in the trace
+        caller = trace.first_inbound()
+        await replay.run(trace, [
+            (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller)),
+            (_caller_bye(trace, caller) - 1e-4, lambda rp: rp.sim.caller_hangs_up(rp.calls[caller])),
+        ])
+        assert_same_events(trace, replay)
+        assert _sim_moh_events(sim) == _trace_moh_events(trace)
+        assert replay.calls[caller].whats() == [
+            "answered", "connected",
+            "music-start", "music-stop",  # 1a hold, unhold
+            "music-start", "music-stop",  # 1b hold + moh, moh off (unhold changes nothing)
+            "music-start", "music-stop",  # 1c moh without hold
+            "agent-left", "prompt",  # 2: alone in the holding bridge, its announcement
+            "music-start", "prompt-failed", "music-stop",  # 2b: bridge MOH, a play that fails under it
+            "connected", "prompt",  # 3: back with the agent, tt-monkeys (stopped early)
+            "hangup-by-caller",
+        ]
+
+    async def test_10_attended_transfer_primitives(self, replay: Replay) -> None:
+        """Trace 10: caller held in a holding bridge with MOH, agent2 originated, agents consult in bridge C,
+        the caller joins C and agent1 is hung up; C of two PJSIP channels is native_rtp."""
+        trace = load_trace("10")
+        sim = replay.sim
+        sim.add_agent("agent1", script=AgentScript(answer_after=0.0))
+        sim.add_agent("agent2", registered=False, script=AgentScript(answer_after=2.0 * SCALE))
+        caller = trace.first_inbound()
+        registers = trace.time_of("phone", lambda ln: "will REGISTER" in ln.get("action", ""))
+        unregisters = trace.time_of("phone", lambda ln: "un-REGISTERs" in ln.get("action", ""))
+        await replay.run(trace, [
+            (registers, lambda rp: rp.sim.register_agent("agent2")),
+            (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller)),
+            (_caller_bye(trace, caller) - 1e-4, lambda rp: rp.sim.caller_hangs_up(rp.calls[caller])),
+            (unregisters, lambda rp: rp.sim.unregister_agent("agent2")),
+        ])
+        assert_same_events(trace, replay)
+        assert [leg.outcome for leg in sim.agent_legs] == ["service-hung-up", "service-hung-up"]
+        initial, *changes = _sim_device_states(sim, "PJSIP/agent2")
+        assert initial == "UNAVAILABLE"  # set by add_agent, before any phone registered
+        assert changes == _trace_device_states(trace, "PJSIP/agent2")  # NOT_INUSE RINGING INUSE NOT_INUSE UNAVAILABLE
+        assert [(h.what, h.detail) for h in replay.calls[caller].heard] == [
+            ("answered", ""), ("connected", "agent1"),  # with agent1 in A
+            ("agent-left", "agent1"), ("music-start", ""),  # alone in H, with H's music
+            ("music-stop", ""), ("connected", "agent1"), ("connected", "agent2"),  # into C, agent1 still there
+            ("agent-left", "agent1"),  # removed from C and hung up
+            ("hangup-by-caller", ""),
+        ]
+
+
+class TestTrace07:
+    async def test_07_app_disconnect_with_default_subscription(self, replay: Replay) -> None:
+        """Trace 07 seen with the default subscription: while the socket is closed the channel stays Up, REST
+        works, events are lost and not replayed; with no socket an inbound call is refused (603), and 4001
+        falls back to Playback(beep). GET /applications follows trace 12 (200 while disconnected)."""
+        trace = load_trace("07")
+        caller = trace.first_inbound()
+        closes = [ln["t"] for ln in trace.lines if ln["kind"] == "note" and ln["text"] == "app closes its websocket"]
+        opens = [ln["t"] for ln in trace.lines if ln["kind"] == "note" and ln["text"] == "app websocket connected"]
+        no_app = trace.time_of("sip", lambda ln: ln["first_line"].startswith("SIP/2.0 603"))
+        ghost = trace.time_of("sip", lambda ln: ln["first_line"].startswith("INVITE sip:4001"))
+        refused: list[SimCall] = []
+
+        async def call_in(rp: Replay, extension: str) -> None:
+            call = await rp.sim.place_call("caller", caller_name="caller", extension=extension)
+            refused.append(call)
+            await asyncio.wait_for(call.ended.wait(), 2)  # both were over before the app came back
+
+        replay.expect = _default_subscription_applications(trace)
+        await replay.run(
+            trace,
+            [
+                (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller)),
+                (closes[0], lambda rp: rp.disconnect()),
+                (opens[1], _reconnect_after_beep),
+                (closes[1], lambda rp: rp.disconnect()),
+                (opens[2], lambda rp: rp.connect()),
+                (closes[2], lambda rp: rp.disconnect()),
+                (no_app, lambda rp: call_in(rp, "4000")),
+                (ghost, lambda rp: call_in(rp, "4001")),
+                (opens[3], lambda rp: rp.connect()),
+            ],
+        )
+        expected = normalize([ev for _, ev in trace.events()])
+        # Asterisk sent BridgeDestroyed for the app's DELETE after the recorder had closed its socket (the
+        # same millisecond); the simulator sends it before the 204, so the replay's socket still gets it.
+        assert replay.mismatches == []
+        assert normalize(replay.relevant()) == [*expected, ("BridgeDestroyed", "bridge#1")]
+        assert replay.calls[caller].hung_up_by == "service"  # by the app's DELETE, not by the gap
+        no_app_call, ghost_call = refused
+        assert no_app_call.refused and no_app_call.whats() == ["hangup-by-service"]
+        assert ghost_call.refused and ghost_call.whats() == ["answered", "prompt", "hangup-by-service"]
+
+
+def _caller_bye(trace: Trace, caller: str) -> float:
+    """When the caller's BYE reached the app (its first ChannelHangupRequest)."""
+    return trace.time_of("ari_event", lambda ln: ln["event"]["type"] == "ChannelHangupRequest"
+                         and ln["event"]["channel"]["id"] == caller)
+
+
+def _trace_moh_events(trace: Trace) -> list[tuple[str, str | None]]:
+    return [(ln["event"]["Event"], ln["event"].get("Class")) for ln in trace.lines
+            if ln["kind"] == "ami_event" and ln["event"]["Event"].startswith("MusicOnHold")]
+
+
+def _sim_moh_events(sim: AsteriskSimulator) -> list[tuple[str, str | None]]:
+    return [(args[0]["Event"], args[0].get("Class")) for method, args in sim.ami_log
+            if method == "emit" and args[0]["Event"].startswith("MusicOnHold")]
+
+
+def _trace_device_states(trace: Trace, device: str) -> list[str]:
+    return [ln["event"]["State"] for ln in trace.lines if ln["kind"] == "ami_event"
+            and ln["event"]["Event"] == "DeviceStateChange" and ln["event"].get("Device") == device]
+
+
+def _sim_device_states(sim: AsteriskSimulator, device: str) -> list[str]:
+    return [args[1] for method, args in sim.ami_log if method == "set_device_state" and args[0] == device]
+
+
+def _default_subscription_applications(trace: Trace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Trace 07's GET /applications answers as an app with the default subscription gets them.
+
+    With subscribeAll the app is unregistered while its socket is closed (404)
+    and lists the ``__AST_*_ALL_TOPIC`` sources; with the default subscription
+    it stays registered while subscribed to a live channel or bridge, listing
+    them (trace 12). The caller and its bridge live until the app's DELETEs.
+    """
+    caller = trace.first_inbound()
+    bridge = next(r["response"]["id"] for r in trace.requests if r["method"] == "POST" and r["path"] == "/bridges")
+    gone = trace.time_of("ari_request", lambda ln: ln["method"] == "DELETE" and ln["path"] == f"/bridges/{bridge}")
+
+    def rewrite(req: dict[str, Any]) -> dict[str, Any]:
+        if not req["path"].startswith("/applications"):
+            return req
+        live = req["t"] < gone
+        app = {"name": "liyi", "channel_ids": [caller] if live else [], "bridge_ids": [bridge] if live else [],
+               "endpoint_ids": [], "device_names": [], "events_allowed": [], "events_disallowed": []}
+        return {**req, "status": 200, "response": app if req["path"] == "/applications/liyi" else [app]}
+
+    return rewrite
 
 
 async def _reconnect_after_beep(rp: Replay) -> None:

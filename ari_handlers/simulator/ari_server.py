@@ -224,7 +224,7 @@ async def ping(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
 
 @route("GET", "/applications")
 async def list_applications(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
-    return _json([sim.application_json(name) for name in sorted(sim.known_apps)])
+    return _json([sim.application_json(name) for name in sim.registered_apps()])
 
 
 @route("GET", "/applications/{applicationName}")
@@ -390,9 +390,9 @@ async def destroy_bridge(sim: AsteriskSimulator, p: Params) -> web.StreamRespons
     return _no_content()
 
 
-@route("POST", "/bridges/{bridgeId}/addChannel", "channel")
+@route("POST", "/bridges/{bridgeId}/addChannel", "channel", "role")
 async def add_channel(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
-    sim.add_to_bridge(p.path("bridgeId"), p.get("channel"))
+    sim.add_to_bridge(p.path("bridgeId"), p.get("channel"), p.get("role"))
     return _no_content()
 
 

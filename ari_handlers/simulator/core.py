@@ -20,11 +20,23 @@ What the recordings taught, and the simulator therefore does:
 - an originate to an unregistered endpoint is ``500 {"error": "Allocation
   failed"}``; an unanswered leg ends with ChannelDestroyed cause 19 and no
   hangup request; a declined one with cause 17 and Dial BUSY (trace 04);
-- no ARI event for hold or music on hold, only AMI (trace 05);
+- no ARI event for hold or channel music on hold, only AMI MusicOnHoldStart/
+  Stop on the held channel; hold then moh then unhold stops the music once
+  (trace 05); bridge music (``/bridges/{id}/moh``) gives no event at all;
+- a bridge ``play`` reports ``target_uri bridge:<id>`` once per app (twice only
+  under subscribeAll); in a holding bridge whose music runs it starts and
+  fails at once; ``DELETE /playbacks/{id}`` finishes it ``done`` and a later
+  GET is 404 (trace 05);
+- channels move between bridges with addChannel (``role`` accepted), a
+  two-PJSIP mixing bridge reports ``native_rtp``, and a bridge lists its
+  channel ids sorted (traces 06, 10);
 - DTMF reaches the app only from a channel in Stasis that is not bridged or
   is in a ``dtmf_events`` bridge (trace 06);
-- with the app's WebSocket closed, an inbound call fails at once
-  (STASISSTATUS=FAILED, 603 Decline; trace 07 C).
+- with the app's WebSocket closed its channels live on and REST works, events
+  are lost and never replayed; the app stays registered while it is still
+  subscribed to a channel or bridge (trace 12, the default subscription;
+  subscribeAll's 404 in trace 07 does not apply); an inbound call fails at
+  once (STASISSTATUS=FAILED, 603 Decline; trace 07 C).
 
 Everything runs on the event loop with ``call_later`` timers, so thousands
 of concurrent calls cost little.
@@ -295,6 +307,9 @@ class AsteriskSimulator:
             return
         answered = ch.state == "Up"
         log.info("sim.caller_hangup", call_id=ch.id, answered=answered)
+        # The caller's experience ends with their hangup: leaving the bridge
+        # afterwards is no "agent-left" or "music-stop" they heard.
+        call.finish("caller")
         if ch.in_stasis:
             if answered:
                 self._emit_channel("ChannelHangupRequest", ch)
@@ -305,7 +320,6 @@ class AsteriskSimulator:
                 extra = {} if answered else {"tech_cause": 487}
                 self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True, **extra)
         self._destroy(ch, cause=16 if answered else 127, tech_cause=None if answered else 487)
-        call.finish("caller")
 
     def caller_sends_dtmf(self, call: SimCall, digit: str, duration_ms: int = 100) -> None:
         ch = self.channels.get(call.channel_id)
@@ -389,6 +403,9 @@ class AsteriskSimulator:
                 raise AriError(400, "Invalid reason for hangup reason provided")
             cause = HANGUP_REASONS[reason]
         log.info("sim.service_hangup", call_id=ch.id, role=ch.role, state=ch.state)
+        call = self._calls_by_channel.get(ch.id)
+        if call is not None:
+            call.finish("service")  # the BYE ends what the caller hears, before the bridge is left
         if ch.subscribed:
             self._emit_channel("ChannelHangupRequest", ch, cause=32, soft=True)
         leg = self._legs_by_channel.get(ch.id)
@@ -399,9 +416,6 @@ class AsteriskSimulator:
         if leg is not None and leg.outcome in ("ringing", "answered"):
             self._end_leg(leg, "cancelled" if leg.outcome == "ringing" else "service-hung-up")
         self._destroy(ch, cause=cause)
-        call = self._calls_by_channel.get(ch.id)
-        if call is not None:
-            call.finish("service")
 
     def start_moh(self, channel_id: str, moh_class: str | None) -> None:
         ch = self.stasis_channel(channel_id)
@@ -496,8 +510,9 @@ class AsteriskSimulator:
         pb.state = "playing"
         pb.early = ch is not None and ch.state != "Up"
         self._emit_playback("PlaybackStarted", pb)
-        if bridge is not None and bridge.moh_class is not None:
-            # a holding bridge already has an announcer for its music (trace 05 2b)
+        if bridge is not None and bridge.is_holding and bridge.moh_class is not None:
+            # the holding bridge's music already is its one announcer: Asterisk logs
+            # "already has an announcer" and the playback fails at once (trace 05 2b)
             for call in self._listeners(pb):
                 call.prompt_failed(pb.current_media)
             self._finish_playback(pb, "failed", completed=False)
@@ -622,7 +637,13 @@ class AsteriskSimulator:
         log.info("sim.bridge_created", bridge_id=bridge.id, flags=sorted(flags))
         return bridge
 
-    def add_to_bridge(self, bridge_id: str, channel_csv: str | None) -> None:
+    def add_to_bridge(self, bridge_id: str, channel_csv: str | None, role: str | None = None) -> None:
+        """addChannel: each channel leaves its bridge (if any) and enters this one (traces 05, 08, 10).
+
+        ``role`` replaces the channel's bridge roles, as Asterisk clears them
+        on every addChannel; a holding bridge treats ``announcer`` specially
+        and everything else (``participant``, none) as a participant.
+        """
         bridge = self.get_bridge(bridge_id)
         chans = self._bridge_channels(channel_csv)
         for ch in chans:
@@ -631,11 +652,20 @@ class AsteriskSimulator:
         for ch in chans:
             if ch.bridge_id is not None:
                 self._leave_bridge(ch)  # re-adding to the same bridge: left + entered (trace 08)
+            ch.bridge_role = role or ""
             bridge.channels.append(ch.id)
             ch.bridge_id = bridge.id
             self._emit_channel("ChannelEnteredBridge", ch, bridge=bridge.to_json())
             bridge.retune()
+            self._joins_announcement(ch, bridge)
         self._refresh_bridge(bridge.id)
+
+    def _joins_announcement(self, ch: Channel, bridge: Bridge) -> None:
+        """A caller who enters a bridge while its announcer plays hears the rest of that prompt."""
+        call = self._calls_by_channel.get(ch.id)
+        pb = self.playbacks.get(bridge.playback_queue[0]) if bridge.playback_queue else None
+        if call is not None and not call.ended.is_set() and pb is not None and pb.state == "playing":
+            call.note("prompt", pb.current_media)
 
     def remove_from_bridge(self, bridge_id: str, channel_csv: str | None) -> None:
         bridge = self.get_bridge(bridge_id)
@@ -672,8 +702,14 @@ class AsteriskSimulator:
         log.info("sim.bridge_destroyed", bridge_id=bridge.id)
 
     def bridge_moh(self, bridge_id: str, moh_class: str | None, on: bool) -> None:
+        """Bridge music comes from an ``Announcer/ARI_MOH`` channel: no ARI event and no AMI
+        MusicOnHoldStart for the bridged channels (traces 05, 10). Stopping music that is not
+        playing is 409 (res/ari/resource_bridges.c)."""
         bridge = self.get_bridge(bridge_id)
+        if not on and bridge.moh_class is None:
+            raise AriError(409, "Bridge isn't playing music")
         bridge.moh_class = (moh_class or "default") if on else None
+        log.info("sim.bridge_moh", bridge_id=bridge.id, on=on)
         self._refresh_bridge(bridge.id)
 
     def _leave_bridge(self, ch: Channel) -> None:
@@ -709,11 +745,13 @@ class AsteriskSimulator:
         agents: set[str] = set()
         announcement = False
         if bridge is not None:
-            if not bridge.is_holding:
-                for other_id in bridge.channels:
-                    other = self.channels.get(other_id)
-                    if other is not None and other.role == "agent" and other.state == "Up" and not other.gone:
-                        agents.add(other.endpoint.split("/", 1)[1])
+            for other_id in bridge.channels:
+                other = self.channels.get(other_id)
+                if other is None or other.role != "agent" or other.state != "Up" or other.gone:
+                    continue
+                # a holding bridge's participants hear only its announcer, never each other
+                if not bridge.is_holding or (other.bridge_role == "announcer" and ch.bridge_role != "announcer"):
+                    agents.add(other.endpoint.split("/", 1)[1])
             if bridge.playback_queue:
                 pb = self.playbacks.get(bridge.playback_queue[0])
                 announcement = pb is not None and pb.state == "playing"
@@ -875,8 +913,24 @@ class AsteriskSimulator:
 
     # ------------------------------------------------------------------ applications
 
-    def application_json(self, name: str) -> dict[str, Any]:
+    def registered_apps(self) -> list[str]:
+        """The apps Asterisk still knows, sorted (GET /applications)."""
+        return sorted(name for name in self.known_apps if self._app_registered(name))
+
+    def _app_registered(self, name: str) -> bool:
+        """An app stays registered while its socket is closed as long as it is still
+        subscribed to a channel or bridge (trace 12); once it has neither, Asterisk's
+        cleanup forgets it (res_stasis ``app_is_finished``), so GET is 404 again."""
         if name not in self.known_apps:
+            return False
+        if self.server.hub.connected(name):
+            return True
+        return any(c.subscribed and self._app_of(c) == name for c in self.channels.values()) or any(
+            name in b.apps for b in self.bridges.values()
+        )
+
+    def application_json(self, name: str) -> dict[str, Any]:
+        if not self._app_registered(name):
             raise AriError(404, "Application not found")
         return {
             "name": name,

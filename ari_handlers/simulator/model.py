@@ -114,6 +114,7 @@ class Channel:
     variables: dict[str, str] = field(default_factory=dict)
     reported_variables: set[str] = field(default_factory=set)
     bridge_id: str | None = None
+    bridge_role: str = ""  # addChannel's ``role``; in a holding bridge only "announcer" is heard by the others
     moh_class: str | None = None  # music on hold playing to this channel (moh or hold)
     on_hold: bool = False
     ringing_indicated: bool = False
@@ -187,7 +188,9 @@ class Bridge:
             "bridge_class": "stasis",
             "creator": "Stasis",
             "name": self.name,
-            "channels": list(self.channels),
+            # Asterisk keeps a bridge snapshot's channel ids in a sorted string
+            # container: every multi-channel list in the traces is in strcmp order.
+            "channels": sorted(self.channels),
             "creationtime": ari_time(self.created),
             "video_mode": "talker",
         }

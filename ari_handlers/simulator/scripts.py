@@ -46,7 +46,11 @@ class Heard:
     """One thing the caller experienced, in order."""
 
     at: float  # time.time()
-    what: str  # "ringing" | "early-media" | "answered" | "prompt" | "prompt-failed" | "music-start" | "music-stop" | "connected" | "agent-left" | "hangup-by-caller" | "hangup-by-service"
+    # "ringing" | "early-media" | "answered" | "prompt" | "prompt-failed" | "music-start" | "music-stop" |
+    # "connected" | "agent-left" | "hangup-by-caller" | "hangup-by-service". A bridge's announcement is a
+    # "prompt" for each caller in the bridge (also one who enters while it plays); music is the channel's own
+    # (moh or hold) or its bridge's. Nothing is noted after the caller's own hangup.
+    what: str
     detail: str = ""  # media uri for prompts, agent name for connected/agent-left
 
 
