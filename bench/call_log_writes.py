@@ -48,8 +48,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from db import CallStore
 
 RULES = ("R1", "R2", "R3", "R5", "R7", "R9", "R12")
-EVENT_KINDS = ("StasisStart", "ChannelStateChange", "ChannelDtmfReceived", "PlaybackStarted",
-               "PlaybackFinished", "TimerFired", "ChannelHangupRequest", "StasisEnd")
+EVENT_KINDS = (
+    "StasisStart",
+    "ChannelStateChange",
+    "ChannelDtmfReceived",
+    "PlaybackStarted",
+    "PlaybackFinished",
+    "TimerFired",
+    "ChannelHangupRequest",
+    "StasisEnd",
+)
 LOG_KINDS = ("ringing", "answered", "greeting_played", "offer", "connected", "hold", "ended")
 STATES = ("ringing", "greeting", "waiting", "offering", "connected", "ending")
 DEVICE_STATES = ("NOT_INUSE", "RINGING", "INUSE", "NOT_INUSE")
@@ -71,7 +79,9 @@ class Figures:
     flushed: bool
 
 
-def call_writes(i: int, start: float, length: float, rng: random.Random) -> list[tuple[float, Write]]:
+def call_writes(
+    i: int, start: float, length: float, rng: random.Random
+) -> list[tuple[float, Write]]:
     """One call's writes, each with its due time (seconds from the bench's start)."""
     call_id = f"{i:06d}{rng.getrandbits(24):06x}"
     agent = f"agent{i:04d}"
@@ -87,16 +97,25 @@ def call_writes(i: int, start: float, length: float, rng: random.Random) -> list
     writes: list[tuple[float, Write]] = []
 
     def started(s: CallStore) -> None:
-        s.call_started(call_id, channel_id=f"1763000000.{i}", caller_number=f"138{i:08d}",
-                       caller_name="张三", created_at=epoch)
+        s.call_started(
+            call_id,
+            channel_id=f"1763000000.{i}",
+            caller_number=f"138{i:08d}",
+            caller_name="张三",
+            created_at=epoch,
+        )
 
     writes.append((start, started))
     for k, what in enumerate(middle, start=1):
         at = epoch + k * step
         if what == "event":
             kind = EVENT_KINDS[k % len(EVENT_KINDS)]
-            detail: dict[str, Any] = {"channel": f"1763000000.{i}", "digit": str(k % 10),
-                                      "token": k, "playback": f"pb-{call_id}-{k}"}
+            detail: dict[str, Any] = {
+                "channel": f"1763000000.{i}",
+                "digit": str(k % 10),
+                "token": k,
+                "playback": f"pb-{call_id}-{k}",
+            }
             writes.append((start + k * step, _append(call_id, at, "event", kind, detail)))
         elif what == "log":
             kind = LOG_KINDS[k % len(LOG_KINDS)]
@@ -107,13 +126,19 @@ def call_writes(i: int, start: float, length: float, rng: random.Random) -> list
         else:
             state = DEVICE_STATES[k % len(DEVICE_STATES)]
             writes.append((start + k * step, _agent(agent, endpoint, state, at)))
-    compliance = {r: {"status": "kept", "evidence": {"rule": r, "at": epoch + length}}
-                  for r in RULES}
+    compliance = {
+        r: {"status": "kept", "evidence": {"rule": r, "at": epoch + length}} for r in RULES
+    }
 
     def ended(s: CallStore) -> None:
-        s.call_ended(call_id, ended_at=epoch + length, first_hangup="caller", outcome="completed",
-                     compliance=compliance,
-                     summary={"agent": agent, "rings": 1, "offers": [agent]})
+        s.call_ended(
+            call_id,
+            ended_at=epoch + length,
+            first_hangup="caller",
+            outcome="completed",
+            compliance=compliance,
+            summary={"agent": agent, "rings": 1, "offers": [agent]},
+        )
 
     writes.append((start + length, ended))
     return writes
@@ -132,8 +157,9 @@ def _update(call_id: str, at: float, state: str, agent: str) -> Write:
 
 
 def _agent(name: str, endpoint: str, state: str, at: float) -> Write:
-    return lambda s: s.agent_state(name, endpoint=endpoint, registered=True, device_state=state,
-                                   at=at)
+    return lambda s: s.agent_state(
+        name, endpoint=endpoint, registered=True, device_state=state, at=at
+    )
 
 
 def schedule(calls: int, duration: float, seed: int) -> list[tuple[float, Write]]:
@@ -149,12 +175,17 @@ def schedule(calls: int, duration: float, seed: int) -> list[tuple[float, Write]
     return writes
 
 
-async def run(calls: int, duration: float, linger: float | None, seed: int) -> Figures:
+async def run(
+    calls: int, duration: float, linger: float | None, batch_size: int | None, seed: int
+) -> Figures:
     writes = schedule(calls, duration, seed)
     with tempfile.TemporaryDirectory() as tmp:
         options: dict[str, Any] = {} if linger is None else {"linger": linger}
-        store = CallStore(f"sqlite+aiosqlite:///{tmp}/bench.db",
-                          journal_path=Path(tmp) / "bench.jsonl", **options)
+        if batch_size is not None:
+            options["batch_size"] = batch_size
+        store = CallStore(
+            f"sqlite+aiosqlite:///{tmp}/bench.db", journal_path=Path(tmp) / "bench.jsonl", **options
+        )
         await store.start()
         assert store._engine is not None
         counts = {"commit": 0, "statements": 0}
@@ -186,32 +217,49 @@ async def run(calls: int, duration: float, linger: float | None, seed: int) -> F
         cpu = time.process_time() - cpu0
         transactions, statements = counts["commit"], counts["statements"]
         await store.close()
-    return Figures(calls=calls, records=len(writes), wall=wall, cpu=cpu,
-                   transactions=transactions, statements=statements, max_pending=max_pending,
-                   flushed=flushed)
+    return Figures(
+        calls=calls,
+        records=len(writes),
+        wall=wall,
+        cpu=cpu,
+        transactions=transactions,
+        statements=statements,
+        max_pending=max_pending,
+        flushed=flushed,
+    )
 
 
 def report(f: Figures, duration: float) -> None:
     shape = f"paced over {duration:g} s" if duration else "burst"
     print(f"calls {f.calls} ({shape}): {f.records} records, flushed: {f.flushed}")
     print(f"  written            {f.records / f.wall:10.0f} records/s (wall {f.wall:.2f} s)")
-    print(f"  CPU                {f.cpu:10.3f} s total, {f.cpu / f.records * 1000 * 1000:.1f} ms "
-          f"per 1000 records, {f.cpu / f.calls * 1000:.2f} ms per call")
-    print(f"  transactions       {f.transactions:10d}  ({f.records / max(1, f.transactions):.0f} "
-          f"records each), statements {f.statements}, most pending {f.max_pending}")
+    print(
+        f"  CPU                {f.cpu:10.3f} s total, {f.cpu / f.records * 1000 * 1000:.1f} ms "
+        f"per 1000 records, {f.cpu / f.calls * 1000:.2f} ms per call"
+    )
+    print(
+        f"  transactions       {f.transactions:10d}  ({f.records / max(1, f.transactions):.0f} "
+        f"records each), statements {f.statements}, most pending {f.max_pending}"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--calls", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--duration", type=float, default=5.0,
-                    help="seconds the load is spread over; 0 queues everything at once")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        help="seconds the load is spread over; 0 queues everything at once",
+    )
     ap.add_argument("--linger", type=float, default=None, help="the store's group-commit wait")
+    ap.add_argument("--batch-size", type=int, default=None, help="the store's batch size")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     for calls in args.calls:
-        report(asyncio.run(run(calls, args.duration, args.linger, args.seed)), args.duration)
+        report(asyncio.run(run(calls, args.duration, args.linger, args.batch_size, args.seed)), args.duration)
 
 
 if __name__ == "__main__":

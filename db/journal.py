@@ -25,6 +25,10 @@ Record = dict[str, Any]
 
 logger = structlog.get_logger()
 
+# One encoder for every line: json.dumps() with options builds a new one per call,
+# and the journal writes a line for every record the controller logs.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 class Journal:
     """Append-only JSONL file of queued records, emptied once they are committed."""
@@ -106,9 +110,7 @@ class Journal:
         if self._file is None:
             return
         try:
-            lines = "".join(
-                json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records
-            )
+            lines = "".join(_ENCODER.encode(r) + "\n" for r in records)
             if self._needs_newline:
                 lines = "\n" + lines
             self._file.write(lines)

@@ -15,7 +15,7 @@ import enum
 import math
 from collections.abc import Mapping
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, cast
 
 # NUL is shown as U+FFFD REPLACEMENT CHARACTER: visible, and never mistaken for text.
 NUL_REPLACEMENT = "\ufffd"
@@ -58,6 +58,22 @@ def clean_json(value: Any, _depth: int = 0) -> JSONValue:
     """A JSON-safe deep copy of ``value``; what JSON cannot hold becomes a string."""
     if _depth > _MAX_DEPTH:
         return "<too deep>"
+    # Fast path for what the controller logs: plain dicts, lists, strings and numbers
+    # (exact types only; subclasses such as enums take the general path below).
+    kind = type(value)
+    if kind is str:
+        return clean_text(value)
+    if kind is int or kind is bool or value is None:
+        return cast("int | None", value)
+    if kind is dict:
+        return {
+            (clean_text(k) if type(k) is str else _clean_key(k)): clean_json(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if kind is list:
+        return [clean_json(v, _depth + 1) for v in value]
     if value is None or isinstance(value, bool | int):
         return value if not isinstance(value, enum.Enum) else clean_json(value.value, _depth + 1)
     if isinstance(value, float):

@@ -36,7 +36,6 @@ import itertools
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,19 @@ from typing import Any
 import structlog
 from sqlalchemy import Select, delete, event, func, insert, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import Executable
 
+from db.batch import (
+    TIME_FIELDS,
+    BatchState,
+    highest_seqs,
+    stored_agents,
+    stored_calls,
+    write_batch,
+)
 from db.journal import Journal, Record
 from db.migrations import upgrade
 from db.models import Agent, Call, ComplianceRow, JournalMark, TimelineRow
@@ -73,21 +81,19 @@ HANGUP_SIDES = frozenset({"caller", "agent", "service"})
 COMPLIANCE_STATUSES = frozenset({"kept", "broken", "not_applicable"})
 
 # Fields ``call_updated`` accepts, and how each is cleaned.
-_TIME_FIELDS = frozenset({"created_at", "answered_at", "ended_at"})
+_TIME_FIELDS = TIME_FIELDS
 _TEXT_FIELDS = frozenset(
     {"channel_id", "caller_number", "caller_name", "first_hangup", "agent", "outcome", "state"}
 )
 _JSON_FIELDS = frozenset({"summary"})
 
 _BATCH_SIZE = 500
+# Records that concern a call's row (and so its existence).
+_CALL_OPS = frozenset({"start", "append", "update", "end"})
 # How often one record may be refused on its own before it is dropped.
 _REFUSALS_BEFORE_DROP = 3
 # Caches of the writer are only hints; bound them in case calls never end.
 _CACHE_LIMIT = 50_000
-
-
-def _utc(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -110,20 +116,6 @@ def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
 
 
-@dataclass
-class _BatchState:
-    """What one batch learned; merged into the writer's caches only once committed."""
-
-    next_seq: dict[str, int] = field(default_factory=dict)
-    known_calls: set[str] = field(default_factory=set)
-    known_agents: set[str] = field(default_factory=set)
-    marks: dict[str, int] = field(default_factory=dict)
-    mark_rows: set[str] = field(default_factory=set)
-    advanced: dict[str, int] = field(default_factory=dict)
-    ended: set[str] = field(default_factory=set)
-    pruned: set[str] = field(default_factory=set)
-
-
 class CallStore:
     """Call log of R10/R12: non-blocking writes, a retrying writer, a crash journal."""
 
@@ -138,9 +130,15 @@ class CallStore:
         linger: float = 0.05,
     ) -> None:
         self._url = url
-        # Group commit: wait this long for more records before a small batch, so a busy
-        # center writes a few large transactions a second instead of one per record.
+        # Group commit: at most one transaction per ``linger`` seconds while records keep
+        # coming, so a busy center writes a few large transactions a second instead of
+        # one per record (see ``_linger_for_more``).
         self._linger = max(0.0, linger)
+        self._last_write = float("-inf")
+        # Set when a full batch is queued, or flush()/close() waits: stop lingering.
+        self._batch_ready = asyncio.Event()
+        # A flush()/close() is waiting: no lingering until the queue is empty.
+        self._hurry = False
         self._journal = Journal(Path(journal_path)) if journal_path is not None else None
         self._retry_initial = retry_initial
         self._retry_max = max(retry_max, retry_initial)
@@ -160,6 +158,8 @@ class CallStore:
         # Writer caches (hints only; cleared after any failure).
         self._next_seq: dict[str, int] = {}
         self._known_calls: set[str] = set()
+        # Calls this store inserted and has not ended: they have no compliance rows.
+        self._verdictless_calls: set[str] = set()
         self._known_agents: set[str] = set()
         self._marks: dict[str, int] = {self._journal_id: 0}
         self._mark_rows: set[str] = set()
@@ -184,7 +184,14 @@ class CallStore:
         """
         if self._writer is not None:
             return
-        self._engine = create_async_engine(self._url, pool_pre_ping=True)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if make_url(self._url).get_backend_name() == "sqlite":
+            # Each of these is one more hop to aiosqlite's thread per transaction, for
+            # nothing: a local file has no connection to go stale (ping), and every
+            # SQLAlchemy Connection ends its own transaction before it goes back to the
+            # pool (the pool's rollback on return).
+            options = {"pool_reset_on_return": None}
+        self._engine = create_async_engine(self._url, **options)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
         try:
@@ -249,6 +256,9 @@ class CallStore:
             return True
         if self._writer is None:
             return False
+        # Don't let the writer linger for more records: someone waits for these.
+        self._hurry = True
+        self._batch_ready.set()
         try:
             await asyncio.wait_for(self._drained.wait(), timeout)
         except TimeoutError:
@@ -394,6 +404,8 @@ class CallStore:
         self._queue.append(record)
         self._drained.clear()
         self._wakeup.set()
+        if len(self._queue) >= self._batch_size:
+            self._batch_ready.set()
         if self._journal is not None:
             self._journal.append([record])
 
@@ -425,10 +437,11 @@ class CallStore:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if not isolate and self._linger and len(self._queue) < self._batch_size and not self._closed:
-                await asyncio.sleep(self._linger)
+            if not isolate and not failures:
+                await self._linger_for_more()
             size = 1 if isolate else self._batch_size
             batch = list(itertools.islice(self._queue, size))
+            self._last_write = asyncio.get_running_loop().time()
             try:
                 if not self._schema_ready:
                     await self._migrate()
@@ -476,6 +489,27 @@ class CallStore:
                 logger.info("call_log.write_recovered", pending=self.pending, failures=failures)
                 failures = 0
 
+    async def _linger_for_more(self) -> None:
+        """Group commit: at most one transaction per ``linger`` seconds.
+
+        A transaction's cost is mostly fixed, so under load the writer waits
+        until ``linger`` has passed since the last one began, gathering what
+        arrives meanwhile. It goes at once when the queue holds a full batch,
+        when ``flush()`` or ``close()`` waits, and after a quiet spell (the
+        last transaction was long ago), so a lone record is not held back.
+        """
+        if self._linger <= 0 or self._hurry or len(self._queue) >= self._batch_size:
+            return
+        wait = self._last_write + self._linger - asyncio.get_running_loop().time()
+        if wait <= 0:
+            return
+        self._batch_ready.clear()
+        try:
+            async with asyncio.timeout(wait):
+                await self._batch_ready.wait()
+        except TimeoutError:
+            pass
+
     def _all_committed(self) -> None:
         """Everything queued is in the database: empty the journal, let flush() return."""
         if self._journal is not None:
@@ -483,12 +517,14 @@ class CallStore:
             # Only now may earlier runs' marks go: their records left the journal file.
             self._marks_to_prune |= self._replayed_journals
             self._replayed_journals = set()
+        self._hurry = False
         self._drained.set()
 
     def _forget_caches(self) -> None:
         """After a failure nothing cached can be trusted (the commit may have happened)."""
         self._next_seq.clear()
         self._known_calls.clear()
+        self._verdictless_calls.clear()
         self._known_agents.clear()
         self._marks.clear()
         self._mark_rows.clear()
@@ -496,73 +532,64 @@ class CallStore:
     async def _write(self, batch: list[Record]) -> None:
         """Write one batch in one transaction, then trust what it learned."""
         assert self._engine is not None
-        state = _BatchState()
+        state = BatchState()
         async with self._engine.begin() as conn:
             await self._apply_batch(conn, batch, state)
         self._merge(state)
 
-    def _merge(self, state: _BatchState) -> None:
+    def _merge(self, state: BatchState) -> None:
         if len(self._next_seq) > _CACHE_LIMIT or len(self._known_calls) > _CACHE_LIMIT:
             self._next_seq.clear()
             self._known_calls.clear()
+            self._verdictless_calls.clear()
         if len(self._known_agents) > _CACHE_LIMIT:
             self._known_agents.clear()
         self._next_seq.update(state.next_seq)
         self._known_calls |= state.known_calls
+        self._verdictless_calls |= state.created
         self._known_agents |= state.known_agents
         self._marks.update(state.marks)
         self._mark_rows |= state.mark_rows
         for call_id in state.ended:
             self._next_seq.pop(call_id, None)
             self._known_calls.discard(call_id)
+            self._verdictless_calls.discard(call_id)
         for journal_id in state.pruned:
             self._marks_to_prune.discard(journal_id)
             self._marks.pop(journal_id, None)
             self._mark_rows.discard(journal_id)
 
     async def _apply_batch(
-        self, conn: AsyncConnection, batch: list[Record], state: _BatchState
+        self, conn: AsyncConnection, batch: list[Record], state: BatchState
     ) -> None:
-        """Apply records in order inside the open transaction ``conn``."""
-        timeline_rows: list[dict[str, Any]] = []
-        for record in batch:
-            journal_id, number = record["j"], record["n"]
-            if number <= await self._mark(conn, journal_id, state):
-                continue  # written before a crash or a lost commit reply
-            state.marks[journal_id] = number
-            state.advanced[journal_id] = number
-            op = record["op"]
-            call_id: str = record.get("call_id", "")
-            if op == "append":
-                at = record["at"]
-                await self._ensure_call(conn, call_id, at, state)
-                timeline_rows.append(
-                    {
-                        "call_id": call_id,
-                        "seq": await self._take_seq(conn, call_id, state),
-                        "at": _utc(at),
-                        "source": record["source"],
-                        "kind": record["kind"],
-                        "detail": record["detail"],
-                    }
-                )
-            elif op == "start":
-                await self._write_start(conn, record, state)
-            elif op == "update":
-                await self._ensure_call(conn, call_id, None, state)
-                values = {
-                    k: _utc(v) if k in _TIME_FIELDS else v for k, v in record["fields"].items()
-                }
-                if values:
-                    await conn.execute(update(Call).where(Call.id == call_id).values(**values))
-            elif op == "end":
-                await self._write_end(conn, record, state)
-            elif op == "agent":
-                await self._write_agent(conn, record, state)
-            else:
-                logger.warning("call_log.unknown_record", op=op, call_id=call_id)
-        if timeline_rows:
-            await conn.execute(insert(TimelineRow), timeline_rows)
+        """Apply records in order inside the open transaction ``conn``.
+
+        Records are staged in order (``db.batch``), then written with a few
+        bulk statements; the reads staging needs come first, from the caches
+        or one SELECT each for what they do not know.
+        """
+        todo = await self._unwritten(conn, batch, state)
+        if todo:
+            await self._learn_calls(conn, todo, state)
+            for record in todo:
+                op = record["op"]
+                if op == "append":
+                    state.stage_append(record)
+                elif op == "update":
+                    state.stage_update(record)
+                elif op == "start":
+                    state.stage_start(record)
+                elif op == "end":
+                    state.stage_end(record)
+                elif op == "agent":
+                    await self._write_agent(conn, record, state)
+                else:
+                    logger.warning("call_log.unknown_record", op=op, call_id=record.get("call_id"))
+            unknown_agents = state.agents.keys() - self._known_agents
+            stored = (state.agents.keys() - unknown_agents) | (
+                await stored_agents(conn, unknown_agents) if unknown_agents else set()
+            )
+            await write_batch(conn, state, stored)
         for journal_id, number in state.advanced.items():
             await self._save_mark(conn, journal_id, number, state)
         if self._marks_to_prune:
@@ -570,12 +597,66 @@ class CallStore:
             await conn.execute(delete(JournalMark).where(JournalMark.journal_id.in_(prune)))
             state.pruned = prune
 
-    async def _mark(self, conn: AsyncConnection, journal_id: str, state: _BatchState) -> int:
+    async def _unwritten(
+        self, conn: AsyncConnection, batch: list[Record], state: BatchState
+    ) -> list[Record]:
+        """The batch's records not yet in the database, by their journals' marks."""
+        todo: list[Record] = []
+        marks = state.marks
+        for record in batch:
+            journal_id, number = record["j"], record["n"]
+            mark = marks.get(journal_id)
+            if mark is None:
+                mark = await self._mark(conn, journal_id, state)
+            if number <= mark:
+                continue  # written before a crash or a lost commit reply
+            marks[journal_id] = number
+            state.advanced[journal_id] = number
+            todo.append(record)
+        return todo
+
+    async def _learn_calls(
+        self, conn: AsyncConnection, records: list[Record], state: BatchState
+    ) -> None:
+        """Which of the batch's calls have a row, and where their timelines stop.
+
+        Calls this store created or has seen are cached; the others cost one
+        SELECT per batch (two if some of them have timelines to continue).
+        """
+        call_ids: set[str] = set()
+        appended: set[str] = set()
+        for record in records:
+            op = record["op"]
+            if op in _CALL_OPS:
+                call_id = record.get("call_id", "")
+                call_ids.add(call_id)
+                if op == "append":
+                    appended.add(call_id)
+        known = self._known_calls
+        unknown = call_ids - known
+        found = await stored_calls(conn, unknown) if unknown else set()
+        state.known_calls |= found
+        state.stored_calls = (call_ids & known) | found
+        state.verdictless_calls = call_ids & self._verdictless_calls
+        to_look_up: set[str] = set()
+        for call_id in appended:
+            seq = self._next_seq.get(call_id)
+            if seq is not None:
+                state.next_seq[call_id] = seq
+            elif call_id in state.stored_calls:
+                to_look_up.add(call_id)
+        if to_look_up:
+            highest = await highest_seqs(conn, to_look_up)
+            for call_id in to_look_up:
+                state.next_seq[call_id] = highest.get(call_id, 0) + 1
+
+    async def _mark(self, conn: AsyncConnection, journal_id: str, state: BatchState) -> int:
         """How far ``journal_id``'s records are already in the database."""
         if journal_id in state.marks:
             return state.marks[journal_id]
         if journal_id in self._marks:
-            return self._marks[journal_id]
+            state.marks[journal_id] = self._marks[journal_id]
+            return state.marks[journal_id]
         found = await conn.scalar(
             select(JournalMark.applied_through).where(JournalMark.journal_id == journal_id)
         )
@@ -585,125 +666,25 @@ class CallStore:
         return state.marks[journal_id]
 
     async def _save_mark(
-        self, conn: AsyncConnection, journal_id: str, number: int, state: _BatchState
+        self, conn: AsyncConnection, journal_id: str, number: int, state: BatchState
     ) -> None:
-        if journal_id not in self._mark_rows and journal_id not in state.mark_rows:
-            exists = await conn.scalar(
-                select(JournalMark.journal_id).where(JournalMark.journal_id == journal_id)
-            )
-            if exists is None:
-                await conn.execute(
-                    insert(JournalMark).values(journal_id=journal_id, applied_through=number)
-                )
-                state.mark_rows.add(journal_id)
-                return
-            state.mark_rows.add(journal_id)
-        await conn.execute(
-            update(JournalMark)
-            .where(JournalMark.journal_id == journal_id)
-            .values(applied_through=number)
-        )
-
-    async def _call_exists(self, conn: AsyncConnection, call_id: str, state: _BatchState) -> bool:
-        if call_id in self._known_calls or call_id in state.known_calls:
-            return True
-        found = await conn.scalar(select(Call.id).where(Call.id == call_id))
-        if found is not None:
-            state.known_calls.add(call_id)
-            return True
-        return False
-
-    async def _ensure_call(
-        self, conn: AsyncConnection, call_id: str, at: float | None, state: _BatchState
-    ) -> None:
-        """Make sure the call has a row, so a record whose start was lost still lands."""
-        if await self._call_exists(conn, call_id, state):
-            return
-        created = _utc(at) if at is not None else datetime.now(UTC)
-        await conn.execute(insert(Call).values(id=call_id, created_at=created, state="unknown"))
-        state.known_calls.add(call_id)
-        logger.warning("call_log.call_row_created_implicitly", call_id=call_id)
-
-    async def _take_seq(self, conn: AsyncConnection, call_id: str, state: _BatchState) -> int:
-        """The next ``seq`` of the call's timeline, continuing from what is stored."""
-        if call_id in state.next_seq:
-            seq = state.next_seq[call_id]
-        elif call_id in self._next_seq:
-            seq = self._next_seq[call_id]
-        else:
-            highest = await conn.scalar(
-                select(func.max(TimelineRow.seq)).where(TimelineRow.call_id == call_id)
-            )
-            seq = (highest or 0) + 1
-        state.next_seq[call_id] = seq + 1
-        return seq
-
-    async def _write_start(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
-        call_id = record["call_id"]
-        values = {
-            "channel_id": record["channel_id"],
-            "caller_number": record["caller_number"],
-            "caller_name": record["caller_name"],
-            "created_at": _utc(record["created_at"]),
-        }
-        if await self._call_exists(conn, call_id, state):
-            # A repeated start, or the real start of a placeholder row.
-            await conn.execute(update(Call).where(Call.id == call_id).values(**values))
+        """Advance the mark in the batch's transaction (its row exists unless ``_mark``
+        found none: every journal's mark is read, or known, before it advances)."""
+        if journal_id in self._mark_rows or journal_id in state.mark_rows:
             await conn.execute(
-                update(Call).where(Call.id == call_id, Call.state == "unknown").values(state=None)
+                update(JournalMark)
+                .where(JournalMark.journal_id == journal_id)
+                .values(applied_through=number)
             )
         else:
-            await conn.execute(insert(Call).values(id=call_id, **values))
-            state.known_calls.add(call_id)
-
-    async def _write_end(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
-        call_id = record["call_id"]
-        await self._ensure_call(conn, call_id, record["ended_at"], state)
-        values: dict[str, Any] = {
-            "ended_at": _utc(record["ended_at"]),
-            "first_hangup": record["first_hangup"],
-            "outcome": record["outcome"],
-        }
-        if record.get("summary") is not None:
-            values["summary"] = record["summary"]
-        await conn.execute(update(Call).where(Call.id == call_id).values(**values))
-        compliance: dict[str, dict[str, Any]] = record["compliance"]
-        if compliance:
             await conn.execute(
-                delete(ComplianceRow).where(
-                    ComplianceRow.call_id == call_id, ComplianceRow.rule.in_(list(compliance))
-                )
+                insert(JournalMark).values(journal_id=journal_id, applied_through=number)
             )
-            await conn.execute(
-                insert(ComplianceRow),
-                [
-                    {
-                        "call_id": call_id,
-                        "rule": rule,
-                        "status": verdict["status"],
-                        "evidence": verdict["evidence"],
-                    }
-                    for rule, verdict in compliance.items()
-                ],
-            )
-        state.ended.add(call_id)
+        state.mark_rows.add(journal_id)
 
-    async def _write_agent(self, conn: AsyncConnection, record: Record, state: _BatchState) -> None:
-        name = record["name"]
-        values = {
-            "endpoint": record["endpoint"],
-            "registered": record["registered"],
-            "device_state": record["device_state"],
-            "updated_at": _utc(record["at"]),
-        }
-        known = name in self._known_agents or name in state.known_agents
-        if not known:
-            known = await conn.scalar(select(Agent.name).where(Agent.name == name)) is not None
-        if known:
-            await conn.execute(update(Agent).where(Agent.name == name).values(**values))
-        else:
-            await conn.execute(insert(Agent).values(name=name, **values))
-        state.known_agents.add(name)
+    async def _write_agent(self, conn: AsyncConnection, record: Record, state: BatchState) -> None:
+        """Stage an agent's new state; a batch writes only each agent's latest."""
+        state.stage_agent(record)
 
     async def _prune_own_marks(self) -> None:
         """After a clean close no journal holds this store's records: drop its mark."""
