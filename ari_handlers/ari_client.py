@@ -290,13 +290,24 @@ class AriClient:
         result: dict[str, Any] = await self._request("POST", f"/bridges/{_seg(bridge_id)}", params)
         return result
 
-    async def add_channel(self, bridge_id: str, channels: Sequence[str]) -> None:
-        """``addChannel``: put channels in a bridge (moving them from any other bridge)."""
+    async def add_channel(
+        self, bridge_id: str, channels: Sequence[str], *, absorb_dtmf: bool = False,
+        role: str | None = None,
+    ) -> None:
+        """``addChannel``: put channels in a bridge (moving them from any other bridge).
+
+        ``absorb_dtmf`` keeps the channels' key presses out of the bridge: an
+        agent's softphone key codes raise events for us but the caller does
+        not hear the tones.
+        """
         if isinstance(channels, str):
             channels = [channels]
-        await self._request(
-            "POST", f"/bridges/{_seg(bridge_id)}/addChannel", {"channel": ",".join(channels)}
-        )
+        params = {"channel": ",".join(channels)}
+        if absorb_dtmf:
+            params["absorbDTMF"] = "true"
+        if role:
+            params["role"] = role
+        await self._request("POST", f"/bridges/{_seg(bridge_id)}/addChannel", params)
 
     async def remove_channel(self, bridge_id: str, channel: str) -> None:
         """``removeChannel``: take one channel out of a bridge."""

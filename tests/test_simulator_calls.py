@@ -266,3 +266,40 @@ class TestHttp:
         assert time.monotonic() - started < 8
         assert all(call.hung_up_by == "caller" for call in calls)
         assert sim.channels == {}
+
+
+class TestAbsorbedDtmf:
+    async def test_an_agents_keys_reach_the_caller_unless_absorbed(self) -> None:
+        """In a dtmf_events bridge an agent's key is heard by the caller, unless added with absorbDTMF."""
+        import aiohttp
+
+        from ari_handlers.simulator import AgentScript, AsteriskSimulator, CallerScript
+
+        sim = AsteriskSimulator(prompt_seconds=0.05)
+        await sim.start()
+        sim.add_agent("agent1", script=AgentScript(answer_after=0.0))
+        auth = aiohttp.BasicAuth("liyi", "liyi-sim")
+        try:
+            async with aiohttp.ClientSession(auth=auth) as http, http.ws_connect(
+                    f"{sim.ari_url}/ari/events?app=liyi") as ws:
+                call = await sim.place_call("13800138000", script=CallerScript(max_seconds=10))
+                base = f"{sim.ari_url}/ari"
+                await http.post(f"{base}/channels/{call.channel_id}/answer")
+                await http.post(f"{base}/channels", params={
+                    "endpoint": "PJSIP/agent1", "app": "liyi", "appArgs": "agent,x",
+                    "channelId": "leg-1"})
+                await asyncio.sleep(0.1)
+                await http.post(f"{base}/bridges/b1", params={"type": "mixing,dtmf_events"})
+                await http.post(f"{base}/bridges/b1/addChannel", params={"channel": call.channel_id})
+                await http.post(f"{base}/bridges/b1/addChannel",
+                                params={"channel": "leg-1", "absorbDTMF": "true"})
+                sim.agent_sends_dtmf("leg-1", "5")
+                await asyncio.sleep(0.05)
+                assert "dtmf" not in call.whats()
+                await http.post(f"{base}/bridges/b1/addChannel", params={"channel": "leg-1"})
+                sim.agent_sends_dtmf("leg-1", "6")
+                await asyncio.sleep(0.05)
+                assert [h.detail for h in call.heard if h.what == "dtmf"] == ["6"]
+                await ws.close()
+        finally:
+            await sim.stop()

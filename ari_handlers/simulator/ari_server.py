@@ -390,9 +390,10 @@ async def destroy_bridge(sim: AsteriskSimulator, p: Params) -> web.StreamRespons
     return _no_content()
 
 
-@route("POST", "/bridges/{bridgeId}/addChannel", "channel", "role")
+@route("POST", "/bridges/{bridgeId}/addChannel", "channel", "role", "absorbDTMF")
 async def add_channel(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
-    sim.add_to_bridge(p.path("bridgeId"), p.get("channel"), p.get("role"))
+    absorb = (p.get("absorbDTMF") or "").lower() in ("true", "1", "yes")
+    sim.add_to_bridge(p.path("bridgeId"), p.get("channel"), p.get("role"), absorb_dtmf=absorb)
     return _no_content()
 
 

@@ -336,6 +336,12 @@ class AsteriskSimulator:
         if not ch.in_stasis:
             return
         bridge = self.bridges.get(ch.bridge_id) if ch.bridge_id else None
+        if bridge is not None and not ch.absorb_dtmf:
+            # The tone passes through the bridge: the others hear it (trace 06).
+            for other_id in bridge.channels:
+                call = self._calls_by_channel.get(other_id)
+                if other_id != ch.id and call is not None:
+                    call.note("dtmf", digit)
         if bridge is not None and not bridge.dtmf_events:
             return  # native/simple mixing bridge: passed through, no event (trace 06)
         self._emit_channel("ChannelDtmfReceived", ch, digit=digit, duration_ms=duration_ms)
@@ -637,7 +643,8 @@ class AsteriskSimulator:
         log.info("sim.bridge_created", bridge_id=bridge.id, flags=sorted(flags))
         return bridge
 
-    def add_to_bridge(self, bridge_id: str, channel_csv: str | None, role: str | None = None) -> None:
+    def add_to_bridge(self, bridge_id: str, channel_csv: str | None, role: str | None = None,
+                      *, absorb_dtmf: bool = False) -> None:
         """addChannel: each channel leaves its bridge (if any) and enters this one (traces 05, 08, 10).
 
         ``role`` replaces the channel's bridge roles, as Asterisk clears them
@@ -653,6 +660,7 @@ class AsteriskSimulator:
             if ch.bridge_id is not None:
                 self._leave_bridge(ch)  # re-adding to the same bridge: left + entered (trace 08)
             ch.bridge_role = role or ""
+            ch.absorb_dtmf = absorb_dtmf
             bridge.channels.append(ch.id)
             ch.bridge_id = bridge.id
             self._emit_channel("ChannelEnteredBridge", ch, bridge=bridge.to_json())

@@ -115,6 +115,7 @@ class Channel:
     reported_variables: set[str] = field(default_factory=set)
     bridge_id: str | None = None
     bridge_role: str = ""  # addChannel's ``role``; in a holding bridge only "announcer" is heard by the others
+    absorb_dtmf: bool = False  # addChannel's ``absorbDTMF``: this channel's keys do not reach the bridge
     moh_class: str | None = None  # music on hold playing to this channel (moh or hold)
     on_hold: bool = False
     ringing_indicated: bool = False

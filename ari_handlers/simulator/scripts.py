@@ -47,7 +47,8 @@ class Heard:
 
     at: float  # time.time()
     # "ringing" | "early-media" | "answered" | "prompt" | "prompt-failed" | "music-start" | "music-stop" |
-    # "connected" | "agent-left" | "hangup-by-caller" | "hangup-by-service". A bridge's announcement is a
+    # "connected" | "agent-left" | "dtmf" (a key another channel pressed, passed through the bridge) |
+    # "hangup-by-caller" | "hangup-by-service". A bridge's announcement is a
     # "prompt" for each caller in the bridge (also one who enters while it plays); music is the channel's own
     # (moh or hold) or its bridge's. Nothing is noted after the caller's own hangup.
     what: str
