@@ -59,6 +59,7 @@ class LiveCall:
     task: asyncio.Task[None] | None = None
     outcome: str = ""
     logged_state: str = ""
+    bridges: set[str] = field(default_factory=set)
 
     @property
     def call_id(self) -> str:
@@ -205,10 +206,28 @@ class Controller:
             case c.ReleaseIdleLine():
                 await self._safe(ari.hangup(cmd.channel_id), "idle-release")
             case c.Bridge():
-                await self._safe(ari.create_bridge(cmd.bridge_id, "mixing,dtmf_events",
-                                                   name=cmd.bridge_id), "bridge")
-                await self._safe(ari.add_channel(cmd.bridge_id, cmd.channel_ids), "bridge-add")
+                if cmd.bridge_id not in call.bridges:
+                    call.bridges.add(cmd.bridge_id)
+                    await self._safe(ari.create_bridge(cmd.bridge_id, "mixing,dtmf_events",
+                                                       name=cmd.bridge_id), "bridge")
+                plain = [ch for ch in cmd.channel_ids if ch not in cmd.absorb_dtmf]
+                absorbed = [ch for ch in cmd.channel_ids if ch in cmd.absorb_dtmf]
+                if plain:
+                    await self._safe(ari.add_channel(cmd.bridge_id, plain), "bridge-add")
+                if absorbed:
+                    await self._safe(ari.add_channel(cmd.bridge_id, absorbed, absorb_dtmf=True),
+                                     "bridge-add")
+            case c.Unbridge():
+                await self._safe(ari.remove_channel(cmd.bridge_id, cmd.channel_id), "bridge-remove")
+            case c.StopPlayback():
+                await self._safe(ari.stop_playback(cmd.playback_id), "playback-stop")
+            case c.NotifyAgent():
+                for observer in self.observers:
+                    notify = getattr(observer, "on_agent_notice", None)
+                    if notify is not None:
+                        _notify(notify, cmd.agent, cmd.kind, cmd.data)
             case c.DestroyBridge():
+                call.bridges.discard(cmd.bridge_id)
                 await self._safe(ari.destroy_bridge(cmd.bridge_id), "bridge-destroy")
             case c.SetVar():
                 await self._safe(ari.set_channel_var(cmd.channel_id, cmd.name, cmd.value), "setvar")
@@ -220,7 +239,9 @@ class Controller:
                     handle.cancel()
             case c.RequestAgent():
                 now = self.clock()
-                agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now)
+                only = tuple(getattr(cmd, "only", ()) or ())
+                agent = (self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=only) if only
+                         else self.roster.pick(call.call_id, skip=cmd.skip, now=now))
                 if agent is None:
                     return e.NoAgentFree(at=now)
                 return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)
