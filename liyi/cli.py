@@ -26,7 +26,10 @@ RECORDINGS_DIR = ROOT / "recordings"
 
 
 def known_prompts() -> set[str]:
-    return {p.stem for p in SCRIPTS_DIR.glob("*.txt")}
+    """Prompt names a config may use: one per text, templates expanded (hold-announce-30 …)."""
+    from liyi.prompts import prompts_in
+
+    return prompts_in(SCRIPTS_DIR)
 
 
 def _settings(path: str | None, db: str | None = None) -> Settings:

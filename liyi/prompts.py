@@ -11,6 +11,12 @@ How a build decides what to do with each prompt:
 
 - The text is ``scripts_zh/<name>.txt`` with ``#`` comment lines dropped and
   ``{company}`` replaced by the company name from the config.
+- A family of prompts that differ only in one value shares a template: the
+  hold announcements ``hold-announce-30`` … ``hold-announce-300`` are all
+  ``scripts_zh/hold-announce.txt`` with ``{limit}`` said as 三十秒, 一分钟, 一分半钟
+  … 五分钟, so an admin rewords them once. Each is still its own prompt with
+  its own recording, because the engine picks one by the configured limit. A
+  ``scripts_zh/hold-announce-<seconds>.txt`` of its own overrides the template.
 - ``recordings/liyi/.generated.json`` (the manifest) remembers, for every file
   we synthesised, a hash of what was spoken (voice, rate, text) and a hash of
   the bytes we wrote.
@@ -53,8 +59,72 @@ import structlog
 
 log = structlog.get_logger()
 
-#: Every prompt a deployment needs. The engine plays the greetings, ring-wait
-#: and closings as ``sound:liyi/<name>``; the dialplan fallback
+#: The hold limits (seconds) that have an announcement stating them (R4): every
+#: 30 s up to five minutes. A hold limit configured outside this set has no
+#: announcement to play.
+HOLD_LIMITS: tuple[int, ...] = tuple(range(30, 301, 30))
+
+#: The template the hold announcements are rendered from (``scripts_zh/hold-announce.txt``);
+#: not a prompt itself, so no recording carries this name.
+HOLD_ANNOUNCE_TEMPLATE = "hold-announce"
+
+
+def hold_announce_name(limit_seconds: int) -> str:
+    """The prompt that tells a caller put on hold for ``limit_seconds`` how long it will be (R4)."""
+    if limit_seconds not in HOLD_LIMITS:
+        raise ValueError(f"no hold announcement for {limit_seconds} s; "
+                         f"limits with one: {', '.join(map(str, HOLD_LIMITS))}")
+    return f"{HOLD_ANNOUNCE_TEMPLATE}-{limit_seconds}"
+
+
+_DIGITS = "零一二三四五六七八九"
+
+
+def _numeral(n: int) -> str:
+    """1..99 as a Mandarin numeral, the way it is read: 十, 十五, 三十, 四十五."""
+    if not 0 < n < 100:
+        raise ValueError(f"{n} is outside 1..99")
+    tens, ones = divmod(n, 10)
+    head = "" if tens == 0 else ("十" if tens == 1 else f"{_DIGITS[tens]}十")
+    return head + (_DIGITS[ones] if ones else "")
+
+
+def spoken_duration(seconds: int) -> str:
+    """``seconds`` as a caller hears a wait stated: 三十秒, 一分钟, 一分半钟, 两分钟, 两分十五秒.
+
+    Counted minutes take 两, not 二 (两分钟), and a half minute is 半 (一分半钟),
+    as an agent would say it; the handbook's own example is 稍等一分钟.
+    """
+    if not 0 < seconds < 100 * 60:
+        raise ValueError(f"cannot state a wait of {seconds} s")
+    minutes, rest = divmod(seconds, 60)
+    if minutes == 0:
+        return f"{_numeral(rest)}秒"
+    count = "两" if minutes == 2 else _numeral(minutes)
+    if rest == 0:
+        return f"{count}分钟"
+    if rest == 30:
+        return f"{count}分半钟"
+    return f"{count}分{_numeral(rest)}秒"
+
+
+@dataclass(frozen=True)
+class TemplatedPrompt:
+    """A prompt whose text is a shared template with placeholders filled per prompt."""
+
+    template: str  # the stem of scripts_zh/<template>.txt
+    values: tuple[tuple[str, str], ...]  # placeholder → words, e.g. (("limit", "一分钟"),)
+
+
+#: Prompts rendered from a template unless ``scripts_zh/<name>.txt`` exists.
+TEMPLATED_PROMPTS: dict[str, TemplatedPrompt] = {
+    hold_announce_name(limit): TemplatedPrompt(
+        HOLD_ANNOUNCE_TEMPLATE, (("limit", spoken_duration(limit)),))
+    for limit in HOLD_LIMITS
+}
+
+#: Every prompt a deployment needs. The engine plays the greetings, ring-wait,
+#: closings, holds and transfers as ``sound:liyi/<name>``; the dialplan fallback
 #: (``asterisk-conf/extensions.conf``) plays ``fallback-*`` and ``closing-thanks``.
 PROMPT_NAMES: tuple[str, ...] = (
     "greeting-morning",
@@ -67,6 +137,19 @@ PROMPT_NAMES: tuple[str, ...] = (
     "closing-thanks",
     "fallback-apology",
     "fallback-busy",
+    # R4/R7 holds: the announcement stating the limit, reassurance while on hold,
+    # the caller's choice at the limit (1 keep waiting, 2 back to the agent), the return.
+    *TEMPLATED_PROMPTS,
+    "hold-reassure",
+    "hold-limit-ask",
+    "hold-return",
+    # R6 warm transfers: the caller's consent (1 yes, 2 no), the announcement to the
+    # target agent (1 accept, 2 decline), the apology when the target does not take it.
+    "transfer-consent",
+    "transfer-announce",
+    "transfer-failed",
+    # The agent left mid-call and the caller is queued again for another agent (R5, R9).
+    "requeue-apology",
 )
 
 #: Sub-directory of the recordings dir and of Asterisk's sounds dir, so that
@@ -128,33 +211,71 @@ class SynthesisUnavailableError(PromptError):
 
 
 def render_text(name: str, company: str, scripts_dir: Path) -> str:
-    """The words prompt ``name`` says: comments dropped, ``{company}`` filled in.
+    """The words prompt ``name`` says: comments dropped, placeholders filled in.
 
     Lines are joined without a separator because Mandarin has no spaces between
     words; a wrapped sentence reads as one. Unknown ``{placeholders}`` are an
-    error rather than being spoken aloud as "left brace ...".
+    error rather than being spoken aloud as "left brace ...". A templated
+    prompt (``TEMPLATED_PROMPTS``) without a text of its own is its template
+    with the prompt's values filled in; a template that leaves a value out is
+    an error, because then e.g. every hold announcement would say the same
+    thing whatever the limit (R4).
     """
-    path = Path(scripts_dir) / f"{name}.txt"
+    scripts_dir = Path(scripts_dir)
+    own = scripts_dir / f"{name}.txt"
+    templated = TEMPLATED_PROMPTS.get(name)
+    values: dict[str, str] = {}
+    path = own
+    if templated is not None and not own.exists():
+        path = scripts_dir / f"{templated.template}.txt"
+        values = dict(templated.values)
     try:
         raw = path.read_text(encoding="utf-8-sig")  # -sig: Notepad's BOM
     except FileNotFoundError:
-        raise PromptError(f"{path}: prompt text missing (every prompt needs scripts_zh/{name}.txt)")
+        wanted = f"scripts_zh/{name}.txt"
+        if templated is not None:
+            wanted = f"scripts_zh/{templated.template}.txt (or {wanted})"
+        raise PromptError(f"{path}: prompt text missing (prompt {name} needs {wanted})")
     except UnicodeDecodeError as exc:
         raise PromptError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
     lines = [ln.strip() for ln in raw.splitlines()]
     text = "".join(ln for ln in lines if ln and not ln.startswith("#"))
     if not text:
         raise PromptError(f"{path}: no text (only comments or blank lines)")
-    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - PLACEHOLDERS)
+    used = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+    allowed = PLACEHOLDERS | values.keys()
+    unknown = sorted(used - allowed)
     if unknown:
-        allowed = ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
+        listed = ", ".join(f"{{{p}}}" for p in sorted(allowed))
         raise PromptError(
             f"{path}: unknown placeholder(s) {', '.join(f'{{{u}}}' for u in unknown)}; "
-            f"allowed: {allowed}"
+            f"allowed: {listed}"
+        )
+    left_out = sorted(values.keys() - used)
+    if left_out:
+        raise PromptError(
+            f"{path}: template must say {', '.join(f'{{{k}}}' for k in left_out)} "
+            f"(it is filled in per prompt, e.g. {name}: "
+            f"{', '.join(f'{k}={values[k]}' for k in left_out)})"
         )
     if "{company}" in text and not company.strip():
         raise PromptError(f"{path}: uses {{company}} but the company name is empty")
-    return text.replace("{company}", company.strip())
+    fills = {"company": company.strip(), **values}
+    return _PLACEHOLDER.sub(lambda m: fills[m.group(1)], text)  # one pass: no filling inside a fill
+
+
+def prompts_in(scripts_dir: Path) -> set[str]:
+    """The prompt names ``scripts_dir`` has a text for: what a config may refer to.
+
+    Each ``<name>.txt`` is one, except a template, which stands for the
+    prompts rendered from it (``hold-announce.txt`` → ``hold-announce-30`` …
+    ``hold-announce-300``): a config naming ``hold-announce`` would play a
+    recording that does not exist.
+    """
+    stems = {p.stem for p in Path(scripts_dir).glob("*.txt")}
+    templates = {t.template for t in TEMPLATED_PROMPTS.values()}
+    rendered = {name for name, t in TEMPLATED_PROMPTS.items() if t.template in stems}
+    return (stems - templates) | rendered
 
 
 # --------------------------------------------------------------------------- checking audio

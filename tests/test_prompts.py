@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from liyi.cli import known_prompts
 from liyi.prompts import (
     MANIFEST_NAME,
     PROMPT_NAMES,
@@ -22,9 +24,12 @@ from liyi.prompts import (
     build_prompts,
     check_recording,
     espeak_available,
+    hold_announce_name,
     install_prompts,
     pick_voice,
+    prompts_in,
     render_text,
+    spoken_duration,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +44,29 @@ GREETING_SALUTATIONS = {
     "greeting-evening": "晚上好",
     "greeting-closed": "您好",
 }
+
+#: R4: how each hold announcement states its limit, written out by hand (not computed).
+HOLD_LIMIT_WORDS = {
+    30: "三十秒",
+    60: "一分钟",
+    90: "一分半钟",
+    120: "两分钟",
+    150: "两分半钟",
+    180: "三分钟",
+    210: "三分半钟",
+    240: "四分钟",
+    270: "四分半钟",
+    300: "五分钟",
+}
+
+#: Prompts that ask for a key press, and the choices they must offer (the engine acts on 1 and 2).
+KEY_CHOICES = {
+    "hold-limit-ask": ("继续等待请按1", "返回通话请按2"),
+    "transfer-consent": ("同意请按1", "不用转接请按2"),
+    "transfer-announce": ("接听请按1", "不接请按2"),
+}
+
+HOLD_TEMPLATE = "# 注释\n请您稍等{limit}好吗？\n"
 
 needs_espeak = pytest.mark.skipif(
     not espeak_available(),
@@ -164,6 +192,110 @@ class TestRenderText:
             render_text("greeting-noon", "甲公司", tmp_path)
 
 
+class TestHoldAndTransferTexts:
+    def test_hold_announcements_cover_every_half_minute_to_five_minutes(self) -> None:
+        """There is one hold announcement per 30 s limit from 30 s to 300 s, each its own prompt."""
+        announced = [n for n in PROMPT_NAMES if n.startswith("hold-announce")]
+        assert announced == [f"hold-announce-{s}" for s in HOLD_LIMIT_WORDS]
+        assert [hold_announce_name(s) for s in HOLD_LIMIT_WORDS] == announced
+
+    @pytest.mark.parametrize(("seconds", "words"), sorted(HOLD_LIMIT_WORDS.items()))
+    def test_hold_announcement_states_its_limit(self, seconds: int, words: str) -> None:
+        """R4: hold-announce-<s> gives the reason, asks consent and states the limit in Mandarin words."""
+        text = render_text(f"hold-announce-{seconds}", COMPANY, SCRIPTS)
+        assert text == f"就您所提的这个问题我需要查询相关信息，请您稍等{words}好吗？"
+
+    @pytest.mark.parametrize(("seconds", "words"), [
+        (45, "四十五秒"), (10, "十秒"), (135, "两分十五秒"), (600, "十分钟"), (720, "十二分钟"),
+        (750, "十二分半钟"), (1260, "二十一分钟"),
+    ])
+    def test_spoken_duration_beyond_the_announced_limits(self, seconds: int, words: str) -> None:
+        """Durations read as an agent says them: 两 only for two minutes, 十二 not 十两, 半 for a half."""
+        assert spoken_duration(seconds) == words
+
+    @pytest.mark.parametrize("seconds", [0, -30, 6000])
+    def test_spoken_duration_refuses_what_it_cannot_say(self, seconds: int) -> None:
+        """A wait of zero, a negative or 100 minutes and more raises instead of saying nonsense."""
+        with pytest.raises(ValueError):
+            spoken_duration(seconds)
+
+    @pytest.mark.parametrize("seconds", [0, 45, 330])
+    def test_no_announcement_for_other_limits(self, seconds: int) -> None:
+        """A limit without a recording is refused by name, so the engine never plays a missing file."""
+        with pytest.raises(ValueError, match=str(seconds)):
+            hold_announce_name(seconds)
+
+    def test_reassurance_follows_the_rulebook(self) -> None:
+        """R4: the reassurance during a hold is the rulebook's 仍在为您查询，请您稍候。"""
+        assert render_text("hold-reassure", COMPANY, SCRIPTS) == "仍在为您查询，请您稍候。"
+
+    def test_transfer_consent_uses_the_handbook_question(self) -> None:
+        """R6 step 1: the caller is told why and asked, in the handbook's words, before any transfer."""
+        text = render_text("transfer-consent", COMPANY, SCRIPTS)
+        assert text.startswith("就您所提的这个问题我们会转至对此方面比较熟悉的同事那里，"
+                               "由他给您做专业解释，您看可以吗？")
+
+    @pytest.mark.parametrize(("name", "choices"), sorted(KEY_CHOICES.items()))
+    def test_key_prompts_offer_1_then_2(self, name: str, choices: tuple[str, str]) -> None:
+        """Each prompt the engine waits on for a key names both choices, 1 before 2."""
+        text = render_text(name, COMPANY, SCRIPTS)
+        first, second = choices
+        assert first in text and second in text
+        assert text.index(first) < text.index(second)
+
+    @pytest.mark.parametrize("name", ["hold-limit-ask", "hold-return", "transfer-failed",
+                                      "requeue-apology"])
+    def test_bad_news_starts_with_an_apology(self, name: str) -> None:
+        """A caller kept waiting or handed back hears 很抱歉 first."""
+        assert render_text(name, COMPANY, SCRIPTS).startswith("很抱歉")
+
+    @pytest.mark.parametrize("name", PROMPT_NAMES)
+    def test_every_prompt_uses_the_polite_you(self, name: str) -> None:
+        """Prompts address the listener as 您, never the informal 你."""
+        assert "你" not in render_text(name, COMPANY, SCRIPTS)
+
+    def test_own_text_overrides_the_template(self, tmp_path: Path) -> None:
+        """scripts_zh/hold-announce-90.txt, when present, is used instead of the shared template."""
+        (tmp_path / "hold-announce.txt").write_text(HOLD_TEMPLATE, encoding="utf-8")
+        (tmp_path / "hold-announce-90.txt").write_text("请您稍等九十秒。", encoding="utf-8")
+        assert render_text("hold-announce-90", COMPANY, tmp_path) == "请您稍等九十秒。"
+        assert render_text("hold-announce-60", COMPANY, tmp_path) == "请您稍等一分钟好吗？"
+
+    def test_template_without_the_limit_is_an_error(self, tmp_path: Path) -> None:
+        """A hold template that drops {limit} raises, naming the file, instead of hiding the limit (R4)."""
+        (tmp_path / "hold-announce.txt").write_text("请您稍等好吗？", encoding="utf-8")
+        with pytest.raises(PromptError, match=r"hold-announce\.txt.*\{limit\}"):
+            render_text("hold-announce-60", COMPANY, tmp_path)
+
+    def test_limit_outside_the_template_is_unknown(self, tmp_path: Path) -> None:
+        """{limit} means nothing in an ordinary prompt and is refused like any typo."""
+        (tmp_path / "hold-reassure.txt").write_text("请您稍等{limit}。", encoding="utf-8")
+        with pytest.raises(PromptError, match=r"hold-reassure\.txt.*\{limit\}"):
+            render_text("hold-reassure", COMPANY, tmp_path)
+
+    def test_missing_template_names_it(self, tmp_path: Path) -> None:
+        """A hold announcement with neither template nor own text names the template file to write."""
+        with pytest.raises(PromptError, match=r"hold-announce\.txt"):
+            render_text("hold-announce-120", COMPANY, tmp_path)
+
+
+class TestKnownPrompts:
+    def test_config_check_knows_every_prompt(self) -> None:
+        """liyi check-config accepts exactly the prompts that have recordings, hold variants included."""
+        known = known_prompts()
+        assert known == set(PROMPT_NAMES)
+        assert {f"hold-announce-{s}" for s in HOLD_LIMIT_WORDS} <= known
+        assert "hold-announce" not in known, "the template has no recording of its own"
+
+    def test_template_stands_for_its_variants(self, tmp_path: Path) -> None:
+        """A template file yields its rendered names; without it only own-text variants exist."""
+        (tmp_path / "ring-wait.txt").write_text("请您稍候。", encoding="utf-8")
+        (tmp_path / "hold-announce-60.txt").write_text("请您稍等一分钟。", encoding="utf-8")
+        assert prompts_in(tmp_path) == {"ring-wait", "hold-announce-60"}
+        (tmp_path / "hold-announce.txt").write_text(HOLD_TEMPLATE, encoding="utf-8")
+        assert prompts_in(tmp_path) == {"ring-wait"} | {f"hold-announce-{s}" for s in HOLD_LIMIT_WORDS}
+
+
 class TestCheckRecording:
     def test_asterisk_format_passes(self, tmp_path: Path) -> None:
         """8 kHz mono 16-bit .wav and 16 kHz .wav16 are both playable."""
@@ -215,6 +347,15 @@ class TestRepositoryRecordings:
         assert check_recording(path) == []
         channels, width, rate, seconds = wav_params(path)
         assert (channels, width, rate) == (1, 2, 8000) and seconds > 0.5
+
+    def test_manifest_matches_the_checked_in_files(self) -> None:
+        """Every manifest entry is a current prompt whose committed WAV has exactly the recorded hash."""
+        manifest = json.loads((RECORDINGS / "liyi" / MANIFEST_NAME).read_text(encoding="utf-8"))
+        for name, entry in manifest["prompts"].items():
+            assert name in PROMPT_NAMES, f"manifest lists {name}, which is no prompt"
+            path = RECORDINGS / "liyi" / entry["file"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["audio_sha256"], name
+            assert entry["text"] == render_text(name, COMPANY, SCRIPTS), name
 
     def test_checked_in_wavs_match_the_texts(self, tmp_path: Path) -> None:
         """No committed generated WAV is stale: each matches current scripts_zh/ for 礼仪客服中心 or is a person's recording."""
