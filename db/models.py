@@ -170,3 +170,13 @@ class JournalMark(Base):
 
     journal_id: Mapped[str] = mapped_column(Text, primary_key=True)
     applied_through: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class AgentAccount(Base):
+    """One agent's panel password, as an argon2 PHC string (never the password)."""
+
+    __tablename__ = "agent_accounts"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

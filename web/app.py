@@ -7,7 +7,8 @@ Routes::
     GET /api/calls         JSON list, ``?limit=&offset=``
     GET /api/calls/{id}    JSON record with timeline and compliance
     GET /healthz           ``{"ok": true}``
-    GET /static/...        style.css, refresh.js
+    GET /static/...        style.css, refresh.js, panel.css, panel.js
+    /panel...              the agent panel (``web.panel``), when a desk and accounts are given
 
 Why read-only: the call log is R10 evidence; a page that could edit it would
 make it worthless. Why a 503 page instead of an exception: the pages run in
@@ -34,6 +35,7 @@ from aiohttp import web
 
 from db.records import AmbiguousCallId, CallRecord, CallSummary, ComplianceMark, TimelineEntry
 from web import pages
+from web.panel import Desk, PanelAccounts, PanelOptions, add_panel_routes
 
 logger = structlog.get_logger()
 
@@ -115,8 +117,16 @@ def create_app(
     title: str = "礼仪 liyi",
     timezone: str | tzinfo = "Asia/Shanghai",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    desk: Desk | None = None,
+    accounts: PanelAccounts | None = None,
+    panel_options: PanelOptions | None = None,
 ) -> web.Application:
-    """The admin web app over ``store``; times are shown in ``timezone`` (the center's clock)."""
+    """The admin web app over ``store``; times are shown in ``timezone`` (the center's clock).
+
+    With both ``desk`` (the controller's live calls per agent) and ``accounts``
+    (agents' passwords, ``db.accounts.AgentAccounts``) the agent panel is
+    served under ``/panel`` too.
+    """
     tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
     app = web.Application(middlewares=[_errors_middleware])
     app[CONFIG_KEY] = _Config(store, live, title, tz, now)
@@ -127,6 +137,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     app.on_response_prepare.append(_security_headers)
+    if desk is not None and accounts is not None:
+        add_panel_routes(app, desk, accounts, timezone=timezone, options=panel_options,
+                         title=title)
     return app
 
 
