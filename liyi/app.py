@@ -60,6 +60,8 @@ class Service:
         self.ari: AriClient | None = None
         self.phones: Any = None
         self.controller: Controller | None = None
+        self.desk: Any = None
+        self.accounts: Any = None
         self.web_url: str | None = None
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +78,10 @@ class Service:
                         assume_registered=not ast.ami_host, now=time.time())
         self.controller = Controller(config=cfg, ari=self.ari, store=self.store, roster=roster,
                                      app=ast.app, observers=self.observers)
+        from liyi.desk import AgentDesk
+
+        self.desk = AgentDesk(self.controller, cfg)
+        self.controller.observers.append(self.desk)
         if ast.ami_host:
             await self._start_phones(roster)
         self._task = asyncio.get_running_loop().create_task(self.controller.run(self.stop_event))
@@ -106,11 +112,15 @@ class Service:
             on_change(self.phones.state(endpoint))
 
     async def _start_web(self) -> None:
+        from db.accounts import AgentAccounts
         from web.app import create_app
 
         assert self.controller is not None
+        self.accounts = AgentAccounts(self.settings.database_url)
+        await self.accounts.start()
         app = create_app(self.store, live=LiveState(self.controller),
-                         timezone=self.settings.callflow.timezone)
+                         timezone=self.settings.callflow.timezone,
+                         desk=self.desk, accounts=self.accounts)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)
@@ -132,6 +142,8 @@ class Service:
             await self.controller.drain(timeout=2.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.accounts is not None:
+            await self.accounts.close()
         if self.phones is not None:
             await self.phones.stop()
         if self.ari is not None:

@@ -240,6 +240,29 @@ def _prompts(args: argparse.Namespace, prompts: Any) -> int:
     return 2
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Set an agent's panel password (stored as an argon2 hash, never in the repo or config)."""
+    import getpass
+
+    from db.accounts import AccountError, set_agent_password
+
+    settings = _settings(args.config, args.db)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("the two passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(set_agent_password(settings.database_url, args.name, password))
+    except AccountError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"password set for {args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liyi", description="Telephone etiquette on Asterisk.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -271,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--events", action="store_true", help="with show: also the raw engine events")
     c.set_defaults(fn=cmd_calls)
 
+    ag = sub.add_parser("agents", help="agent accounts for the web agent panel")
+    ag.add_argument("action", choices=["set-password"])
+    ag.add_argument("name")
+    ag.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    ag.add_argument("--config")
+    ag.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
+    ag.set_defaults(fn=cmd_agents)
+
     pr = sub.add_parser("prompts", help="build prompt audio from scripts_zh/, or install it")
     pr.add_argument("action", choices=["build", "install"])
     pr.add_argument("dir", nargs="?")
@@ -281,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from liyi.logging_setup import configure
+
+    configure("warning")  # `run` and `demo` set their own level
     try:
         return int(args.fn(args))
     except ConfigError as exc:
