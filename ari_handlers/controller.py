@@ -124,6 +124,28 @@ class Controller:
             call = self._by_channel.get(caller_channel)
         return call
 
+    def call_of_agent(self, agent: str) -> tuple[LiveCall, str] | None:
+        """The live call an agent is part of, and how: "ringing", "first" or "target"."""
+        status = self.roster.get(agent)
+        if status is not None and status.engaged_by in self.calls:
+            call = self.calls[status.engaged_by]
+            role = call.engine.agent_role(agent)
+            if role is not None:
+                return call, role
+        for call in list(self.calls.values()):  # e.g. in closing, already released
+            role = call.engine.agent_role(agent)
+            if role is not None:
+                return call, role
+        return None
+
+    def agent_request(self, event: e.AgentEvent) -> bool:
+        """Queue an agent's request (panel button) on their call; False if they are on none."""
+        found = self.call_of_agent(event.agent)
+        if found is None:
+            return False
+        found[0].queue.put_nowait(event)
+        return True
+
     def _start_call(self, event: e.StasisStart) -> None:
         call_id = uuid.uuid4().hex[:12]
         call = LiveCall(engine=CallEngine(self.config, call_id))
@@ -239,9 +261,7 @@ class Controller:
                     handle.cancel()
             case c.RequestAgent():
                 now = self.clock()
-                only = tuple(getattr(cmd, "only", ()) or ())
-                agent = (self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=only) if only
-                         else self.roster.pick(call.call_id, skip=cmd.skip, now=now))
+                agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=cmd.only)
                 if agent is None:
                     return e.NoAgentFree(at=now)
                 return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)

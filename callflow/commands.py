@@ -85,6 +85,29 @@ class Bridge(Command):
 
     bridge_id: str
     channel_ids: tuple[str, ...]
+    absorb_dtmf: tuple[str, ...] = ()  # agents' key codes must not reach the caller
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unbridge(Command):
+    """Take a channel out of a bridge (it stays in our app: it can hear prompts and music)."""
+
+    bridge_id: str
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopPlayback(Command):
+    playback_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyAgent(Command):
+    """Tell an agent's panel something: state, countdown, script line (no effect on the call)."""
+
+    agent: str
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,9 +140,14 @@ class CancelTimer(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestAgent(Command):
-    """Ask the roster for the longest-idle free agent, skipping ones already tried."""
+    """Ask the roster for the longest-idle free agent, skipping ones already tried.
+
+    ``only``, when not empty, limits the choice to those agents: one named
+    agent, or a department's agents, for a warm transfer (R6).
+    """
 
     skip: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,8 +2,8 @@
 
 Each rule gets ``kept``, ``broken`` or ``not_applicable`` with the evidence
 that decided it, so an admin can see *why*, not only a rate. Rules whose
-parts are not built yet (R3 agent panel, R5 queue announcements, R8 closing
-script and follow-ups) are not scored rather than scored falsely.
+parts are not built yet (R5 queue announcements, R8 closing script and
+follow-ups) are not scored rather than scored falsely.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from callflow.config import CallFlowConfig
-from callflow.facts import CallFacts
+from callflow.facts import CallFacts, HoldRecord, TransferRecord
 
 KEPT = "kept"
 BROKEN = "broken"
@@ -32,9 +32,10 @@ def score(facts: CallFacts, cfg: CallFlowConfig) -> Record:
     return {
         "R1": score_r1(facts, cfg),
         "R2": score_r2(facts, cfg),
-        "R4": _r(NOT_APPLICABLE, holds=0),
-        "R6": _r(NOT_APPLICABLE, transfers=0),
-        "R7": _r(NOT_APPLICABLE, holds=0),
+        "R3": score_r3(facts),
+        "R4": score_r4(facts, cfg),
+        "R6": score_r6(facts),
+        "R7": score_r7(facts, cfg),
         "R9": score_r9(facts, cfg),
         "R10": _r(KEPT, logged_from=facts.created_at, ended_at=facts.ended_at),
     }
@@ -111,3 +112,103 @@ def score_r9(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
         if facts.closing_started_at is None:
             return _r(BROKEN, reason="caller left without the closing prompt", **evidence)
     return _r(KEPT, **evidence)
+
+
+def score_r3(facts: CallFacts) -> dict[str, Any]:
+    """An agent who talked with the caller recorded their name and purpose (R3)."""
+    evidence: dict[str, Any] = {"caller_number": facts.caller_number, "caller_name": facts.stated_name,
+                                "purpose": facts.purpose, "wanted": facts.wanted,
+                                "recorded_at": facts.info_updated_at, "agents": list(facts.agents_talked)}
+    if facts.answered_at is None or not facts.agents_talked:
+        return _r(NOT_APPLICABLE, reason="no agent talked with the caller", **evidence)
+    missing = [what for what, value in (("name", facts.stated_name), ("purpose", facts.purpose))
+               if not value]
+    if missing:
+        return _r(BROKEN, reason=f"caller {' and '.join(missing)} not recorded", **evidence)
+    return _r(KEPT, **evidence)
+
+
+def _hold_evidence(hold: HoldRecord) -> dict[str, Any]:
+    return {"agent": hold.agent, "reason": hold.reason, "limit_seconds": hold.limit_seconds,
+            "started_at": hold.started_at, "seconds": hold.seconds, "periods": len(hold.periods),
+            "extended_at": list(hold.extended_at), "reassurances": hold.reassurances,
+            "silent_seconds": hold.silent_seconds, "limit_kept": hold.limit_kept,
+            "overrun_seconds": hold.longest_overrun_seconds, "outcome": hold.outcome,
+            "for_transfer": hold.for_transfer}
+
+
+def _hold_problem(hold: HoldRecord, cfg: CallFlowConfig) -> str | None:
+    """Why a hold broke R4, or None. Overrun is past limit + grace (+ the limit question)."""
+    if not hold.reason.strip():
+        return "a hold with no reason"
+    if hold.limit_seconds <= 0:
+        return "a hold with no limit"
+    if hold.silent_seconds > 0:
+        return "the caller was silent on hold"
+    if hold.limit_kept is False:
+        return "held past the limit and grace"
+    if hold.ended_at is not None and hold.periods:
+        # with no question recorded, the last period may last limit + grace at most
+        last = hold.ended_at - hold.periods[-1]
+        asked = len(hold.limit_reached_at) >= len(hold.periods)
+        if not asked and last > hold.limit_seconds + cfg.hold.limit_grace_seconds + 0.001:
+            return "held past the limit and grace"
+    return None
+
+
+def score_r4(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
+    """Every hold had a reason and an announced limit, was never silent, never past limit + grace."""
+    holds = [_hold_evidence(h) for h in facts.holds]
+    if not holds:
+        return _r(NOT_APPLICABLE, holds=0)
+    for hold in facts.holds:
+        problem = _hold_problem(hold, cfg)
+        if problem:
+            return _r(BROKEN, reason=problem, holds=holds)
+    return _r(KEPT, holds=holds)
+
+
+def score_r7(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
+    """Every interruption by the agent was a hold under R4, so R7 follows the holds' record."""
+    r4 = score_r4(facts, cfg)
+    return _r(r4["status"], **r4["evidence"])
+
+
+def _transfer_evidence(t: TransferRecord) -> dict[str, Any]:
+    return {"first_agent": t.first_agent, "target": t.target, "target_agent": t.target_agent,
+            "reason": t.reason, "consent": t.consent, "consent_at": t.consent_at,
+            "ring_seconds": t.ring_seconds, "answered_at": t.answered_at, "accepted": t.accepted,
+            "accepted_at": t.accepted_at, "handoff_at": t.handoff_at, "outcome": t.outcome,
+            "caller_returned_to": t.caller_returned_to, "apology": t.apology}
+
+
+CONSENTED = ("caller-key", "agent-confirmed")
+
+
+def _transfer_problem(t: TransferRecord) -> str | None:
+    if t.outcome == "completed" or t.handoff_at is not None:
+        if t.consent not in CONSENTED:
+            return "transferred without the caller's consent"
+        if t.answered_at is None or not t.accepted or t.accepted_at is None \
+                or t.handoff_at is None or t.accepted_at > t.handoff_at:
+            return "caller connected to a target who had not answered and accepted"
+        return None
+    if t.outcome in ("caller-hung-up", "pending"):
+        return None
+    if t.caller_returned_to not in ("first-agent", "queue"):
+        return "a failed transfer left the caller without an agent"
+    if t.outcome != "consent-refused" and t.consent in CONSENTED and not t.apology:
+        return "the caller came back without an apology"
+    return None
+
+
+def score_r6(facts: CallFacts) -> dict[str, Any]:
+    """Warm transfers only: consent, a target who answered and accepted, or back with an apology."""
+    transfers = [_transfer_evidence(t) for t in facts.transfers]
+    if not transfers:
+        return _r(NOT_APPLICABLE, transfers=0)
+    for t in facts.transfers:
+        problem = _transfer_problem(t)
+        if problem:
+            return _r(BROKEN, reason=problem, transfers=transfers)
+    return _r(KEPT, transfers=transfers)

@@ -86,6 +86,69 @@ class AgentConfig:
     endpoint: str
 
 
+HOLD_STEP_SECONDS = 30  # every announced limit has its own recorded prompt: hold-announce-<s>
+
+
+@dataclass(frozen=True, slots=True)
+class HoldConfig:
+    """R4/R7: how long a caller may be held and how they are kept company meanwhile.
+
+    Limits are whole multiples of 30 s because each has its own pre-recorded
+    announcement (``hold-announce-60`` says "请您稍等一分钟"); a limit with no
+    prompt could not be announced, so it is refused rather than rounded.
+    """
+
+    default_limit_seconds: int = 60
+    max_limit_seconds: int = 300
+    reassure_every_seconds: float = 30.0
+    agent_alert_before_seconds: float = 10.0
+    limit_grace_seconds: float = 15.0
+
+    def allowed_limits(self) -> tuple[int, ...]:
+        return tuple(range(HOLD_STEP_SECONDS, self.max_limit_seconds + 1, HOLD_STEP_SECONDS))
+
+    def is_allowed(self, seconds: float) -> bool:
+        return seconds in self.allowed_limits()
+
+    @staticmethod
+    def announce_prompt(seconds: float) -> str:
+        return f"hold-announce-{int(seconds)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferConfig:
+    """R6: how long the caller has to agree, and the target to accept, before we give up."""
+
+    consent_timeout_seconds: float = 15.0
+    accept_timeout_seconds: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCodeConfig:
+    """Softphone key codes for agents without the web panel (``callflow.keycodes``)."""
+
+    hold: str = "*1"
+    resume: str = "*0"
+    transfer_agent: str = "*2"
+    transfer_department: str = "*3"
+    leave: str = "*9"
+    end: str = "#"
+    inter_digit_seconds: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    """A transfer target by trade (售后, 技术…): its dial number and its agents."""
+
+    name: str
+    number: str
+    agents: tuple[str, ...]
+
+
+HOLD_PROMPTS = ("hold-reassure", "hold-limit-ask", "hold-return", "requeue-apology")
+TRANSFER_PROMPTS = ("transfer-consent", "transfer-announce", "transfer-failed")
+
+
 DEFAULT_BANDS = (
     TimeBand(dt.time(5), dt.time(11), "greeting-morning"),
     TimeBand(dt.time(11), dt.time(13), "greeting-noon"),
@@ -115,6 +178,10 @@ class CallFlowConfig:
     idle_release_seconds: float = 600.0
     prompt_timeout_seconds: float = 30.0
     agents: tuple[AgentConfig, ...] = ()
+    hold: HoldConfig = HoldConfig()
+    transfer: TransferConfig = TransferConfig()
+    keycodes: KeyCodeConfig = KeyCodeConfig()
+    departments: tuple[Department, ...] = ()
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
 
     def local_time(self, epoch: float) -> dt.datetime:
@@ -144,7 +211,17 @@ class CallFlowConfig:
         names = {b.prompt for b in self.bands} | {self.closed_prompt} | set(self.closing_prompts)
         if self.wait_prompt:
             names.add(self.wait_prompt)
+        names.update(self.hold.announce_prompt(s) for s in self.hold.allowed_limits())
+        names.update(HOLD_PROMPTS)
+        names.update(TRANSFER_PROMPTS)
         return names
+
+    def department(self, name_or_number: str) -> Department | None:
+        """A department by its name (``售后``) or its dial number (``1``)."""
+        for dept in self.departments:
+            if name_or_number in (dept.name, dept.number):
+                return dept
+        return None
 
 
 class _Reader:
@@ -274,6 +351,16 @@ def parse_callflow(
     prompt_timeout = r.number(closing, "prompt_timeout_seconds", "closing", 30.0, 1.0, 600.0)
 
     agents = _read_agents(r, data.get("agents", []))
+    hold = _read_hold(r, r.section(data, "hold", ""))
+    transfer_s = r.section(data, "transfer", "")
+    transfer = TransferConfig(
+        consent_timeout_seconds=r.number(transfer_s, "consent_timeout_seconds", "transfer", 15.0,
+                                         3.0, 120.0, "R6: no consent, no transfer"),
+        accept_timeout_seconds=r.number(transfer_s, "accept_timeout_seconds", "transfer", 20.0,
+                                        3.0, 120.0, "R6: the target must accept"),
+    )
+    keycodes = _read_keycodes(r, r.section(data, "keycodes", ""))
+    departments = _read_departments(r, data.get("departments", []), {a.name for a in agents})
 
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
@@ -281,7 +368,8 @@ def parse_callflow(
         holidays=holidays, closed_prompt=closed_prompt, wait_prompt=wait_prompt, moh_class=moh,
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
         idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
-        agents=agents, tz=tz,
+        agents=agents, hold=hold, transfer=transfer, keycodes=keycodes, departments=departments,
+        tz=tz,
     )
     if known_prompts is not None:
         known = set(known_prompts)
@@ -300,7 +388,117 @@ def _prompt_path(cfg: CallFlowConfig, prompt: str) -> str:
         return "hours.closed_prompt"
     if prompt == cfg.wait_prompt:
         return "waiting.prompt"
+    if prompt.startswith("hold-announce-"):
+        return "hold.max_limit_seconds"
+    if prompt in HOLD_PROMPTS:
+        return "hold"
+    if prompt in TRANSFER_PROMPTS:
+        return "transfer"
     return "closing.after_agent_hangup"
+
+
+def _read_hold(r: _Reader, hold: Mapping[str, Any]) -> HoldConfig:
+    """R4 limits: whole 30 s steps (each has its announcement prompt), a bounded grace."""
+    step = HOLD_STEP_SECONDS
+    why = "R4: a multiple of 30 s, each limit has its own announcement prompt"
+    max_limit = int(r.number(hold, "max_limit_seconds", "hold", 300, step, 1800, why, integer=True))
+    if max_limit % step:
+        r.problem("hold.max_limit_seconds", f"{max_limit} — must be a multiple of {step} ({why})")
+        max_limit = 300
+    default = int(r.number(hold, "default_limit_seconds", "hold", min(60, max_limit), step,
+                           max_limit, why + ", at most max_limit_seconds", integer=True))
+    if default % step:
+        r.problem("hold.default_limit_seconds", f"{default} — must be a multiple of {step} ({why})")
+        default = min(60, max_limit)
+    return HoldConfig(
+        default_limit_seconds=default,
+        max_limit_seconds=max_limit,
+        reassure_every_seconds=r.number(hold, "reassure_every_seconds", "hold", 30.0, 5.0, 120.0,
+                                        "R4: never silence on hold"),
+        agent_alert_before_seconds=r.number(hold, "agent_alert_before_seconds", "hold", 10.0, 0.0,
+                                            step - 1, "must fall inside the shortest hold"),
+        limit_grace_seconds=r.number(hold, "limit_grace_seconds", "hold", 15.0, 3.0, 60.0,
+                                     "R4: never left waiting without end"),
+    )
+
+
+DTMF_KEYS = set("0123456789*#ABCD")
+
+
+def _read_keycodes(r: _Reader, raw: Mapping[str, Any]) -> KeyCodeConfig:
+    """Agent key codes: DTMF only, and no code may be the start of another (or it never fires)."""
+    default = KeyCodeConfig()
+    codes: dict[str, str] = {}
+    for key in ("hold", "resume", "transfer_agent", "transfer_department", "leave"):
+        value = raw.get(key, getattr(default, key))
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value) \
+                or not set(str(value)) <= DTMF_KEYS:
+            r.problem(f"keycodes.{key}", f"{value!r} — must be DTMF keys like \"*1\"")
+            value = getattr(default, key)
+        codes[key] = str(value)
+    end = raw.get("end", default.end)
+    if not isinstance(end, str) or len(end) != 1 or end not in DTMF_KEYS:
+        r.problem("keycodes.end", f"{end!r} — must be one DTMF key like \"#\"")
+        end = default.end
+    for key, code in codes.items():
+        if end in code:
+            r.problem(f"keycodes.{key}", f"{code!r} contains the end key {end!r}")
+        for other, other_code in codes.items():
+            if other != key and other_code.startswith(code):
+                r.problem(f"keycodes.{key}", f"{code!r} is the start of keycodes.{other} "
+                          f"{other_code!r} — one of them could never be typed")
+    gap = r.number(raw, "inter_digit_seconds", "keycodes", 3.0, 0.5, 15.0)
+    return KeyCodeConfig(end=end, inter_digit_seconds=gap, **codes)
+
+
+def _read_departments(r: _Reader, raw: Any, agent_names: set[str]) -> tuple[Department, ...]:
+    """Transfer targets by trade; every agent named must exist, every number be unique."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        r.problem("departments", "must be a list of {name, number, agents}")
+        return ()
+    result: list[Department] = []
+    names: set[str] = set()
+    numbers: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        where = f"departments[{i}]"
+        if not isinstance(item, Mapping):
+            r.problem(where, f"{item!r} — must be a mapping with name, number, agents")
+            continue
+        name = r.text(item, "name", where, "")
+        if not name:
+            r.problem(f"{where}.name", "missing")
+        elif name in names:
+            r.problem(f"{where}.name", f"{name!r} — listed twice")
+        number = item.get("number")
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+            number = str(number)
+        if not isinstance(number, str) or not number.isdigit():
+            r.problem(f"{where}.number", f"{number!r} — must be digits, dialled after *3")
+            number = None
+        elif number in numbers:
+            r.problem(f"{where}.number", f"{number!r} — already used by departments[{numbers[number]}]")
+            number = None
+        members = item.get("agents")
+        if isinstance(members, str):
+            members = [members]
+        if not isinstance(members, Sequence) or not members:
+            r.problem(f"{where}.agents", "must list at least one agent name")
+            members = []
+        agents: list[str] = []
+        for j, member in enumerate(members):
+            if not isinstance(member, str) or member not in agent_names:
+                r.problem(f"{where}.agents[{j}]", f"{member!r} — not an agent in agents")
+            elif member not in agents:
+                agents.append(member)
+        if name and number is not None and agents and name not in names:
+            names.add(name)
+            numbers[number] = i
+            result.append(Department(name, number, tuple(agents)))
+        elif name:
+            names.add(name)
+    return tuple(result)
 
 
 def _read_bands(r: _Reader, greeting: Mapping[str, Any]) -> tuple[TimeBand, ...]:

@@ -1,11 +1,13 @@
 """The per-call etiquette engine: events in, commands out.
 
-Everything that decides what a caller experiences lives in this file's
-transition table (one row per state and event). ``handle`` never performs
-I/O, never sleeps and never reads a clock: the time is each event's ``at``.
-Timers are commands (``StartTimer``) answered later by ``TimerFired``; a
-timer whose token is no longer current is ignored, so a late timer can never
-act on a call that has moved on.
+Everything that decides what a caller experiences is chosen by this file's
+transition table (one row per state and event); the handlers live here for
+the first ring to the agent and closing, in ``hold.py`` for holds (R4, R7)
+and in ``transfer.py`` for warm transfers (R6), on the shared core of
+``core.py``. ``handle`` never performs I/O, never sleeps and never reads a
+clock: the time is each event's ``at``. Timers are commands (``StartTimer``)
+answered later by ``TimerFired``; a timer whose token is no longer current
+is ignored, so a late timer can never act on a call that has moved on.
 
 The rules it makes true:
 - R1: ring indication at once, answer after ``answer_after_rings`` counted
@@ -13,86 +15,53 @@ The rules it makes true:
   rung at most ``agent_rings`` rings each, then the next agent.
 - R2: the greeting for the local time band (or the closed greeting) is played
   in full before music and agents.
+- R4, R7: holds have a reason and an announced limit, never silence, never
+  beyond limit + grace without the caller's consent (``hold.py``).
+- R6: transfers only with consent, to a target who answered and accepted;
+  otherwise back to the first agent with an apology (``transfer.py``).
 - R9: there is no command that hangs up a caller; when the agent leaves first
   the caller hears the closing prompt and the line stays open until they hang
   up, or until the long idle release (``ReleaseIdleLine``, logged).
+
+Agents act through ``AgentEvent``s from the panel, or key codes typed on
+their phone (``keycodes.py``), which become the same events.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from enum import StrEnum
 
 from callflow import commands as c
 from callflow import events as e
-from callflow.compliance import score
-from callflow.config import MEDIA_PREFIX, CallFlowConfig
+from callflow import keycodes as k
+from callflow.core import (
+    AGENT_RETRY,
+    AGENT_RING,
+    ANSWER,
+    CONSENT_WAIT,
+    HOLD_ALERT,
+    HOLD_GRACE,
+    HOLD_LIMIT,
+    HOLD_REASSURE,
+    IDLE,
+    KEYS,
+    PROMPT,
+    RELEASE_CONFIRM,
+    RELEASE_CONFIRM_SECONDS,
+    TARGET_ACCEPT,
+    TARGET_RING,
+    CallState,
+    Commands,
+    channel_of,
+)
 from callflow.facts import AgentOffer, CallFacts
+from callflow.transfer import ACCEPTED, ANSWERED, TransferFlow
+
+__all__ = ["CallEngine", "CallState"]
 
 
-class CallState(StrEnum):
-    NEW = "new"
-    RINGING = "ringing"
-    GREETING = "greeting"
-    WAIT_NOTICE = "wait-notice"
-    OFFERING = "offering"
-    CONNECTED = "connected"
-    CLOSING = "closing"
-    RELEASING = "releasing"
-    ENDED = "ended"
-
-
-# timer names
-ANSWER = "answer"
-PROMPT = "prompt"
-AGENT_RING = "agent-ring"
-AGENT_RETRY = "agent-retry"
-IDLE = "idle"
-RELEASE_CONFIRM = "release-confirm"
-
-RELEASE_CONFIRM_SECONDS = 5.0
-
-_PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
-
-Commands = list[c.Command]
-
-
-class CallEngine:
+class CallEngine(TransferFlow):
     """One caller's call, from first ring to the caller hanging up."""
-
-    def __init__(self, config: CallFlowConfig, call_id: str) -> None:
-        self.config = config
-        self.call_id = call_id
-        self.state = CallState.NEW
-        self.facts = CallFacts(call_id=call_id)
-        self._tokens: dict[str, int] = {}
-        self._next_token = 0
-        self._playback: str | None = None
-        self._playback_purpose = ""
-        self._playbacks = 0
-        self._legs = 0
-        self._offer: AgentOffer | None = None
-        self._tried: list[str] = []
-        self._old_legs: set[str] = set()
-        self._waiting_logged = False
-        self._bridge: str | None = None
-        self._closed_flow = False
-
-    # -- public -----------------------------------------------------------
-
-    @property
-    def ended(self) -> bool:
-        return self.state is CallState.ENDED
-
-    @property
-    def caller_channel(self) -> str:
-        return self.facts.caller_channel
-
-    def owns_channel(self, channel_id: str) -> bool:
-        return channel_id == self.facts.caller_channel or (
-            self._offer is not None and self._offer.leg == channel_id
-        ) or channel_id in self._old_legs
 
     def handle(self, event: e.Event) -> Commands:
         """Apply one event; return what must be done, in order."""
@@ -102,90 +71,49 @@ class CallEngine:
             del self._tokens[event.name]
             handler = _TIMERS.get((self.state, event.name), _ignore)
             return handler(self, event)
+        return self._dispatch(event)
+
+    # -- what the agent panel reads (no effect on the call) ------------------
+
+    def agent_role(self, agent: str) -> str | None:
+        """How ``agent`` is part of this call: "ringing", "first" (talking/holding), "target"."""
+        if self.ended:
+            return None
+        transfer = self._transfer
+        if transfer is not None and transfer.ended_at is None and transfer.target_agent == agent:
+            return "target"
+        offer = self._offer
+        if offer is not None and offer.agent == agent:
+            return "first" if offer.outcome == "answered" else "ringing"
+        if self.facts.agent == agent and self.state in (CallState.CLOSING,):
+            return "first"
+        return None
+
+    def hold_view(self) -> dict[str, object] | None:
+        hold = self._hold
+        if hold is None or hold.ended_at is not None:
+            return None
+        start = hold.periods[-1] if hold.periods else hold.started_at
+        return {"reason": hold.reason, "limit_seconds": hold.limit_seconds, "started_at": start,
+                "ends_at": start + hold.limit_seconds, "alert": bool(hold.agent_alerted_at),
+                "asking": self.state is CallState.HOLD_ASK}
+
+    def transfer_view(self, agent: str) -> dict[str, object] | None:
+        transfer = self._transfer
+        if transfer is None or transfer.ended_at is not None:
+            return None
+        return {"role": "target" if transfer.target_agent == agent else "first",
+                "target": transfer.target, "target_agent": transfer.target_agent,
+                "stage": self._transfer_phase or "consent",
+                "consent": transfer.consent in ("caller-key", "agent-confirmed"),
+                "accepted": bool(transfer.accepted), "reason": transfer.reason,
+                "from_agent": transfer.first_agent}
+
+    def _dispatch(self, event: e.Event) -> Commands:
         found = _TABLE.get((self.state, type(event)))
         if found is None:
             return self._stray(event)
         return found(self, event)
-
-    # -- helpers ----------------------------------------------------------
-
-    def _timer(self, name: str, at: float) -> c.StartTimer:
-        self._next_token += 1
-        self._tokens[name] = self._next_token
-        return c.StartTimer(name=name, token=self._next_token, at=at)
-
-    def _cancel(self, name: str) -> list[c.Command]:
-        if self._tokens.pop(name, None) is None:
-            return []
-        return [c.CancelTimer(name=name)]
-
-    def _play(self, at: float, prompts: tuple[str, ...], purpose: str) -> Commands:
-        self._playbacks += 1
-        self._playback = f"{self.call_id}-p{self._playbacks}"
-        self._playback_purpose = purpose
-        media = tuple(f"{MEDIA_PREFIX}{p}" for p in prompts)
-        return [
-            c.Play(channel_id=self.facts.caller_channel, playback_id=self._playback, media=media),
-            self._timer(PROMPT, at + self.config.prompt_timeout_seconds * len(prompts)),
-        ]
-
-    def _log(self, at: float, kind: str, **detail: object) -> c.Log:
-        return c.Log(at=at, kind=kind, detail=dict(detail))
-
-    def _goto(self, state: CallState) -> list[c.Command]:
-        """Change state; keep the states a restarted controller needs on the caller's channel.
-
-        Only the states that change what recovery must do are written (each is an
-        ARI request): the call's id from the first ring, who is connected, and
-        whether the caller is in closing (R9 idle timing).
-        """
-        self.state = state
-        if state not in _PERSISTED:
-            return []
-        snapshot = {"call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
-                    "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
-        return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
-                         value=json.dumps(snapshot, separators=(",", ":")))]
-
-    def _end(self, at: float, outcome: str) -> Commands:
-        self.state = CallState.ENDED
-        self.facts.ended_at = at
-        out: Commands = [c.CancelTimer(name=name) for name in self._tokens]
-        self._tokens.clear()
-        if self._bridge:
-            out.append(c.DestroyBridge(bridge_id=self._bridge))
-        out.append(self._log(at, "ended", outcome=outcome, first_hangup=self.facts.first_hangup))
-        out.append(c.CallEnded(at=at, first_hangup=self.facts.first_hangup or "caller",
-                               compliance=score(self.facts, self.config)))
-        return out
-
-    def _end_offer(self, at: float, outcome: str) -> Commands:
-        """Stop ringing the current agent (if any) and give them back to the roster."""
-        offer = self._offer
-        if offer is None:
-            return []
-        self._offer = None
-        offer.ended_at = at
-        offer.outcome = outcome
-        self._old_legs.add(offer.leg)
-        out: Commands = [*self._cancel(AGENT_RING)]
-        if outcome in ("no-answer", "caller-hung-up"):
-            out.append(c.Hangup(channel_id=offer.leg))
-        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome))
-        return out
-
-    def _stray(self, event: e.Event) -> Commands:
-        # An agent leg answering after we gave up on it: release it, never bridge it.
-        if isinstance(event, e.StasisStart) and event.channel_id in self._old_legs:
-            return [c.Hangup(channel_id=event.channel_id),
-                    self._log(event.at, "late-agent-answer-released", leg=event.channel_id)]
-        return []
-
-    def _is_caller(self, channel_id: str) -> bool:
-        return channel_id == self.facts.caller_channel
-
-    def _is_leg(self, channel_id: str) -> bool:
-        return self._offer is not None and self._offer.leg == channel_id
 
     # -- NEW / RINGING (R1) -------------------------------------------------
 
@@ -230,21 +158,13 @@ class CallEngine:
         ]
 
     def _on_caller_gone_ringing(self, ev: e.Event) -> Commands:
-        if not self._is_caller(_channel(ev)):
+        if not self._is_caller(channel_of(ev)):
             return []
         self.facts.first_hangup = "caller"
         return [self._log(ev.at, "caller-hung-up", while_state="ringing"),
                 *self._end(ev.at, "abandoned-ringing")]
 
     # -- GREETING / WAIT_NOTICE (R2) ----------------------------------------
-
-    def _prompt_done(self, ev: e.Event) -> tuple[bool, str]:
-        """Is this the end of the prompt we are waiting for, and how did it end?"""
-        if isinstance(ev, e.PlaybackFinished):
-            if ev.playback_id != self._playback:
-                return False, ""
-            return True, "done" if ev.state == "done" else "failed"
-        return True, "timeout"  # the prompt timer
 
     def _on_greeting_end(self, ev: e.Event) -> Commands:
         mine, result = self._prompt_done(ev)
@@ -253,8 +173,7 @@ class CallEngine:
         f = self.facts
         f.greeting_finished_at = ev.at
         f.greeting_result = result
-        self._playback = None
-        out: Commands = [*self._cancel(PROMPT), self._log(ev.at, "greeted", result=result)]
+        out: Commands = [*self._prompt_finished(ev.at), self._log(ev.at, "greeted", result=result)]
         if self._closed_flow:
             return out + self._start_closing(ev.at, reason="after-hours")
         if self.config.wait_prompt:
@@ -266,12 +185,11 @@ class CallEngine:
         mine, result = self._prompt_done(ev)
         if not mine:
             return []
-        self._playback = None
-        return [*self._cancel(PROMPT), self._log(ev.at, "wait-notice-played", result=result),
+        return [*self._prompt_finished(ev.at), self._log(ev.at, "wait-notice-played", result=result),
                 *self._queue(ev.at)]
 
     def _on_caller_gone_greeting(self, ev: e.Event) -> Commands:
-        if not self._is_caller(_channel(ev)):
+        if not self._is_caller(channel_of(ev)):
             return []
         f = self.facts
         if f.greeting_result is None:
@@ -281,15 +199,6 @@ class CallEngine:
                 *self._end(ev.at, "abandoned-greeting")]
 
     # -- OFFERING (R1 agent rings, never silence) -----------------------------
-
-    def _queue(self, at: float) -> Commands:
-        self.facts.queued_at = at
-        return [
-            c.StartMusic(channel_id=self.facts.caller_channel, moh_class=self.config.moh_class),
-            *self._goto(CallState.OFFERING),
-            self._log(at, "queued", music=self.config.moh_class),
-            c.RequestAgent(skip=()),
-        ]
 
     def _on_agent_picked(self, ev: e.AgentPicked) -> Commands:
         self._legs += 1
@@ -330,7 +239,7 @@ class CallEngine:
         ]
 
     def _on_leg_failed(self, ev: e.Event) -> Commands:
-        channel = _channel(ev)
+        channel = channel_of(ev)
         if not self._is_leg(channel):
             if self._is_caller(channel):
                 return self._on_caller_gone_offering(ev)
@@ -356,20 +265,23 @@ class CallEngine:
         offer.ended_at = ev.at
         f = self.facts
         f.agent = offer.agent
-        f.connected_at = ev.at
-        self._bridge = f"{self.call_id}-b"
+        f.agents_talked.append(offer.agent)
+        if f.connected_at is None:
+            f.connected_at = ev.at
+        self._new_bridge()
+        self._keys.buffer = ""
         return [
             *self._cancel(AGENT_RING),
-            c.StopMusic(channel_id=f.caller_channel),
-            c.Bridge(bridge_id=self._bridge, channel_ids=(f.caller_channel, offer.leg)),
+            *self._stop_caller_audio(ev.at),
+            *self._bridge_in(ev.at, f.caller_channel, offer.leg, agents=(offer.leg,)),
             *self._goto(CallState.CONNECTED),
             self._log(ev.at, "connected", agent=offer.agent,
                       ring_seconds=round(ev.at - offer.rung_at, 3)),
         ]
 
     def _on_caller_gone_offering(self, ev: e.Event) -> Commands:
-        if not self._is_caller(_channel(ev)):
-            return self._on_leg_failed(ev) if self._is_leg(_channel(ev)) else []
+        if not self._is_caller(channel_of(ev)):
+            return self._on_leg_failed(ev) if self._is_leg(channel_of(ev)) else []
         self.facts.first_hangup = "caller"
         return [*self._end_offer(ev.at, "caller-hung-up"),
                 self._log(ev.at, "caller-hung-up", while_state="waiting"),
@@ -378,42 +290,26 @@ class CallEngine:
     # -- CONNECTED / CLOSING (R9) ---------------------------------------------
 
     def _on_hangup_connected(self, ev: e.Event) -> Commands:
-        channel = _channel(ev)
-        offer = self._offer
+        channel = channel_of(ev)
         if self._is_caller(channel):
             self.facts.first_hangup = "caller"
-            out: Commands = [self._log(ev.at, "caller-hung-up", while_state="connected")]
-            if offer is not None:
-                self._offer = None
-                self._old_legs.add(offer.leg)
-                out += [c.Hangup(channel_id=offer.leg),
-                        c.ReleaseAgent(agent=offer.agent, outcome="completed")]
-            return out + self._end(ev.at, "completed")
+            return [self._log(ev.at, "caller-hung-up", while_state="connected"),
+                    *self._let_agent_go(hang_up=True, outcome="completed"),
+                    *self._end(ev.at, "completed")]
+        offer = self._offer
         if offer is not None and channel == offer.leg:
-            self._offer = None
-            self._old_legs.add(offer.leg)
             self.facts.first_hangup = "agent"
             self.facts.agent_left_at = ev.at
-            return [c.ReleaseAgent(agent=offer.agent, outcome="completed"),
+            return [*self._let_agent_go(hang_up=False, outcome="completed"),
                     self._log(ev.at, "agent-hung-up-first", agent=offer.agent),
                     *self._start_closing(ev.at, reason="agent-left")]
         return []
-
-    def _start_closing(self, at: float, *, reason: str) -> Commands:
-        self.facts.closing_started_at = at
-        return [
-            *self._goto(CallState.CLOSING),
-            *self._play(at, self.config.closing_prompts, "closing"),
-            self._log(at, "closing", reason=reason, prompts=list(self.config.closing_prompts)),
-            self._timer(IDLE, at + self.config.idle_release_seconds),
-        ]
 
     def _on_closing_prompt_end(self, ev: e.Event) -> Commands:
         mine, result = self._prompt_done(ev)
         if not mine:
             return []
-        self._playback = None
-        return [*self._cancel(PROMPT), self._log(ev.at, "closing-played", result=result)]
+        return [*self._prompt_finished(ev.at), self._log(ev.at, "closing-played", result=result)]
 
     def _on_closing_activity(self, ev: e.ChannelDtmfReceived) -> Commands:
         if not self._is_caller(ev.channel_id):
@@ -433,7 +329,7 @@ class CallEngine:
         ]
 
     def _on_caller_gone_closing(self, ev: e.Event) -> Commands:
-        if not self._is_caller(_channel(ev)):
+        if not self._is_caller(channel_of(ev)):
             return []
         f = self.facts
         if f.first_hangup is None:
@@ -442,13 +338,76 @@ class CallEngine:
         return [self._log(ev.at, "caller-hung-up", while_state="closing"), *self._end(ev.at, outcome)]
 
     def _on_released(self, ev: e.Event) -> Commands:
-        if isinstance(ev, e.TimerFired) or self._is_caller(_channel(ev)):
+        if isinstance(ev, e.TimerFired) or self._is_caller(channel_of(ev)):
             return self._end(ev.at, "idle-released")
         return []
 
+    # -- keys: the caller's answers, the target's acceptance, agents' key codes -----
 
-def _channel(ev: e.Event) -> str:
-    return getattr(ev, "channel_id", "")
+    def _on_dtmf(self, ev: e.ChannelDtmfReceived) -> Commands:
+        channel = ev.channel_id
+        if self._is_caller(channel):
+            if self.state is CallState.HOLD_ASK:
+                return self._on_ask_key(ev)
+            if self.state is CallState.CONSENT:
+                return self._on_consent_key(ev)
+            return []  # the caller's keys while talking are theirs to press
+        record = self._transfer
+        if record is not None and channel == record.leg and self._transfer_phase in (ANSWERED, ACCEPTED):
+            return self._on_target_key(ev)
+        if self._is_leg(channel) and self.agent is not None:
+            action = self._keys.feed(ev.digit)
+            if action is None:
+                gap = self.config.keycodes.inter_digit_seconds
+                return [self._timer(KEYS, ev.at + gap)] if self._keys.pending else self._cancel(KEYS)
+            return [*self._cancel(KEYS), *self._key_action(ev.at, action)]
+        return []
+
+    def _on_keys_timeout(self, ev: e.TimerFired) -> Commands:
+        action = self._keys.timeout()
+        return [] if action is None else self._key_action(ev.at, action)
+
+    def _key_action(self, at: float, action: k.KeyAction) -> Commands:
+        """A key code becomes the same request the panel would send, through the same table."""
+        agent = self.agent
+        if agent is None:
+            return []
+        request: e.Event | None = None
+        if action.kind == k.HOLD:
+            request = e.HoldRequested(at=at, agent=agent)
+        elif action.kind == k.RESUME:
+            request = e.ResumeRequested(at=at, agent=agent)
+        elif action.kind == k.LEAVE:
+            request = e.LeaveRequested(at=at, agent=agent)
+        elif action.kind == k.TRANSFER_AGENT:
+            target = k.agent_for_digits(action.arg, self.config.agents)
+            if target is not None:
+                request = e.TransferRequested(at=at, agent=agent, target=target)
+        elif action.kind == k.TRANSFER_DEPARTMENT:
+            dept = next((d for d in self.config.departments if d.number == action.arg), None)
+            if dept is not None:
+                request = e.TransferRequested(at=at, agent=agent, target=f"dept:{dept.name}")
+        if request is None:
+            why = f"unknown key code {action.keys!r}"
+            return [self._log(at, "keycode-unknown", agent=agent, keys=action.keys),
+                    *self._notify(agent, "error", request="keycode", message=why)]
+        return [self._log(at, "keycode", agent=agent, keys=action.keys, action=action.kind),
+                *self._dispatch(request)]
+
+    # -- what agents write down (R3, R10) -------------------------------------
+
+    def _on_note(self, ev: e.NoteAdded) -> Commands:
+        self.facts.notes.append((ev.at, ev.agent, ev.text))
+        return [self._log(ev.at, "note", agent=ev.agent, text=ev.text)]
+
+    def _on_caller_info(self, ev: e.CallerInfoUpdated) -> Commands:
+        f = self.facts
+        f.stated_name = ev.caller_name.strip() or f.stated_name
+        f.purpose = ev.purpose.strip() or f.purpose
+        f.wanted = ev.wanted.strip() or f.wanted
+        f.info_updated_at = ev.at
+        return [self._log(ev.at, "caller-info", agent=ev.agent, caller_name=f.stated_name,
+                          purpose=f.purpose, wanted=f.wanted)]
 
 
 def _caller_id(f: CallFacts) -> str:
@@ -466,6 +425,10 @@ def _ignore(engine: CallEngine, ev: e.Event) -> Commands:
     return []
 
 
+_HELD = (S.HOLD, S.HOLD_ASK)
+_TALKING = (S.CONNECTED, S.HOLD, S.HOLD_ASK, S.CONSENT)  # an agent is on the call: key codes count
+_LIVE = tuple(s for s in S if s not in (S.NEW, S.ENDED))
+
 # One row per (state, event type): the whole machine. Anything else is a stray event.
 _TABLE: dict[tuple[CallState, type[e.Event]], Handler] = {
     (S.NEW, e.StasisStart): CallEngine._on_arrival,  # type: ignore[dict-item]
@@ -480,10 +443,40 @@ _TABLE: dict[tuple[CallState, type[e.Event]], Handler] = {
     (S.OFFERING, e.DialFailed): CallEngine._on_leg_failed,
     **{(S.OFFERING, g): CallEngine._on_caller_gone_offering for g in _GONE},
     **{(S.CONNECTED, g): CallEngine._on_hangup_connected for g in _GONE},
+    (S.CONNECTED, e.HoldRequested): CallEngine._on_hold_requested,  # type: ignore[dict-item]
+    (S.CONNECTED, e.TransferRequested): CallEngine._on_transfer_requested,  # type: ignore[dict-item]
+    (S.CONNECTED, e.LeaveRequested): CallEngine._on_leave,  # type: ignore[dict-item]
+    # holds (R4, R7) — and the transfer target's side, which happens while the caller is held
+    (S.HOLD, e.PlaybackFinished): CallEngine._on_hold_prompt_end,
+    (S.HOLD_ASK, e.PlaybackFinished): CallEngine._on_ask_prompt_end,
+    **{(h, g): CallEngine._on_hangup_on_hold for h in _HELD for g in _GONE},
+    **{(h, e.ResumeRequested): CallEngine._on_resume for h in _HELD},  # type: ignore[misc]
+    **{(h, e.LeaveRequested): CallEngine._on_leave for h in _HELD},  # type: ignore[misc]
+    **{(h, e.AgentPicked): CallEngine._on_target_picked for h in _HELD},  # type: ignore[misc]
+    **{(h, e.NoAgentFree): CallEngine._on_target_none for h in _HELD},  # type: ignore[misc]
+    **{(h, e.StasisStart): CallEngine._on_target_leg_answered for h in _HELD},  # type: ignore[misc]
+    **{(h, e.DialFailed): CallEngine._on_target_dial_failed for h in _HELD},  # type: ignore[misc]
+    **{(h, e.TargetAnswered): CallEngine._on_target_answered for h in _HELD},  # type: ignore[misc]
+    **{(h, e.TransferCompleteRequested): CallEngine._on_transfer_complete  # type: ignore[misc]
+       for h in _HELD},
+    **{(h, e.TransferCancelRequested): CallEngine._on_transfer_cancel for h in _HELD},  # type: ignore[misc]
+    # transfer consent (R6.1)
+    (S.CONSENT, e.PlaybackFinished): CallEngine._on_consent_prompt_end,
+    (S.CONSENT, e.ConsentGiven): CallEngine._on_consent_given,  # type: ignore[dict-item]
+    (S.CONSENT, e.TransferCancelRequested): CallEngine._on_consent_cancel,  # type: ignore[dict-item]
+    (S.CONSENT, e.ResumeRequested): CallEngine._on_consent_cancel,  # type: ignore[dict-item]
+    **{(S.CONSENT, g): CallEngine._on_hangup_consent for g in _GONE},
+    # the agent left mid-call: apology, then the queue again
+    (S.REQUEUE, e.PlaybackFinished): CallEngine._on_requeue_prompt_end,
+    **{(S.REQUEUE, g): CallEngine._on_caller_gone_requeue for g in _GONE},
+    **{(t, e.ChannelDtmfReceived): CallEngine._on_dtmf for t in _TALKING},  # type: ignore[misc]
     (S.CLOSING, e.PlaybackFinished): CallEngine._on_closing_prompt_end,
     (S.CLOSING, e.ChannelDtmfReceived): CallEngine._on_closing_activity,  # type: ignore[dict-item]
     **{(S.CLOSING, g): CallEngine._on_caller_gone_closing for g in _GONE},
     **{(S.RELEASING, g): CallEngine._on_released for g in _GONE},
+    # notes and caller details, whenever an agent writes them (R3, R10)
+    **{(s, e.NoteAdded): CallEngine._on_note for s in _LIVE},  # type: ignore[misc]
+    **{(s, e.CallerInfoUpdated): CallEngine._on_caller_info for s in _LIVE},  # type: ignore[misc]
 }
 
 # Timers, by (state, timer name). A timer firing in a state not listed is ignored.
@@ -493,6 +486,18 @@ _TIMERS: dict[tuple[CallState, str], Handler] = {
     (S.WAIT_NOTICE, PROMPT): CallEngine._on_wait_notice_end,
     (S.OFFERING, AGENT_RING): CallEngine._on_agent_ring_timeout,  # type: ignore[dict-item]
     (S.OFFERING, AGENT_RETRY): CallEngine._on_retry,  # type: ignore[dict-item]
+    (S.HOLD, PROMPT): CallEngine._on_hold_prompt_end,
+    (S.HOLD, HOLD_REASSURE): CallEngine._on_reassure_timer,  # type: ignore[dict-item]
+    (S.HOLD, HOLD_ALERT): CallEngine._on_hold_alert,  # type: ignore[dict-item]
+    (S.HOLD, HOLD_LIMIT): CallEngine._on_hold_limit,  # type: ignore[dict-item]
+    (S.HOLD_ASK, PROMPT): CallEngine._on_ask_prompt_end,
+    (S.HOLD_ASK, HOLD_GRACE): CallEngine._on_hold_grace,  # type: ignore[dict-item]
+    **{(h, TARGET_RING): CallEngine._on_target_ring_timeout for h in _HELD},  # type: ignore[misc]
+    **{(h, TARGET_ACCEPT): CallEngine._on_target_accept_timeout for h in _HELD},  # type: ignore[misc]
+    (S.CONSENT, PROMPT): CallEngine._on_consent_prompt_end,
+    (S.CONSENT, CONSENT_WAIT): CallEngine._on_consent_timeout,  # type: ignore[dict-item]
+    (S.REQUEUE, PROMPT): CallEngine._on_requeue_prompt_end,
+    **{(t, KEYS): CallEngine._on_keys_timeout for t in _TALKING},  # type: ignore[misc]
     (S.CLOSING, PROMPT): CallEngine._on_closing_prompt_end,
     (S.CLOSING, IDLE): CallEngine._on_idle,  # type: ignore[dict-item]
     (S.RELEASING, RELEASE_CONFIRM): CallEngine._on_released,

@@ -99,6 +99,83 @@ class NoAgentFree(Event):
     """The roster has no registered, idle agent for this call right now."""
 
 
+# -- what agents ask for (web panel buttons or softphone key codes) -------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentEvent(Event):
+    """Base of an agent's request about the call they are on (R3, R4, R6, R7, R8)."""
+
+    agent: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldRequested(AgentEvent):
+    """Put the caller on hold with a reason and an announced limit (R4, R7)."""
+
+    reason: str = ""
+    limit_seconds: float = 0.0  # 0: the configured default
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeRequested(AgentEvent):
+    """The agent is back: end the hold, caller and agent talk again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRequested(AgentEvent):
+    """Start a warm transfer: ask the caller's consent first (R6.1).
+
+    ``target`` is an agent's name or ``dept:<department>``.
+    """
+
+    target: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentGiven(AgentEvent):
+    """The agent confirms the caller agreed to the transfer (instead of key 1)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferCompleteRequested(AgentEvent):
+    """The first agent hands the caller to a target who has accepted (R6.4)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferCancelRequested(AgentEvent):
+    """Give up the transfer: the caller comes back to the first agent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetAnswered(AgentEvent):
+    """The transfer target accepts (panel button or key 1 on their phone) — R6.3."""
+
+    accepted: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaveRequested(AgentEvent):
+    """The agent ends their part of the call; the caller hears the closing (R8, R9)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoteAdded(AgentEvent):
+    """What was said or asked for, for the log (R10)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerInfoUpdated(AgentEvent):
+    """Caller name, purpose, person or department wanted, as the agent took them (R3)."""
+
+    caller_name: str = ""
+    purpose: str = ""
+    wanted: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -111,5 +188,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TimerFired,
         AgentPicked,
         NoAgentFree,
+        HoldRequested,
+        ResumeRequested,
+        TransferRequested,
+        ConsentGiven,
+        TransferCompleteRequested,
+        TransferCancelRequested,
+        TargetAnswered,
+        LeaveRequested,
+        NoteAdded,
+        CallerInfoUpdated,
     )
 }

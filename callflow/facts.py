@@ -23,6 +23,69 @@ class AgentOffer:
 
 
 @dataclass(slots=True)
+class HoldRecord:
+    """One hold (R4, R7): why, the announced limit, and what the caller lived through.
+
+    A hold has one or more periods: the first, and one more each time the
+    caller agreed (key 1) to wait another limit. ``longest_overrun_seconds``
+    is how far the longest period went past limit + grace, not counting the
+    time the limit question itself took to play (negative: inside the limit).
+    """
+
+    agent: str
+    reason: str
+    limit_seconds: float
+    started_at: float
+    for_transfer: bool = False
+    periods: list[float] = field(default_factory=list)  # each period's start
+    extended_at: list[float] = field(default_factory=list)  # the caller's consent to wait more
+    reassurances: int = 0
+    agent_alerted_at: list[float] = field(default_factory=list)
+    limit_reached_at: list[float] = field(default_factory=list)
+    ended_at: float | None = None
+    outcome: str = "on-hold"  # resumed | returned-by-caller | returned-no-answer | agent-left |
+    #                           caller-hung-up | transferred | transfer-failed | closing
+    silent_seconds: float = 0.0
+    longest_overrun_seconds: float | None = None
+    limit_kept: bool | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended_at is None else round(self.ended_at - self.started_at, 3)
+
+
+@dataclass(slots=True)
+class TransferRecord:
+    """One warm transfer (R6): consent, target, ring time, acceptance, outcome."""
+
+    first_agent: str
+    target: str  # as requested: an agent's name or dept:<name>
+    department: str | None
+    reason: str
+    requested_at: float
+    consent: str | None = None  # caller-key | agent-confirmed | refused | no-answer
+    consent_at: float | None = None
+    target_agent: str | None = None
+    leg: str | None = None
+    rung_at: float | None = None
+    answered_at: float | None = None
+    accepted: bool | None = None
+    accepted_at: float | None = None
+    handoff_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = "pending"  # completed | consent-refused | no-answer | declined | unreachable |
+    #   target-unavailable | target-hung-up | not-accepted | cancelled | hold-limit |
+    #   caller-hung-up | first-agent-left
+    caller_returned_to: str | None = None  # first-agent | queue | target
+    apology: str | None = None
+
+    @property
+    def ring_seconds(self) -> float | None:
+        end = self.answered_at if self.answered_at is not None else self.ended_at
+        return None if self.rung_at is None or end is None else round(end - self.rung_at, 3)
+
+
+@dataclass(slots=True)
 class CallFacts:
     call_id: str
     caller_channel: str = ""
@@ -46,6 +109,14 @@ class CallFacts:
     ended_at: float | None = None
     service_hung_up_caller: bool = False
     silent_gaps: list[tuple[float, float]] = field(default_factory=list)
+    agents_talked: list[str] = field(default_factory=list)  # everyone who was bridged with the caller
+    stated_name: str = ""  # R3, as the agent took it (CallerInfoUpdated)
+    purpose: str = ""
+    wanted: str = ""
+    info_updated_at: float | None = None
+    notes: list[tuple[float, str, str]] = field(default_factory=list)  # (at, agent, text)
+    holds: list[HoldRecord] = field(default_factory=list)
+    transfers: list[TransferRecord] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

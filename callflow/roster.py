@@ -64,9 +64,11 @@ class Roster:
         self._agents[agent.name] = agent
         return agent
 
-    def pick(self, call_id: str, *, skip: tuple[str, ...] = (), now: float) -> AgentStatus | None:
-        """Engage the longest-idle free agent not in ``skip`` for ``call_id``."""
-        candidates = [a for a in self._agents.values() if a.free and a.name not in skip]
+    def pick(self, call_id: str, *, skip: tuple[str, ...] = (), only: tuple[str, ...] = (),
+             now: float) -> AgentStatus | None:
+        """Engage the longest-idle free agent not in ``skip`` (and in ``only``, if given) for ``call_id``."""
+        candidates = [a for a in self._agents.values()
+                      if a.free and a.name not in skip and (not only or a.name in only)]
         if not candidates:
             return None
         best = min(candidates, key=lambda a: (a.idle_since, a.name))

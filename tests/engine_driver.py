@@ -16,7 +16,16 @@ ChannelDestroyed; an agent who declines is ChannelDestroyed cause 17 (trace
 04 C); an unregistered agent is an originate failure, ``DialFailed`` (04 A);
 an agent who hangs up is StasisEnd then ChannelDestroyed cause 16 (03); a
 prompt that cannot play ends ``failed``; a prompt with a bad URI never ends
-(08). Music on hold has no ARI events, so it is tracked from the commands.
+(08); a stopped prompt ends ``done``. Music on hold has no ARI events, so it
+is tracked from the commands. Bridges are tracked by membership (Bridge adds,
+Unbridge removes, a hung-up channel leaves), so a held caller is out of the
+bridge while the agent stays in it.
+
+Agents act by ``agent_does`` (a panel request: ``HoldRequested``,
+``TargetAnswered``…) and ``agent_keys`` (digits typed on their phone: key
+codes, or 1/2 to accept or decline a transfer). The world remembers, on its
+own, which transfer target really answered and accepted, so a test can say
+"the caller was never bridged with a target who had not accepted".
 
 Usage::
 
@@ -45,6 +54,8 @@ from callflow.roster import Roster
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CAUSES = {16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer"}
 MAX_STEPS = 200_000  # a run longer than this is an engine or harness loop, not a call
+CURRENT = "<current>"  # in agent_does/agent_keys: whoever is the call's agent at that moment
+TARGET = "<target>"  # in agent_does/agent_keys: the latest transfer's target agent at that moment
 
 
 def local_epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
@@ -69,12 +80,16 @@ class AgentBehaviour:
     it), ``decline`` (rejects after ``after`` s, cause 17), ``ring-out``
     (Asterisk's originate timeout ends it after ``after`` s, cause 19) or
     ``unreachable`` (originate refused at once). ``hangs_up_after``: once answered, the agent
-    hangs up after this many seconds; ``None`` waits for the caller.
+    hangs up after this many seconds; ``None`` waits for the caller. As a transfer target,
+    ``verdict_after`` s after answering the agent gives ``verdict``: ``key-1`` / ``panel-yes``
+    accept, ``key-2`` / ``panel-no`` decline; ``None`` does nothing (tests act by hand).
     """
 
     action: str = "answer"
     after: float = 2.0
     hangs_up_after: float | None = None
+    verdict_after: float | None = None
+    verdict: str = "key-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +129,12 @@ class Leg:
     alive: bool = True
     in_stasis: bool = False
     hung_up_by_service_at: float | None = None
+    accepted: bool = False  # a transfer target who pressed 1 or accepted in the panel
+
+    @property
+    def is_target(self) -> bool:
+        """A warm-transfer target's leg (``<call>-t1``), not a queue offer (``<call>-a1``)."""
+        return self.channel_id.rsplit("-", 1)[-1].startswith("t")
 
 
 @dataclass(slots=True)
@@ -130,6 +151,7 @@ class CallerLine:
     music: bool = False
     prompt: str | None = None  # playback id now playing
     bridged_with: str | None = None  # agent leg in the bridge with the caller
+    agent_leg: str | None = None  # the leg last bridged with the caller: who they talk with
     first_hangup: str | None = None  # who really hung up first: caller | agent | service
     variables: dict[str, str] = field(default_factory=dict)
     timeline: list[tuple[float, str]] = field(default_factory=list)
@@ -175,6 +197,8 @@ class World:
         self.issued: list[Issued] = []
         self.delivered: list[Delivered] = []
         self.bridge_checks: list[str] = []  # problems seen when a Bridge was issued
+        self.bridges: dict[str, list[str]] = {}  # bridge id -> channels in it
+        self._stopped: set[str] = set()  # playbacks stopped by StopPlayback
         self._owner: dict[str, str] = {}  # channel or playback id -> call id
         self._timers: dict[tuple[str, str], int] = {}
         self._dials: dict[str, int] = {}  # agent -> times rung
@@ -241,6 +265,58 @@ class World:
                     at=self.now, channel_id=line.channel_id, digit=digit))
 
         self._schedule(at, dtmf)
+
+    def agent_does(self, call_id: str, at: float, event: e.AgentEvent) -> None:
+        """An agent's panel request at ``at`` (its time set then); a target's accept is remembered."""
+
+        def request() -> None:
+            agent = self._who(call_id, event.agent)
+            if isinstance(event, e.TargetAnswered):
+                leg = self.leg_of(call_id, agent)
+                if leg is not None and leg.is_target:
+                    leg.accepted = event.accepted
+            self._deliver(call_id, dataclasses.replace(event, at=self.now, agent=agent))
+
+        self._schedule(at, request)
+
+    def agent_keys(self, call_id: str, agent: str, at: float, keys: str, gap: float = 0.3) -> None:
+        """An agent types ``keys`` on their phone, ``gap`` seconds apart, starting at ``at``."""
+        for i, digit in enumerate(keys):
+            self._schedule(at + i * gap, lambda digit=digit: self._agent_key(call_id, agent, digit))
+
+    def _who(self, call_id: str, agent: str) -> str:
+        """Resolve CURRENT / TARGET to an agent's name now (a scripted agent acts as whoever holds the role)."""
+        engine = self.engines[call_id]
+        if agent == CURRENT:
+            return engine.agent or "nobody"
+        if agent == TARGET:
+            transfers = engine.facts.transfers
+            return (transfers[-1].target_agent if transfers else None) or "nobody"
+        return agent
+
+    def _agent_key(self, call_id: str, agent: str, digit: str) -> None:
+        leg = self.leg_of(call_id, self._who(call_id, agent))
+        if leg is None:
+            return
+        if leg.is_target and digit in "12":
+            leg.accepted = digit == "1"
+        self._deliver(call_id, e.ChannelDtmfReceived(at=self.now, channel_id=leg.channel_id, digit=digit))
+
+    def agent_hangs_up(self, call_id: str, agent: str, at: float) -> None:
+        """An agent puts their phone down at ``at`` (CURRENT / TARGET resolved then)."""
+
+        def hang_up() -> None:
+            leg = self.leg_of(call_id, self._who(call_id, agent))
+            if leg is not None:
+                self._agent_hangs_up(leg)
+
+        self._schedule(at, hang_up)
+
+    def leg_of(self, call_id: str, agent: str) -> Leg | None:
+        """The agent's answered, live leg on this call (the latest), if any."""
+        legs = [leg for leg in self.legs.values()
+                if leg.call_id == call_id and leg.agent == agent and leg.alive and leg.in_stasis]
+        return legs[-1] if legs else None
 
     def inject(self, call_id: str, at: float, event: e.Event) -> None:
         """Deliver ``event`` (its time set to ``at``) as is: for stray and duplicate events."""
@@ -334,6 +410,11 @@ class World:
         self._seq += 1
         heapq.heappush(self._queue, (max(at, self.now), self._seq, action))
 
+    def notifications(self, call_id: str, agent: str | None = None,
+                      kind: str | None = None) -> list[c.NotifyAgent]:
+        return [n for n in self.commands(call_id, c.NotifyAgent)
+                if (agent is None or n.agent == agent) and (kind is None or n.kind == kind)]
+
     def _note_hearing(self) -> None:
         for call_id, line in self.lines.items():
             heard = self.hearing(call_id)
@@ -394,8 +475,16 @@ class World:
             self._release_line(call_id, cmd.channel_id)
         elif isinstance(cmd, c.Bridge):
             self._bridge(call_id, cmd)
+        elif isinstance(cmd, c.Unbridge):
+            members = self.bridges.get(cmd.bridge_id, [])
+            if cmd.channel_id in members:
+                members.remove(cmd.channel_id)
+            self._refresh_bridged(call_id)
         elif isinstance(cmd, c.DestroyBridge):
-            line.bridged_with = None
+            self.bridges.pop(cmd.bridge_id, None)
+            self._refresh_bridged(call_id)
+        elif isinstance(cmd, c.StopPlayback):
+            self._stop_playback(call_id, cmd.playback_id)
         elif isinstance(cmd, c.SetVar):
             line.variables[cmd.name] = cmd.value
         elif isinstance(cmd, c.StartTimer):
@@ -403,7 +492,7 @@ class World:
         elif isinstance(cmd, c.CancelTimer):
             self._timers.pop((call_id, cmd.name), None)
         elif isinstance(cmd, c.RequestAgent):
-            agent = self.roster.pick(call_id, skip=cmd.skip, now=self.now)
+            agent = self.roster.pick(call_id, skip=cmd.skip, only=cmd.only, now=self.now)
             followups.append(
                 e.AgentPicked(at=self.now, agent=agent.name, endpoint=agent.endpoint)
                 if agent else e.NoAgentFree(at=self.now))
@@ -414,15 +503,25 @@ class World:
     def _play(self, call_id: str, cmd: c.Play) -> None:
         line = self.lines[call_id]
         self._owner[cmd.playback_id] = call_id
-        if cmd.channel_id != line.channel_id:
+        how = self._prompt_behaviour(cmd.media)
+        if cmd.channel_id != line.channel_id:  # a tone or prompt to an agent's leg
+            leg = self.legs.get(cmd.channel_id)
+            if leg is None or not leg.alive or how.result == "never":
+                return
+
+            def leg_finish() -> None:
+                if leg.alive and cmd.playback_id not in self._stopped:
+                    self._deliver(call_id, e.PlaybackFinished(
+                        at=self.now, playback_id=cmd.playback_id, state=how.result))
+
+            self._schedule(self.now + (how.seconds if how.result == "done" else 0.0), leg_finish)
             return
         line.prompt = cmd.playback_id
-        how = self._prompt_behaviour(cmd.media)
         if how.result == "never":
             return
 
         def finish() -> None:
-            if not line.alive:
+            if not line.alive or cmd.playback_id in self._stopped:
                 return
             if line.prompt == cmd.playback_id:
                 line.prompt = None
@@ -430,6 +529,18 @@ class World:
                 at=self.now, playback_id=cmd.playback_id, state=how.result))
 
         self._schedule(self.now + (how.seconds if how.result == "done" else 0.0), finish)
+
+    def _stop_playback(self, call_id: str, playback_id: str) -> None:
+        """A stopped prompt ends at once with PlaybackFinished ``done`` (ARI)."""
+        line = self.lines[call_id]
+        if playback_id in self._stopped:
+            return
+        self._stopped.add(playback_id)
+        if line.prompt == playback_id:
+            line.prompt = None
+        if line.alive:
+            self._schedule(self.now, lambda: self._deliver(call_id, e.PlaybackFinished(
+                at=self.now, playback_id=playback_id, state="done")))
 
     def _dial(self, call_id: str, cmd: c.Dial) -> None:
         agent = self.roster.by_endpoint(cmd.endpoint)
@@ -453,8 +564,21 @@ class World:
             return
         leg.in_stasis = True
         self._deliver(leg.call_id, e.StasisStart(at=self.now, channel_id=leg.channel_id))
+        if leg.is_target and how.verdict_after is not None:
+            self._schedule(self.now + how.verdict_after, lambda: self._verdict(leg, how.verdict))
         if how.hangs_up_after is not None:
             self._schedule(self.now + how.hangs_up_after, lambda: self._agent_hangs_up(leg))
+
+    def _verdict(self, leg: Leg, verdict: str) -> None:
+        """A transfer target accepts or declines, by key or panel, if their leg is still up."""
+        if not leg.alive or not leg.in_stasis:
+            return
+        if verdict.startswith("key-"):
+            self._agent_key(leg.call_id, leg.agent, verdict[-1])
+        else:
+            leg.accepted = verdict == "panel-yes"
+            self._deliver(leg.call_id, e.TargetAnswered(at=self.now, agent=leg.agent,
+                                                        accepted=leg.accepted))
 
     def _agent_hangs_up(self, leg: Leg) -> None:
         if not leg.alive or not leg.in_stasis:
@@ -473,9 +597,7 @@ class World:
         was_in_stasis = leg.in_stasis
         leg.alive = False
         leg.in_stasis = False
-        line = self.lines[leg.call_id]
-        if line.bridged_with == leg.channel_id:
-            line.bridged_with = None
+        self._leave_bridges(leg.call_id, leg.channel_id)
         self._channel_gone(leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=cause)
 
     def _hangup(self, call_id: str, channel: str) -> None:
@@ -492,8 +614,9 @@ class World:
         leg.alive = False  # no more phone actions; its hang-up events still follow
         leg.in_stasis = False
         line = self.lines[leg.call_id]
-        if line.bridged_with == leg.channel_id:
-            line.bridged_with = None
+        if line.alive and line.agent_leg == leg.channel_id and line.first_hangup is None:
+            line.first_hangup = "agent"  # the agent asked to leave (LeaveRequested, *9)
+        self._leave_bridges(leg.call_id, leg.channel_id)
         self._schedule(self.now, lambda: self._channel_gone(
             leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=16))
 
@@ -509,18 +632,55 @@ class World:
 
     def _bridge(self, call_id: str, cmd: c.Bridge) -> None:
         line = self.lines[call_id]
-        dials = self.commands(call_id, c.Dial)
+        members = self.bridges.setdefault(cmd.bridge_id, [])
         for channel in cmd.channel_ids:
-            if channel == line.channel_id:
-                continue
-            leg = self.legs.get(channel)
-            if leg is None or not leg.in_stasis or not leg.alive:
-                self.bridge_checks.append(f"{call_id}: bridged {channel}, which never answered")
-            elif not dials or dials[-1].channel_id != channel:
-                self.bridge_checks.append(f"{call_id}: bridged {channel}, not the current offer")
-            elif leg.hung_up_by_service_at is not None:
-                self.bridge_checks.append(f"{call_id}: bridged {channel} after hanging it up")
-            line.bridged_with = channel
+            if channel != line.channel_id:
+                leg = self.legs.get(channel)
+                if leg is None or not leg.in_stasis or not leg.alive:
+                    self.bridge_checks.append(f"{call_id}: bridged {channel}, which never answered")
+                elif leg.hung_up_by_service_at is not None:
+                    self.bridge_checks.append(f"{call_id}: bridged {channel} after hanging it up")
+            for other in self.bridges.values():
+                if channel in other:
+                    other.remove(channel)  # a channel is in one bridge at a time
+            members.append(channel)
+        if line.channel_id in members:
+            for channel in members:
+                if channel != line.channel_id:
+                    self._check_partner(call_id, channel)
+        self._refresh_bridged(call_id)
+
+    def _check_partner(self, call_id: str, channel: str) -> None:
+        """Who may be in a bridge with the caller: the current offer, or a target who accepted (R6)."""
+        leg = self.legs.get(channel)
+        if leg is None:
+            return
+        if leg.is_target:
+            if not leg.accepted:
+                self.bridge_checks.append(f"{call_id}: caller bridged with target {channel}, "
+                                          "which has not accepted")
+            return
+        queue_dials = [d for d in self.commands(call_id, c.Dial) if not self.legs[d.channel_id].is_target]
+        if not queue_dials or queue_dials[-1].channel_id != channel:
+            self.bridge_checks.append(f"{call_id}: bridged {channel}, not the current offer")
+
+    def _leave_bridges(self, call_id: str, channel: str) -> None:
+        for members in self.bridges.values():
+            if channel in members:
+                members.remove(channel)
+        self._refresh_bridged(call_id)
+
+    def _refresh_bridged(self, call_id: str) -> None:
+        """Who the caller is bridged with now: a live agent leg in the caller's bridge."""
+        line = self.lines[call_id]
+        line.bridged_with = None
+        for members in self.bridges.values():
+            if line.channel_id in members:
+                partners = [ch for ch in members if ch != line.channel_id
+                            and ch in self.legs and self.legs[ch].alive]
+                if partners:
+                    line.bridged_with = partners[0]
+                    line.agent_leg = partners[0]
 
     def _start_timer(self, call_id: str, cmd: c.StartTimer) -> None:
         key = (call_id, cmd.name)

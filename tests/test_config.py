@@ -16,13 +16,21 @@ from callflow.config import (
     AgentConfig,
     CallFlowConfig,
     ConfigProblem,
+    Department,
+    HoldConfig,
+    KeyCodeConfig,
     RingCadence,
     TimeBand,
+    TransferConfig,
     parse_callflow,
 )
 
+HOLD_AND_TRANSFER_PROMPTS = {f"hold-announce-{s}" for s in range(30, 301, 30)} | {
+    "hold-reassure", "hold-limit-ask", "hold-return", "requeue-apology",
+    "transfer-consent", "transfer-announce", "transfer-failed"}
 KNOWN_PROMPTS = {"greeting-morning", "greeting-noon", "greeting-afternoon", "greeting-evening",
-                 "greeting-closed", "ring-wait", "closing-thanks", "closing-more"}
+                 "greeting-closed", "ring-wait", "closing-thanks", "closing-more",
+                 *HOLD_AND_TRANSFER_PROMPTS}
 
 
 def good() -> dict[str, Any]:
@@ -45,7 +53,20 @@ def good() -> dict[str, Any]:
         "closing": {"after_agent_hangup": ["closing-more", "closing-thanks"],
                     "idle_release_minutes": 15, "prompt_timeout_seconds": 20},
         "agents": [{"name": "agent1", "endpoint": "PJSIP/agent1"}, {"name": "agent2"}],
+        "hold": {"default_limit_seconds": 60, "max_limit_seconds": 300, "reassure_every_seconds": 30,
+                 "agent_alert_before_seconds": 10, "limit_grace_seconds": 15},
+        "transfer": {"consent_timeout_seconds": 15, "accept_timeout_seconds": 20},
+        "keycodes": {"hold": "*1", "resume": "*0", "transfer_agent": "*2", "transfer_department": "*3",
+                     "leave": "*9", "end": "#", "inter_digit_seconds": 3},
+        "departments": [{"name": "售后", "number": "1", "agents": ["agent1", "agent2"]},
+                        {"name": "技术", "number": 2, "agents": ["agent2"]}],
     }
+
+
+def no_departments(data: dict[str, Any]) -> dict[str, Any]:
+    """The config without departments, for tests that change the agents list itself."""
+    data.pop("departments", None)
+    return data
 
 
 def problems_of(data: Any, **kwargs: Any) -> list[str]:
@@ -85,6 +106,11 @@ class TestGoodConfig:
         assert cfg.idle_release_seconds == 15 * 60
         assert cfg.prompt_timeout_seconds == 20
         assert cfg.agents == (AgentConfig("agent1", "PJSIP/agent1"), AgentConfig("agent2", "PJSIP/agent2"))
+        assert cfg.hold == HoldConfig()
+        assert cfg.transfer == TransferConfig()
+        assert cfg.keycodes == KeyCodeConfig()
+        assert cfg.departments == (Department("售后", "1", ("agent1", "agent2")),
+                                   Department("技术", "2", ("agent2",)))
         with pytest.raises(AttributeError):
             cfg.company = "other"  # type: ignore[misc]
 
@@ -255,7 +281,7 @@ class TestHoursAndClosing:
 class TestAgents:
     def test_duplicate_agent_names_are_refused(self) -> None:
         """The same agent listed twice is refused at the second entry."""
-        data = with_("agents", [{"name": "agent1"}, {"name": "agent1", "endpoint": "PJSIP/x"}])
+        data = no_departments(with_("agents", [{"name": "agent1"}, {"name": "agent1", "endpoint": "PJSIP/x"}]))
         assert problems_of(data) == ["agents[1].name: 'agent1' — listed twice"]
 
     @pytest.mark.parametrize(("entry", "message"), [
@@ -266,12 +292,87 @@ class TestAgents:
     ])
     def test_bad_agent_entries_are_refused(self, entry: Any, message: str) -> None:
         """Each agent needs a plain name and an endpoint like PJSIP/name."""
-        assert problems_of(with_("agents", [entry])) == [message]
+        assert problems_of(no_departments(with_("agents", [entry]))) == [message]
 
     def test_agents_as_a_mapping_are_refused(self) -> None:
         """agents must be a list, not a mapping of names."""
-        assert problems_of(with_("agents", {"agent1": "PJSIP/agent1"})) == [
+        assert problems_of(no_departments(with_("agents", {"agent1": "PJSIP/agent1"}))) == [
             "agents: must be a list of {name, endpoint}"]
+
+
+class TestHoldTransferKeycodes:
+    def test_hold_limits_are_30_second_steps_each_with_its_prompt(self) -> None:
+        """The allowed hold limits run from 30 s to the maximum in 30 s steps; each names its announcement."""
+        cfg, _ = parse_callflow(with_("hold.max_limit_seconds", 120))
+        assert cfg is not None
+        assert cfg.hold.allowed_limits() == (30, 60, 90, 120)
+        assert not cfg.hold.is_allowed(45) and not cfg.hold.is_allowed(150) and cfg.hold.is_allowed(90)
+        assert {"hold-announce-30", "hold-announce-120"} <= cfg.prompts_used()
+        assert "hold-announce-150" not in cfg.prompts_used()
+
+    @pytest.mark.parametrize(("key", "value", "message"), [
+        ("default_limit_seconds", 45, "hold.default_limit_seconds: 45 — must be a multiple of 30"),
+        ("default_limit_seconds", 600, "hold.default_limit_seconds: 600 — must be 30..300"),
+        ("max_limit_seconds", 100, "hold.max_limit_seconds: 100 — must be a multiple of 30"),
+        ("max_limit_seconds", 20, "hold.max_limit_seconds: 20 — must be 30..1800"),
+        ("limit_grace_seconds", 0, "hold.limit_grace_seconds: 0 — must be 3..60"),
+        ("reassure_every_seconds", 600, "hold.reassure_every_seconds: 600 — must be 5..120"),
+        ("agent_alert_before_seconds", 30, "hold.agent_alert_before_seconds: 30 — must be 0..29"),
+    ])
+    def test_bad_hold_settings_are_refused(self, key: str, value: Any, message: str) -> None:
+        """Hold limits off the 30 s steps, a limit over the maximum, no grace or rare reassurance are refused (R4)."""
+        problems = problems_of(with_(f"hold.{key}", value))
+        assert len(problems) == 1 and problems[0].startswith(message)
+
+    def test_a_maximum_without_recorded_announcements_is_caught(self) -> None:
+        """A maximum hold of 6 minutes needs hold-announce-330 and -360; check-config names them."""
+        problems = problems_of(with_("hold.max_limit_seconds", 360), known_prompts=KNOWN_PROMPTS)
+        assert problems == [
+            "hold.max_limit_seconds: prompt 'hold-announce-330' does not exist in scripts_zh/",
+            "hold.max_limit_seconds: prompt 'hold-announce-360' does not exist in scripts_zh/"]
+
+    def test_transfer_timeouts_are_bounded(self) -> None:
+        """A consent timeout of 0 s (no time to answer) is refused."""
+        assert problems_of(with_("transfer.consent_timeout_seconds", 0))[0].startswith(
+            "transfer.consent_timeout_seconds: 0 — must be 3..120")
+
+    @pytest.mark.parametrize(("keycodes", "message"), [
+        ({"hold": "*1", "resume": "*12"}, "keycodes.hold: '*1' is the start of keycodes.resume '*12'"),
+        ({"leave": "x9"}, "keycodes.leave: 'x9' — must be DTMF keys"),
+        ({"end": "##"}, "keycodes.end: '##' — must be one DTMF key"),
+        ({"end": "9"}, "keycodes.leave: '*9' contains the end key '9'"),
+        ({"inter_digit_seconds": 0}, "keycodes.inter_digit_seconds: 0 — must be 0.5..15"),
+    ])
+    def test_bad_key_codes_are_refused(self, keycodes: dict[str, Any], message: str) -> None:
+        """Key codes must be DTMF, none the start of another, and not contain the end key."""
+        problems = problems_of(with_("keycodes", keycodes))
+        assert any(p.startswith(message) for p in problems), problems
+
+    @pytest.mark.parametrize(("departments", "message"), [
+        ([{"name": "售后", "number": "1", "agents": ["agent9"]}],
+         "departments[0].agents[0]: 'agent9' — not an agent in agents"),
+        ([{"name": "售后", "number": "1", "agents": ["agent1"]},
+          {"name": "技术", "number": "1", "agents": ["agent2"]}],
+         "departments[1].number: '1' — already used by departments[0]"),
+        ([{"name": "售后", "number": "一", "agents": ["agent1"]}],
+         "departments[0].number: '一' — must be digits, dialled after *3"),
+        ([{"name": "售后", "number": "1", "agents": []}],
+         "departments[0].agents: must list at least one agent name"),
+        ([{"name": "售后", "number": "1", "agents": ["agent1"]},
+          {"name": "售后", "number": "2", "agents": ["agent2"]}],
+         "departments[1].name: '售后' — listed twice"),
+        ({"售后": ["agent1"]}, "departments: must be a list of {name, number, agents}"),
+    ])
+    def test_bad_departments_are_refused(self, departments: Any, message: str) -> None:
+        """Departments need known agents and their own dial number."""
+        assert problems_of(with_("departments", departments)) == [message]
+
+    def test_department_by_name_or_number(self) -> None:
+        """A department is found by its name (dept:售后) or by the number typed after *3."""
+        cfg, _ = parse_callflow(good())
+        assert cfg is not None
+        assert cfg.department("售后") == cfg.department("1") == cfg.departments[0]
+        assert cfg.department("9") is None
 
 
 class TestShapeAndReporting:

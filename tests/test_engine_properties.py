@@ -151,95 +151,36 @@ def play(s: Scenario) -> World:
 
 
 # -- the properties ------------------------------------------------------------
+# The generic checks (``check_*``, at the end of the file) are reused by
+# ``test_engine_hold_transfer_properties.py`` on calls with holds and transfers.
 
 
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_service_never_hangs_up_the_caller(s: Scenario) -> None:
     """No Hangup ever names the caller's channel; ReleaseIdleLine comes only after a full idle period of closing."""
-    world = play(s)
-    caller = world.lines["c1"].channel_id
-    assert all(h.channel_id != caller for h in world.commands("c1", c.Hangup))
-    closings = [log.at for log in world.logs("c1", "closing")]
-    presses = [t for t, ev in world.delivered_of("c1", e.ChannelDtmfReceived) if ev.channel_id == caller]
-    for issued in world.issued_for("c1"):
-        if isinstance(issued.command, c.ReleaseIdleLine):
-            assert closings, "released a line that never went to closing"
-            quiet_since = max([closings[-1], *[t for t in presses if t >= closings[-1]]])
-            assert issued.at >= quiet_since + s.config.idle_release_seconds - EPS
-            assert world.lines["c1"].first_hangup in ("agent", "service")
+    check_service_never_hangs_up_the_caller(s, play(s))
 
 
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_answer_within_three_rings_of_creation(s: Scenario) -> None:
     """Answer is issued no later than the end of ring 3 after creation whenever StasisStart came before that."""
-    world = play(s)
-    deadline = s.created_at + s.config.cadence.ring_end(3)
-    answers = [i.at for i in world.issued_for("c1") if isinstance(i.command, c.Answer)]
-    assert len(answers) <= 1
-    hung_up_at = None if s.hangs_up_after is None else s.arrival + s.hangs_up_after
-    if s.arrival < deadline and (hung_up_at is None or hung_up_at > deadline):
-        assert answers, "the caller was still there and never answered"
-    for at in answers:
-        assert at >= s.created_at - EPS
-        assert at >= s.arrival - EPS
-        if s.arrival < deadline:
-            assert at <= deadline + EPS
-        else:
-            assert at == s.arrival  # late arrival: answered at once
-    for ended in world.ended("c1"):
-        if answers:  # R1 is broken exactly when the answer really came after ring 3
-            late = answers[0] - s.created_at > s.config.cadence.ring_end(3)
-            assert ended.compliance["R1"]["status"] == ("broken" if late else "kept")
+    check_answer_within_three_rings(s, play(s))
 
 
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_every_call_ends_once_with_the_true_first_hangup(s: Scenario) -> None:
     """Once the caller's line is gone the call has exactly one CallEnded, an ``ended`` log and the true first_hangup."""
-    world = play(s)
-    line = world.lines["c1"]
-    ended = world.ended("c1")
-    if not line.started:
-        assert world.issued_for("c1") == []
-        return
-    if line.alive:
-        assert ended == [], "a call ended while the caller was still on the line"
-        assert not world.engines["c1"].ended
-        return
-    assert len(ended) == 1
-    assert world.logs("c1", "ended")
-    assert ended[0].first_hangup in ("caller", "agent", "service")
-    assert ended[0].first_hangup == line.first_hangup
-    assert {"R1", "R2", "R9", "R10"} <= set(ended[0].compliance)
-    assert ended[0].compliance["R9"]["status"] == "kept"
-    issued = [i.command for i in world.issued_for("c1")]
-    after_end = issued[issued.index(ended[0]) + 1:]  # in issue order: times can tie
-    assert not [cmd for cmd in after_end if isinstance(cmd, (c.Play, c.Dial, c.Bridge, c.StartMusic,
-                                                             c.Answer, c.RequestAgent))]
-    for agent in world.roster:
-        assert agent.engaged_by is None, f"{agent.name} left engaged after the call ended"
+    check_ends_once_with_the_true_first_hangup(s, play(s))
 
 
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_agent_never_rings_past_agent_rings(s: Scenario) -> None:
     """Each agent leg is answered, gone or hung up by the end of ring agent_rings after its Dial."""
-    world = play(s)
-    limit = s.config.cadence.ring_end(s.config.agent_rings)
-    for issued in world.issued_for("c1"):
-        if not isinstance(issued.command, c.Dial):
-            continue
-        leg, deadline = issued.command.channel_id, issued.at + limit + EPS
-        if deadline > world.now:
-            continue
-        stopped = [i.at for i in world.issued_for("c1")
-                   if isinstance(i.command, c.Hangup) and i.command.channel_id == leg]
-        settled = [d.at for d in world.delivered if d.call_id == "c1"
-                   and isinstance(d.event, (e.StasisStart, e.ChannelDestroyed, e.DialFailed))
-                   and d.event.channel_id == leg]
-        assert min(stopped + settled, default=float("inf")) <= deadline, f"{leg} rang too long"
+    check_agent_never_rings_past_agent_rings(s, play(s))
 
 
 @PROPERTY_SETTINGS
@@ -299,3 +240,80 @@ def test_two_calls_never_share_an_agent_and_give_everyone_back(
     if all(not line.alive for line in world.lines.values()):
         assert busy == {}
         assert all(agent.engaged_by is None for agent in world.roster)
+
+
+def check_service_never_hangs_up_the_caller(s: Scenario, world: World) -> None:
+    """No Hangup names the caller; an idle release only after a full quiet closing period."""
+    caller = world.lines["c1"].channel_id
+    assert all(h.channel_id != caller for h in world.commands("c1", c.Hangup))
+    closings = [log.at for log in world.logs("c1", "closing")]
+    presses = [t for t, ev in world.delivered_of("c1", e.ChannelDtmfReceived) if ev.channel_id == caller]
+    for issued in world.issued_for("c1"):
+        if isinstance(issued.command, c.ReleaseIdleLine):
+            assert closings, "released a line that never went to closing"
+            quiet_since = max([closings[-1], *[t for t in presses if t >= closings[-1]]])
+            assert issued.at >= quiet_since + s.config.idle_release_seconds - EPS
+            assert world.lines["c1"].first_hangup in ("agent", "service")
+
+
+def check_answer_within_three_rings(s: Scenario, world: World) -> None:
+    """Answered by the end of ring 3 whenever the caller was there; R1 scored as it happened."""
+    deadline = s.created_at + s.config.cadence.ring_end(3)
+    answers = [i.at for i in world.issued_for("c1") if isinstance(i.command, c.Answer)]
+    assert len(answers) <= 1
+    hung_up_at = None if s.hangs_up_after is None else s.arrival + s.hangs_up_after
+    if s.arrival < deadline and (hung_up_at is None or hung_up_at > deadline):
+        assert answers, "the caller was still there and never answered"
+    for at in answers:
+        assert at >= s.created_at - EPS
+        assert at >= s.arrival - EPS
+        if s.arrival < deadline:
+            assert at <= deadline + EPS
+        else:
+            assert at == s.arrival  # late arrival: answered at once
+    for ended in world.ended("c1"):
+        if answers:  # R1 is broken exactly when the answer really came after ring 3
+            late = answers[0] - s.created_at > s.config.cadence.ring_end(3)
+            assert ended.compliance["R1"]["status"] == ("broken" if late else "kept")
+
+
+def check_ends_once_with_the_true_first_hangup(s: Scenario, world: World) -> None:
+    """One CallEnded once the caller is gone, with the true first hang-up, nothing after, agents free."""
+    line = world.lines["c1"]
+    ended = world.ended("c1")
+    if not line.started:
+        assert world.issued_for("c1") == []
+        return
+    if line.alive:
+        assert ended == [], "a call ended while the caller was still on the line"
+        assert not world.engines["c1"].ended
+        return
+    assert len(ended) == 1
+    assert world.logs("c1", "ended")
+    assert ended[0].first_hangup in ("caller", "agent", "service")
+    assert ended[0].first_hangup == line.first_hangup
+    assert {"R1", "R2", "R9", "R10"} <= set(ended[0].compliance)
+    assert ended[0].compliance["R9"]["status"] == "kept"
+    issued = [i.command for i in world.issued_for("c1")]
+    after_end = issued[issued.index(ended[0]) + 1:]  # in issue order: times can tie
+    assert not [cmd for cmd in after_end if isinstance(cmd, (c.Play, c.Dial, c.Bridge, c.StartMusic,
+                                                             c.Answer, c.RequestAgent))]
+    for agent in world.roster:
+        assert agent.engaged_by is None, f"{agent.name} left engaged after the call ended"
+
+
+def check_agent_never_rings_past_agent_rings(s: Scenario, world: World) -> None:
+    """Every agent leg is answered, gone or hung up by the end of ring agent_rings."""
+    limit = s.config.cadence.ring_end(s.config.agent_rings)
+    for issued in world.issued_for("c1"):
+        if not isinstance(issued.command, c.Dial):
+            continue
+        leg, deadline = issued.command.channel_id, issued.at + limit + EPS
+        if deadline > world.now:
+            continue
+        stopped = [i.at for i in world.issued_for("c1")
+                   if isinstance(i.command, c.Hangup) and i.command.channel_id == leg]
+        settled = [d.at for d in world.delivered if d.call_id == "c1"
+                   and isinstance(d.event, (e.StasisStart, e.ChannelDestroyed, e.DialFailed))
+                   and d.event.channel_id == leg]
+        assert min(stopped + settled, default=float("inf")) <= deadline, f"{leg} rang too long"

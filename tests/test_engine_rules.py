@@ -584,6 +584,17 @@ SAMPLE_EVENTS: list[e.Event] = [
     e.TimerFired(at=T0 + 6, name="agent-ring", token=4),
     e.AgentPicked(at=T0 + 7, agent="agent1", endpoint="PJSIP/agent1"),
     e.NoAgentFree(at=T0 + 8),
+    e.HoldRequested(at=T0 + 9, agent="agent1", reason="查询订单", limit_seconds=120.0),
+    e.ResumeRequested(at=T0 + 10, agent="agent1"),
+    e.TransferRequested(at=T0 + 11, agent="agent1", target="dept:售后", reason="退货"),
+    e.ConsentGiven(at=T0 + 12, agent="agent1"),
+    e.TransferCompleteRequested(at=T0 + 13, agent="agent1"),
+    e.TransferCancelRequested(at=T0 + 14, agent="agent1"),
+    e.TargetAnswered(at=T0 + 15, agent="agent2", accepted=False),
+    e.LeaveRequested(at=T0 + 16, agent="agent1"),
+    e.NoteAdded(at=T0 + 17, agent="agent1", text="客户询问退货进度"),
+    e.CallerInfoUpdated(at=T0 + 18, agent="agent1", caller_name="张三", purpose="退货",
+                        wanted="售后"),
 ]
 
 

@@ -51,6 +51,14 @@ class TestPick:
         assert roster.pick("c2", skip=("agent1", "agent2"), now=1.0) is None
         assert roster.get("agent1").engaged_by is None  # type: ignore[union-attr]
 
+    def test_only_limits_the_choice_to_the_transfer_targets(self) -> None:
+        """With ``only`` (a transfer's target or a department) no other agent is picked, however idle."""
+        roster = roster_with_idle_times(agent1=100.0, agent2=300.0, agent3=200.0)
+        picked = roster.pick("c1", only=("agent2", "agent3"), now=400.0)
+        assert picked is not None and picked.name == "agent3"
+        assert roster.pick("c2", only=("agent3",), now=400.0) is None  # agent3 is now engaged
+        assert roster.pick("c2", skip=("agent2",), only=("agent2",), now=400.0) is None
+
     def test_unregistered_agents_are_never_picked(self) -> None:
         """An agent whose phone is not registered is never offered a call."""
         roster = Roster(AGENTS)  # nobody registered yet

@@ -278,9 +278,9 @@ class TestAbsorbedDtmf:
         sim = AsteriskSimulator(prompt_seconds=0.05)
         await sim.start()
         sim.add_agent("agent1", script=AgentScript(answer_after=0.0))
-        auth = aiohttp.BasicAuth("liyi", "liyi-sim")
+        auth = {"Authorization": aiohttp.encode_basic_auth("liyi", "liyi-sim")}
         try:
-            async with aiohttp.ClientSession(auth=auth) as http, http.ws_connect(
+            async with aiohttp.ClientSession(headers=auth) as http, http.ws_connect(
                     f"{sim.ari_url}/ari/events?app=liyi") as ws:
                 call = await sim.place_call("13800138000", script=CallerScript(max_seconds=10))
                 base = f"{sim.ari_url}/ari"

@@ -1,0 +1,342 @@
+"""What every part of a call's engine shares: its state, its timers, how it speaks.
+
+``CallEngine`` (``engine.py``) is built from three layers so that no file
+holds everything: this core (state, timers, prompts, bridge bookkeeping, the
+moves several flows end in — queueing, closing, ending), ``hold.py`` (R4, R7)
+and ``transfer.py`` (R6). The one transition table that decides which handler
+runs for which (state, event) stays in ``engine.py``.
+
+The core also keeps, from the commands it issues, what the caller is hearing
+(a prompt, music, an agent, or nothing) so that a hold's silent time is
+measured from what the engine did, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from callflow import commands as c
+from callflow import events as e
+from callflow.compliance import score
+from callflow.config import MEDIA_PREFIX, CallFlowConfig
+from callflow.facts import AgentOffer, CallFacts, HoldRecord, TransferRecord
+from callflow.keycodes import KeyCodeParser
+
+
+class CallState(StrEnum):
+    NEW = "new"
+    RINGING = "ringing"
+    GREETING = "greeting"
+    WAIT_NOTICE = "wait-notice"
+    OFFERING = "offering"
+    CONNECTED = "connected"
+    HOLD = "hold"  # caller out of the bridge: announcement, music, reassurance (R4)
+    HOLD_ASK = "hold-ask"  # at the limit: "还需要一分钟，您愿意继续等吗？" 1 wait, 2 back
+    CONSENT = "transfer-consent"  # R6.1: the caller is asked; key 1 or the agent confirms
+    REQUEUE = "requeue"  # the agent left mid-call: apology, then queued again
+    CLOSING = "closing"
+    RELEASING = "releasing"
+    ENDED = "ended"
+
+
+# timer names
+ANSWER = "answer"
+PROMPT = "prompt"
+AGENT_RING = "agent-ring"
+AGENT_RETRY = "agent-retry"
+IDLE = "idle"
+RELEASE_CONFIRM = "release-confirm"
+HOLD_LIMIT = "hold-limit"
+HOLD_ALERT = "hold-alert"
+HOLD_REASSURE = "hold-reassure"
+HOLD_GRACE = "hold-grace"
+CONSENT_WAIT = "consent-wait"
+TARGET_RING = "target-ring"
+TARGET_ACCEPT = "target-accept"
+KEYS = "keys"
+
+RELEASE_CONFIRM_SECONDS = 5.0
+AGENT_TONE = "sound:beep"
+
+_PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
+
+Commands = list[c.Command]
+
+
+class EngineCore:
+    """One caller's call: its state and the helpers every flow uses."""
+
+    def __init__(self, config: CallFlowConfig, call_id: str) -> None:
+        self.config = config
+        self.call_id = call_id
+        self.state = CallState.NEW
+        self.facts = CallFacts(call_id=call_id)
+        self._tokens: dict[str, int] = {}
+        self._next_token = 0
+        self._playback: str | None = None  # the caller's tracked prompt
+        self._playback_purpose = ""
+        self._playbacks = 0
+        self._legs = 0
+        self._offer: AgentOffer | None = None  # the agent being rung, or talking with the caller
+        self._tried: list[str] = []
+        self._old_legs: set[str] = set()
+        self._waiting_logged = False
+        self._bridge: str | None = None
+        self._bridges = 0
+        self._in_bridge: set[str] = set()
+        self._closed_flow = False
+        self._music = False
+        self._hearing = "nothing"  # what the caller hears, from our own commands
+        self._hearing_since = 0.0
+        self._hold: HoldRecord | None = None
+        self._ask_started_at: float | None = None
+        self._ask_allowance: float | None = None
+        self._transfer: TransferRecord | None = None
+        self._transfer_phase = ""
+        self._target_legs = 0
+        self._keys = KeyCodeParser(config.keycodes)
+
+    # -- public -----------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    @property
+    def caller_channel(self) -> str:
+        return self.facts.caller_channel
+
+    @property
+    def agent(self) -> str | None:
+        """The agent talking with (or holding) the caller now, if any."""
+        offer = self._offer
+        return offer.agent if offer is not None and offer.outcome == "answered" else None
+
+    def owns_channel(self, channel_id: str) -> bool:
+        return channel_id == self.facts.caller_channel or (
+            self._offer is not None and self._offer.leg == channel_id
+        ) or channel_id in self._old_legs or (
+            self._transfer is not None and self._transfer.leg == channel_id)
+
+    # -- timers, prompts, logs ----------------------------------------------
+
+    def _timer(self, name: str, at: float) -> c.StartTimer:
+        self._next_token += 1
+        self._tokens[name] = self._next_token
+        return c.StartTimer(name=name, token=self._next_token, at=at)
+
+    def _cancel(self, *names: str) -> Commands:
+        return [c.CancelTimer(name=name) for name in names if self._tokens.pop(name, None) is not None]
+
+    def _play(self, at: float, prompts: tuple[str, ...], purpose: str) -> Commands:
+        """A prompt to the caller that the flow waits for (its end, or the prompt timer)."""
+        self._playbacks += 1
+        self._playback = f"{self.call_id}-p{self._playbacks}"
+        self._playback_purpose = purpose
+        media = tuple(f"{MEDIA_PREFIX}{p}" for p in prompts)
+        self._heard(at, "prompt")
+        return [
+            c.Play(channel_id=self.facts.caller_channel, playback_id=self._playback, media=media),
+            self._timer(PROMPT, at + self.config.prompt_timeout_seconds * len(prompts)),
+        ]
+
+    def _play_to(self, channel: str, media: tuple[str, ...]) -> c.Play:
+        """A prompt or tone nobody waits for: an apology over the bridge, a beep to an agent."""
+        self._playbacks += 1
+        return c.Play(channel_id=channel, playback_id=f"{self.call_id}-p{self._playbacks}", media=media)
+
+    def _prompt_done(self, ev: e.Event) -> tuple[bool, str]:
+        """Is this the end of the prompt we are waiting for, and how did it end?"""
+        if isinstance(ev, e.PlaybackFinished):
+            if ev.playback_id != self._playback:
+                return False, ""
+            return True, "done" if ev.state == "done" else "failed"
+        return True, "timeout"  # the prompt timer
+
+    def _prompt_finished(self, at: float) -> Commands:
+        self._playback = None
+        self._heard(at, "music" if self._music else "nothing")
+        return self._cancel(PROMPT)
+
+    def _start_music(self, at: float) -> Commands:
+        self._music = True
+        if self._playback is None:
+            self._heard(at, "music")
+        return [c.StartMusic(channel_id=self.facts.caller_channel, moh_class=self.config.moh_class)]
+
+    def _stop_caller_audio(self, at: float) -> Commands:
+        """Stop whatever the caller hears from us (prompt or music), e.g. before the next prompt."""
+        out: Commands = []
+        if self._playback is not None:
+            out.append(c.StopPlayback(playback_id=self._playback))
+            self._playback = None
+            out += self._cancel(PROMPT)
+        if self._music:
+            self._music = False
+            out.append(c.StopMusic(channel_id=self.facts.caller_channel))
+        self._heard(at, "nothing")
+        return out
+
+    def _heard(self, at: float, what: str) -> None:
+        """Note what the caller hears from now; silence during a hold is counted as evidence."""
+        if self._hearing == "nothing" and self._hold is not None and at > self._hearing_since:
+            self._hold.silent_seconds = round(self._hold.silent_seconds + at - self._hearing_since, 3)
+        self._hearing = what
+        self._hearing_since = at
+
+    def _log(self, at: float, kind: str, **detail: object) -> c.Log:
+        return c.Log(at=at, kind=kind, detail=dict(detail))
+
+    def _notify(self, agent: str | None, kind: str, **data: Any) -> Commands:
+        return [] if agent is None else [c.NotifyAgent(agent=agent, kind=kind, data=data)]
+
+    def _refuse(self, ev: e.AgentEvent, why: str, log_kind: str = "agent-request-refused",
+                **data: Any) -> Commands:
+        """An agent's request that would break a rule, or makes no sense now: logged, told, not done."""
+        request = type(ev).__name__
+        return [self._log(ev.at, log_kind, agent=ev.agent, request=request, why=why, **data),
+                *self._notify(ev.agent, "error", request=request, message=why, **data)]
+
+    def _goto(self, state: CallState) -> Commands:
+        """Change state; keep the states a restarted controller needs on the caller's channel.
+
+        Only the states that change what recovery must do are written (each is an
+        ARI request): the call's id from the first ring, who is connected, and
+        whether the caller is in closing (R9 idle timing).
+        """
+        self.state = state
+        if state not in _PERSISTED:
+            return []
+        snapshot = {"call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
+                    "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+        return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
+                         value=json.dumps(snapshot, separators=(",", ":")))]
+
+    # -- bridges ----------------------------------------------------------
+
+    def _new_bridge(self) -> str:
+        self._bridges += 1
+        self._bridge = f"{self.call_id}-b" if self._bridges == 1 else f"{self.call_id}-b{self._bridges}"
+        self._in_bridge = set()
+        return self._bridge
+
+    def _bridge_in(self, at: float, *channels: str, agents: tuple[str, ...] = ()) -> Commands:
+        """Put channels not yet in the call's bridge into it; agents' keys are absorbed."""
+        bridge = self._bridge or self._new_bridge()
+        new = tuple(ch for ch in channels if ch not in self._in_bridge)
+        if not new:
+            return []
+        self._in_bridge.update(new)
+        if self.facts.caller_channel in new:
+            self._heard(at, "agent")
+        absorb = tuple(ch for ch in new if ch in agents)
+        return [c.Bridge(bridge_id=bridge, channel_ids=new, absorb_dtmf=absorb)]
+
+    def _unbridge(self, channel: str) -> Commands:
+        if self._bridge is None or channel not in self._in_bridge:
+            return []
+        self._in_bridge.discard(channel)
+        return [c.Unbridge(bridge_id=self._bridge, channel_id=channel)]
+
+    def _drop_bridge(self) -> Commands:
+        if self._bridge is None:
+            return []
+        bridge, self._bridge = self._bridge, None
+        self._in_bridge = set()
+        return [c.DestroyBridge(bridge_id=bridge)]
+
+    # -- agents -----------------------------------------------------------
+
+    def _is_caller(self, channel_id: str) -> bool:
+        return channel_id == self.facts.caller_channel
+
+    def _is_leg(self, channel_id: str) -> bool:
+        return self._offer is not None and self._offer.leg == channel_id
+
+    def _is_current_agent(self, agent: str) -> bool:
+        return self.agent is not None and agent == self.agent
+
+    def _end_offer(self, at: float, outcome: str) -> Commands:
+        """Stop ringing the current agent (if any) and give them back to the roster."""
+        offer = self._offer
+        if offer is None:
+            return []
+        self._offer = None
+        offer.ended_at = at
+        offer.outcome = outcome
+        self._old_legs.add(offer.leg)
+        out: Commands = [*self._cancel(AGENT_RING)]
+        if outcome in ("no-answer", "caller-hung-up"):
+            out.append(c.Hangup(channel_id=offer.leg))
+        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome))
+        return out
+
+    def _let_agent_go(self, *, hang_up: bool, outcome: str) -> Commands:
+        """The connected agent leaves the call (their leg hung up if still there) and is free again."""
+        offer = self._offer
+        if offer is None:
+            return []
+        self._offer = None
+        self._old_legs.add(offer.leg)
+        self._in_bridge.discard(offer.leg)
+        out: Commands = [c.Hangup(channel_id=offer.leg)] if hang_up else []
+        return out + [c.ReleaseAgent(agent=offer.agent, outcome=outcome)]
+
+    def _stray(self, event: e.Event) -> Commands:
+        # An agent leg answering after we gave up on it: release it, never bridge it.
+        if isinstance(event, e.StasisStart) and event.channel_id in self._old_legs:
+            return [c.Hangup(channel_id=event.channel_id),
+                    self._log(event.at, "late-agent-answer-released", leg=event.channel_id)]
+        if isinstance(event, e.AgentEvent):
+            return self._refuse(event, f"not possible now (call is {self.state.value})",
+                                log_kind="agent-request-ignored", state=self.state.value)
+        if isinstance(event, e.AgentPicked):  # the roster engaged someone we no longer need
+            return [c.ReleaseAgent(agent=event.agent, outcome="not-needed")]
+        return []
+
+    # -- moves several flows end in ------------------------------------------
+
+    def _queue(self, at: float) -> Commands:
+        if self.facts.queued_at is None:
+            self.facts.queued_at = at
+        self._tried.clear()
+        self._waiting_logged = False
+        return [
+            *self._start_music(at),
+            *self._goto(CallState.OFFERING),
+            self._log(at, "queued", music=self.config.moh_class),
+            c.RequestAgent(skip=()),
+        ]
+
+    def _requeue(self, at: float, *, why: str) -> Commands:
+        """The agent is gone mid-call: apologise, then offer the caller to agents again (never silence)."""
+        out = [*self._stop_caller_audio(at), *self._drop_bridge(), *self._goto(CallState.REQUEUE),
+               self._log(at, "requeued", why=why)]
+        return out + self._play(at, ("requeue-apology",), "requeue")
+
+    def _start_closing(self, at: float, *, reason: str) -> Commands:
+        self.facts.closing_started_at = at
+        return [
+            *self._stop_caller_audio(at),
+            *self._goto(CallState.CLOSING),
+            *self._play(at, self.config.closing_prompts, "closing"),
+            self._log(at, "closing", reason=reason, prompts=list(self.config.closing_prompts)),
+            self._timer(IDLE, at + self.config.idle_release_seconds),
+        ]
+
+    def _end(self, at: float, outcome: str) -> Commands:
+        self.state = CallState.ENDED
+        self.facts.ended_at = at
+        out: Commands = [c.CancelTimer(name=name) for name in self._tokens]
+        self._tokens.clear()
+        out += self._drop_bridge()
+        out.append(self._log(at, "ended", outcome=outcome, first_hangup=self.facts.first_hangup))
+        out.append(c.CallEnded(at=at, first_hangup=self.facts.first_hangup or "caller",
+                               compliance=score(self.facts, self.config)))
+        return out
+
+
+def channel_of(ev: e.Event) -> str:
+    return getattr(ev, "channel_id", "")
