@@ -14,7 +14,7 @@ import contextlib
 import sys
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +27,8 @@ from liyi.settings import AsteriskSettings, Settings
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings" / "liyi"
 
-RULE_NAMES = {"R1": "三声内接听", "R2": "问候语", "R9": "客户先挂机", "R10": "记录"}
+RULE_NAMES = {"R1": "三声内接听", "R2": "问候语", "R3": "来电信息", "R4": "等待", "R6": "转接",
+              "R7": "离开需许可", "R9": "客户先挂机", "R10": "记录"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,115 @@ class Scenario:
     caller_name: str
     caller: CallerScript
     agents: Callable[[list[str]], dict[str, AgentScript]]  # by agent order (longest idle first)
+    # What the agents (through the panel's desk, or their phone keys) and the caller do
+    # once the call is connected; None: nothing beyond the scripts.
+    drive: Callable[[DemoCall], Awaitable[None]] | None = None
+
+
+@dataclass
+class DemoCall:
+    """A scenario's handle on its call: the simulator, the agents' desk, the caller."""
+
+    sim: AsteriskSimulator
+    desk: Any
+    call: Any
+    k: float  # how long people take, scaled for --fast
+
+    async def until(self, check: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline or self.call.ended.is_set():
+                raise TimeoutError("the scenario's call did not get there")
+            await asyncio.sleep(0.05)
+
+    def heard(self, what: str) -> int:
+        return sum(1 for h in self.call.heard if h.what == what)
+
+    def heard_prompt(self, name: str) -> bool:
+        return any(h.what == "prompt" and h.detail.endswith("/" + name) for h in self.call.heard)
+
+    async def agent(self, agent: str, action: str, **params: str) -> None:
+        ok, message = await self.desk.act(agent, action, params)
+        if not ok:
+            raise RuntimeError(f"{agent} {action}: {message}")
+
+    def first_agent(self) -> str:
+        return next(h.detail for h in self.call.heard if h.what == "connected")
+
+    async def pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.k)
+
+
+async def _note_caller(d: DemoCall) -> None:
+    """What every agent does first (R3): take the caller's name and purpose in the panel."""
+    await d.until(lambda: d.heard("connected") >= 1)
+    await d.agent(d.first_agent(), "caller-info", caller_name=d.call.caller_name or "—",
+                  purpose="咨询")
+
+
+async def _hold_kept(d: DemoCall) -> None:
+    await d.until(lambda: d.heard("connected") >= 1)
+    agent = d.first_agent()
+    await d.agent(agent, "caller-info", caller_name="赵女士", purpose="查询订单")
+    await d.pause(1.0)
+    await d.agent(agent, "hold", reason="查询订单信息", limit_seconds="60")
+    await d.until(lambda: d.heard_prompt("hold-announce-60"))
+    await d.pause(4.0)
+    await d.agent(agent, "resume")
+    await d.until(lambda: d.heard("connected") >= 2)
+    await d.pause(1.5)
+    d.sim.caller_hangs_up(d.call)
+
+
+async def _hold_limit(d: DemoCall) -> None:
+    await d.until(lambda: d.heard("connected") >= 1)
+    agent = d.first_agent()
+    await d.agent(agent, "caller-info", caller_name="钱先生", purpose="账户问题")
+    leg = d.sim.legs_of(agent)[-1].channel_id
+    for digit in "*1":  # the softphone key code: hold with the default limit... then 30 s below
+        d.sim.agent_sends_dtmf(leg, digit)
+    await d.until(lambda: d.heard_prompt("hold-announce-60"))
+    await d.agent(agent, "resume")
+    await d.until(lambda: d.heard("connected") >= 2)
+    await d.agent(agent, "hold", reason="核对账户", limit_seconds="30")
+    await d.until(lambda: d.heard_prompt("hold-limit-ask"), timeout=90)
+    d.sim.caller_sends_dtmf(d.call, "2")  # "back to the call, please"
+    await d.until(lambda: d.heard("connected") >= 3)
+    await d.pause(1.0)
+    d.sim.caller_hangs_up(d.call)
+
+
+def _transfer(outcome: str) -> Callable[[DemoCall], Awaitable[None]]:
+    async def drive(d: DemoCall) -> None:
+        await d.until(lambda: d.heard("connected") >= 1)
+        first = d.first_agent()
+        target = "agent2" if first != "agent2" else "agent1"
+        await d.agent(first, "caller-info", caller_name="孙先生", purpose="售后维修", wanted="售后")
+        await d.agent(first, "transfer", target=target, reason="售后维修")
+        await d.until(lambda: d.heard_prompt("transfer-consent"))
+        if outcome == "refused":
+            d.sim.caller_sends_dtmf(d.call, "2")
+            await d.until(lambda: d.heard("connected") >= 2)
+        else:
+            d.sim.caller_sends_dtmf(d.call, "1")
+            if outcome == "no-answer":
+                await d.until(lambda: d.heard_prompt("transfer-failed"), timeout=60)
+            else:
+                await d.until(lambda: bool(d.sim.legs_of(target))
+                              and d.sim.legs_of(target)[-1].answered_at is not None, timeout=60)
+                await d.pause(1.5)  # the two agents talk: who is calling and why
+                await d.agent(target, "accept" if outcome == "accepted" else "decline")
+                if outcome == "accepted":
+                    await d.pause(0.5)
+                    await d.agent(first, "complete-transfer")
+                    await d.until(lambda: [h.detail for h in d.call.heard
+                                           if h.what == "connected"][-1] == target)
+                else:
+                    await d.until(lambda: d.heard_prompt("transfer-failed"))
+        await d.pause(1.5)
+        d.sim.caller_hangs_up(d.call)
+
+    return drive
 
 
 def scenarios(fast: bool) -> list[Scenario]:
@@ -45,18 +155,38 @@ def scenarios(fast: bool) -> list[Scenario]:
     return [
         Scenario("普通来电 ordinary call", "13800138000", "张先生",
                  CallerScript(hang_up_after_connected=3.0 * k),
-                 lambda order: {name: answers for name in order}),
+                 lambda order: {name: answers for name in order}, drive=_note_caller),
         Scenario("振铃中挂机 caller hangs up while ringing", "13911112222", "",
                  CallerScript(hang_up_while_ringing_after=0.4 * k if not fast else 0.05),
                  lambda order: {name: answers for name in order}),
         Scenario("三声未接转下一位 agent lets it ring 3 times, next agent", "02188886666", "李女士",
                  CallerScript(hang_up_after_connected=2.0 * k),
                  lambda order: {order[0]: AgentScript(answer_after=None),
-                                **{name: answers for name in order[1:]}}),
+                                **{name: answers for name in order[1:]}}, drive=_note_caller),
         Scenario("坐席先挂机 agent hangs up first", "075566667777", "王先生",
                  CallerScript(hang_up_after_prompt=("closing-thanks", 1.5 * k)),
                  lambda order: {name: AgentScript(answer_after=1.5 * k, hang_up_after=2.0 * k)
-                                for name in order}),
+                                for name in order}, drive=_note_caller),
+        Scenario("等待在时限内 hold kept within its limit", "13612345678", "赵女士",
+                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 drive=_hold_kept),
+        Scenario("等待到时限 hold reaches its limit (*1 key code, then a 30 s hold)",
+                 "13787654321", "钱先生", CallerScript(max_seconds=300),
+                 lambda order: {n: answers for n in order}, drive=_hold_limit),
+        Scenario("热转接：接受 warm transfer accepted", "13511112222", "孙先生",
+                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 drive=_transfer("accepted")),
+        Scenario("热转接：无人接听 warm transfer, target does not answer", "13533334444", "孙先生",
+                 CallerScript(max_seconds=300),
+                 lambda order: {order[0]: answers, **{n: AgentScript(answer_after=None)
+                                                      for n in order[1:]}},
+                 drive=_transfer("no-answer")),
+        Scenario("热转接：对方拒接 warm transfer declined", "13555556666", "孙先生",
+                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 drive=_transfer("declined")),
+        Scenario("热转接：客户不同意 caller refuses the transfer", "13577778888", "孙先生",
+                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 drive=_transfer("refused")),
     ]
 
 
@@ -158,6 +288,7 @@ async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = 
         print(f"liyi demo — simulator at {sim.ari_url}, call log {settings.database_url}", file=out)
         if service.web_url:
             print(f"web admin: {service.web_url}", file=out)
+            await _demo_panel_accounts(service, out)
         for scenario in scenarios(fast):
             order = _agents_in_offer_order(service)
             for name, script in scenario.agents(order).items():
@@ -165,7 +296,13 @@ async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = 
             print(f"\n── {scenario.title}", file=out, flush=True)
             call = await sim.place_call(scenario.caller_number, caller_name=scenario.caller_name,
                                         script=scenario.caller)
-            await asyncio.wait_for(call.ended.wait(), timeout=120)
+            if scenario.drive is not None:
+                try:
+                    await scenario.drive(DemoCall(sim, service.desk, call, 0.3 if fast else 1.0))
+                except (TimeoutError, RuntimeError) as exc:
+                    print(f"   (scenario did not go as planned: {exc})", file=out, flush=True)
+                    sim.caller_hangs_up(call)
+            await asyncio.wait_for(call.ended.wait(), timeout=180)
             await _settle(service, len(timeline.done) + 1)
         await service.store.flush()
         print(f"\n{len(timeline.done)} calls logged. See them: liyi calls   "
@@ -177,6 +314,23 @@ async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = 
         await service.stop()
         await sim.stop()
     return timeline.done
+
+
+DEMO_PASSWORD = "liyi-demo-{name}"
+
+
+async def _demo_panel_accounts(service: Service, out: TextIO) -> None:
+    """Give demo agents a panel password (only where none is set) and say how to sign in."""
+    accounts = service.accounts
+    if accounts is None:
+        return
+    have = set(await accounts.names())
+    for agent in service.settings.callflow.agents:
+        if agent.name not in have:
+            await accounts.set_password(agent.name, DEMO_PASSWORD.format(name=agent.name))
+    print(f"agent panel: {service.web_url}panel  (demo sign-in: agent1 / "
+          f"{DEMO_PASSWORD.format(name='agent1')}, for agents without a password of their own)",
+          file=out)
 
 
 def _agents_in_offer_order(service: Service) -> list[str]:

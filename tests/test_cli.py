@@ -56,39 +56,38 @@ class TestCheckConfig:
 
 
 class TestDemoAndCallLog:
-    async def test_demo_calls_end_in_the_log_and_are_listed(self, tmp_path: Path) -> None:
-        """`liyi demo --once --fast` rings four calls, prints each compliance line, and logs them."""
-        db = tmp_path / "demo.db"
-        settings = load_settings(ROOT / "liyi.yaml", env={})
-        settings = replace(settings, database_url=f"sqlite+aiosqlite:///{db}", web_port=0,
-                           journal_path=None)
-        out = io.StringIO()
-        ended = await run_demo(settings, once=True, fast=True, out=out)
-        text = out.getvalue()
-        assert len(ended) == 4
-        assert text.count("compliance: R1") == 4
-        assert "agent-no-answer" in text
-        assert "agent-hung-up-first" in text
-        assert "BROKEN" not in text
-        firsts = sorted(e.first_hangup for e in ended.values())
-        assert firsts == ["agent", "caller", "caller", "caller"]
-
-    def test_calls_json_and_show(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """`liyi calls --json` prints one object per call; `calls show` prints a timeline."""
+    def test_demo_calls_end_in_the_log_and_the_cli_lists_them(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi demo --once --fast` rings every scenario, prints each compliance line and logs
+        them; `liyi calls --json` prints one object per call and `calls show` a timeline."""
         import asyncio
 
         db = tmp_path / "demo.db"
         settings = load_settings(ROOT / "liyi.yaml", env={})
         settings = replace(settings, database_url=f"sqlite+aiosqlite:///{db}", web_port=0,
                            journal_path=None)
-        asyncio.run(run_demo(settings, once=True, fast=True, out=io.StringIO()))
+        out = io.StringIO()
+        ended = asyncio.run(run_demo(settings, once=True, fast=True, out=out))
+        text = out.getvalue()
+        assert len(ended) == 10
+        assert text.count("compliance: R1") == 10
+        assert "did not go as planned" not in text
+        for step in ("agent-no-answer", "agent-hung-up-first", "hold-started", "hold-limit-reached",
+                     "transfer-completed", "outcome=no-answer", "outcome=declined",
+                     "outcome=consent-refused"):
+            assert step in text, step
+        assert "BROKEN" not in text
+        firsts = sorted(e.first_hangup for e in ended.values())
+        assert firsts.count("agent") == 1 and firsts.count("caller") == 9
+
         capsys.readouterr()
-        assert cli.main(["calls", "--json", "--db", str(db)]) == 0
+        assert cli.main(["calls", "--json", "--limit", "50", "--db", str(db)]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         calls = [json.loads(line) for line in lines]
-        assert len(calls) == 4
+        assert len(calls) == 10
         assert {c["outcome"] for c in calls} == {"completed", "abandoned-ringing"}
         assert all(c["compliance"]["R10"] == "kept" for c in calls)
+        assert any(c["compliance"].get("R6") == "kept" for c in calls)
         first = calls[-1]["id"]
         assert cli.main(["calls", "show", first[:8], "--db", str(db)]) == 0
         shown = capsys.readouterr().out
