@@ -55,17 +55,17 @@ class World:
 
 @asynccontextmanager
 async def running_world(tmp_path: Path, *, prompt_seconds: float = 0.05,
-                        agents: tuple[str, ...] = ("agent1", "agent2"),
+                        agents: tuple[str, ...] = ("agent1", "agent2"), web: bool = False,
                         **callflow: Any) -> AsyncIterator[World]:
     sim = AsteriskSimulator(prompt_seconds=prompt_seconds)
     await sim.start()
     for name in agents:
         sim.add_agent(name)
-    settings = fast_settings(tmp_path / "calls.db", **callflow)
+    settings = replace(fast_settings(tmp_path / "calls.db", **callflow), web_port=0)
     asterisk = AsteriskSettings(ari_url=sim.ari_url, ari_user="liyi", ari_password="liyi-sim",
                                 ami_host="127.0.0.1", ami_port=sim.ami_port, ami_user="liyi",
                                 ami_secret="liyi-sim")
-    service = Service(settings, asterisk, web_enabled=False)
+    service = Service(settings, asterisk, web_enabled=web)
     try:
         await service.start()
         await service.wait_connected()
