@@ -166,3 +166,50 @@ class TestWarmTransfer:
             record = await world.call_ended_in_log(call.channel_id)
         assert world.sim.legs_of("agent2") == []
         assert "transfer-completed" not in log_kinds(record)
+
+
+class TestMoreTransferPaths:
+    async def test_target_who_declines_sends_the_caller_back(self, tmp_path: Path) -> None:
+        """agent2 answers but declines in the panel: agent2 is released, caller back with agent1."""
+        async with running_world(tmp_path) as world:
+            call = await connected_call(world)
+            await act(world, "agent1", "transfer", target="agent2")
+            await until(lambda: "transfer-consent" in prompts(call))
+            await act(world, "agent1", "consent")
+            await until(lambda: bool(world.sim.legs_of("agent2"))
+                        and world.sim.legs_of("agent2")[-1].answered_at is not None)
+            await asyncio.sleep(0.1)
+            await act(world, "agent2", "decline")
+            await until(lambda: "transfer-failed" in prompts(call))
+            await asyncio.sleep(0.2)
+            world.sim.caller_hangs_up(call)
+            record = await world.call_ended_in_log(call.channel_id)
+        assert [h.detail for h in call.heard if h.what == "connected"] == ["agent1", "agent1"]
+        assert world.sim.legs_of("agent2")[-1].ended_at is not None
+        transfer_end = next(t for t in record.timeline if t.kind == "transfer-ended")
+        assert transfer_end.detail["outcome"] == "declined"
+        assert statuses(record)["R6"] == "kept"
+
+    async def test_key_code_transfer_with_target_accepting_by_key(self, tmp_path: Path) -> None:
+        """*2 2 # from agent1's phone transfers to agent2, who accepts with key 1; the first agent
+        completes from the panel and the caller ends up with agent2."""
+        async with running_world(tmp_path) as world:
+            call = await connected_call(world)
+            leg = world.sim.legs_of("agent1")[-1].channel_id
+            for digit in "*22#":
+                world.sim.agent_sends_dtmf(leg, digit)
+            await until(lambda: "transfer-consent" in prompts(call))
+            world.sim.caller_sends_dtmf(call, "1")
+            await until(lambda: bool(world.sim.legs_of("agent2"))
+                        and world.sim.legs_of("agent2")[-1].answered_at is not None)
+            await asyncio.sleep(0.1)
+            world.sim.agent_sends_dtmf(world.sim.legs_of("agent2")[-1].channel_id, "1")
+            await asyncio.sleep(0.2)
+            await act(world, "agent1", "complete-transfer")
+            await until(lambda: [h.detail for h in call.heard if h.what == "connected"][-1:]
+                        == ["agent2"])
+            world.sim.caller_hangs_up(call)
+            record = await world.call_ended_in_log(call.channel_id)
+        assert "dtmf" not in kinds(call)
+        assert "transfer-completed" in log_kinds(record)
+        assert statuses(record)["R6"] == "kept"
