@@ -213,3 +213,29 @@ class TestMoreTransferPaths:
         assert "dtmf" not in kinds(call)
         assert "transfer-completed" in log_kinds(record)
         assert statuses(record)["R6"] == "kept"
+
+    async def test_department_target_hears_who_is_calling_and_accepts_with_key_1(
+            self, tmp_path: Path) -> None:
+        """A transfer to a department rings its agent, who hears the announcement and accepts
+        with key 1; the caller is then connected to them without waiting for the first agent."""
+        from callflow.config import Department
+
+        async with running_world(tmp_path, departments=(Department("售后", "3", ("agent2",)),)) as world:
+            call = await connected_call(world)
+            await act(world, "agent1", "transfer", target="dept:售后")
+            await until(lambda: "transfer-consent" in prompts(call))
+            world.sim.caller_sends_dtmf(call, "1")
+            await until(lambda: bool(world.sim.legs_of("agent2"))
+                        and world.sim.legs_of("agent2")[-1].answered_at is not None)
+            await asyncio.sleep(0.3)  # the announcement plays to agent2
+            world.sim.agent_sends_dtmf(world.sim.legs_of("agent2")[-1].channel_id, "1")
+            await until(lambda: [h.detail for h in call.heard if h.what == "connected"][-1:]
+                        == ["agent2"])
+            world.sim.caller_hangs_up(call)
+            record = await world.call_ended_in_log(call.channel_id)
+        requests = [(m, p, q) for m, p, q in world.sim.requests if p.endswith("/play")]
+        target_leg = world.sim.legs_of("agent2")[-1].channel_id
+        assert any(target_leg in p and "transfer-announce" in q.get("media", "")
+                   for _m, p, q in requests)
+        assert "transfer-completed" in log_kinds(record)
+        assert statuses(record)["R6"] == "kept"
