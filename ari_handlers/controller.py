@@ -81,6 +81,7 @@ class Controller:
         self.observers = observers or []
         self.calls: dict[str, LiveCall] = {}
         self._by_channel: dict[str, LiveCall] = {}
+        self._first_in_line: set[str] = set()  # requeued callers waiting for the next agent
         self.bad_events = 0
         self.log_write_errors = 0
         self.calls_started = 0
@@ -189,6 +190,7 @@ class Controller:
             handle.cancel()
         call.timers.clear()
         self.calls.pop(call.call_id, None)
+        self._first_in_line.discard(call.call_id)
         self._by_channel.pop(call.engine.caller_channel, None)
         self.calls_ended += 1
 
@@ -261,7 +263,15 @@ class Controller:
                     handle.cancel()
             case c.RequestAgent():
                 now = self.clock()
+                ahead = self._first_in_line - {call.call_id}
+                if ahead and not cmd.only and not cmd.first_in_line:
+                    return e.NoAgentFree(at=now)  # a caller sent back to the queue goes first
                 agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=cmd.only)
+                if cmd.first_in_line and not cmd.only:
+                    if agent is None:
+                        self._first_in_line.add(call.call_id)
+                    else:
+                        self._first_in_line.discard(call.call_id)
                 if agent is None:
                     return e.NoAgentFree(at=now)
                 return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)
@@ -315,6 +325,10 @@ class Controller:
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))
+        elif entry.kind == "requeued":
+            # Sent back to the queue: from now on the next free agent is theirs (R6.5),
+            # even while the apology still plays.
+            self._first_in_line.add(call.call_id)
         elif call.engine.state.value != call.logged_state:
             self._write("call_updated", call.call_id, state=call.engine.state.value)
         call.logged_state = call.engine.state.value

@@ -148,6 +148,9 @@ class RequestAgent(Command):
 
     skip: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
+    # A caller sent back to the queue (their agent left, or a transfer failed) waits at its
+    # head: the next free agent is theirs before anyone who queued later (R6.5).
+    first_in_line: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -307,10 +307,11 @@ class EngineCore:
             *self._start_music(at),
             *self._goto(CallState.OFFERING),
             self._log(at, "queued", music=self.config.moh_class),
-            c.RequestAgent(skip=()),
+            c.RequestAgent(skip=(), first_in_line=self.facts.requeued),
         ]
 
     def _requeue(self, at: float, *, why: str) -> Commands:
+        self.facts.requeued = True
         """The agent is gone mid-call: apologise, then offer the caller to agents again (never silence)."""
         out = [*self._stop_caller_audio(at), *self._drop_bridge(), *self._goto(CallState.REQUEUE),
                self._log(at, "requeued", why=why)]

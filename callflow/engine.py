@@ -226,7 +226,7 @@ class CallEngine(TransferFlow):
         return out
 
     def _on_retry(self, ev: e.TimerFired) -> Commands:
-        return [c.RequestAgent(skip=tuple(self._tried))]
+        return [c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued)]
 
     def _on_agent_ring_timeout(self, ev: e.TimerFired) -> Commands:
         offer = self._offer
@@ -235,7 +235,7 @@ class CallEngine(TransferFlow):
         return [
             *self._end_offer(ev.at, "no-answer"),
             self._log(ev.at, "agent-no-answer", agent=offer.agent, rings=self.config.agent_rings),
-            c.RequestAgent(skip=tuple(self._tried)),
+            c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued),
         ]
 
     def _on_leg_failed(self, ev: e.Event) -> Commands:
@@ -253,7 +253,7 @@ class CallEngine(TransferFlow):
             *self._end_offer(ev.at, outcome),
             self._log(ev.at, f"agent-{outcome}", agent=offer.agent,
                       reason=getattr(ev, "reason", "") or getattr(ev, "cause_txt", "")),
-            c.RequestAgent(skip=tuple(self._tried)),
+            c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued),
         ]
 
     def _on_agent_answered(self, ev: e.StasisStart) -> Commands:

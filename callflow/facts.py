@@ -114,6 +114,7 @@ class CallFacts:
     purpose: str = ""
     wanted: str = ""
     info_updated_at: float | None = None
+    requeued: bool = False  # sent back to the queue: waits at its head
     notes: list[tuple[float, str, str]] = field(default_factory=list)  # (at, agent, text)
     holds: list[HoldRecord] = field(default_factory=list)
     transfers: list[TransferRecord] = field(default_factory=list)

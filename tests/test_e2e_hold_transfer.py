@@ -239,3 +239,26 @@ class TestMoreTransferPaths:
                    for _m, p, q in requests)
         assert "transfer-completed" in log_kinds(record)
         assert statuses(record)["R6"] == "kept"
+
+
+class TestRequeueAtTheHead:
+    async def test_a_caller_whose_agent_left_gets_the_next_agent_before_later_callers(
+            self, tmp_path: Path) -> None:
+        """The agent hangs up during a hold: the caller hears the apology and is served by the
+        next free agent ahead of a caller who was already waiting (R6.5, never dropped)."""
+        async with running_world(tmp_path, agents=("agent1",)) as world:
+            world.sim.set_agent_script("agent1", AgentScript(answer_after=0.1, hang_up_after=1.0))
+            first = await connected_call(world)
+            world.sim.set_agent_script("agent1", AgentScript(answer_after=0.1))
+            await act(world, "agent1", "hold", reason="查询", limit_seconds="60")
+            later = await world.sim.place_call("13900001111", script=CallerScript(max_seconds=60))
+            await until(lambda: "requeue-apology" in prompts(first), timeout=10)
+            await until(lambda: kinds(first).count("connected") >= 2, timeout=15)
+            assert "connected" not in kinds(later)
+            world.sim.caller_hangs_up(first)
+            await until(lambda: "connected" in kinds(later), timeout=15)
+            world.sim.caller_hangs_up(later)
+            record = await world.call_ended_in_log(first.channel_id)
+        assert [h.detail for h in first.heard if h.what == "connected"] == ["agent1", "agent1"]
+        assert "requeued" in log_kinds(record)
+        assert record.first_hangup in ("agent", "caller")
