@@ -92,6 +92,7 @@ class AgentDesk:
         self.clock = clock
         self._listeners: dict[str, list[Listener]] = {}
         self._notices: dict[str, dict[str, Any]] = {}
+        self._involved: dict[str, set[str]] = {}  # call id -> agents whose panels show it
 
     # -- Desk protocol ------------------------------------------------------
 
@@ -157,10 +158,24 @@ class AgentDesk:
     # -- controller observer hooks --------------------------------------------
 
     def on_log(self, call_id: str, caller_number: str, entry: c.Log) -> None:
-        self.push_all()
+        self._push_involved(call_id)
 
     def on_end(self, call_id: str, caller_number: str, ended: c.CallEnded) -> None:
-        self.push_all()
+        self._involved.pop(call_id, None)
+        self.push_all()  # the agents are free again: everyone's list of colleagues changes
+
+    def _push_involved(self, call_id: str) -> None:
+        """Only the panels of agents on this call need a new view (a busy center logs a lot)."""
+        call = self.controller.calls.get(call_id)
+        if call is None:
+            self.push_all()
+            return
+        now = {agent for agent in self._listeners
+               if call.engine.agent_role(agent) is not None or call.engine.facts.agent == agent}
+        before = self._involved.get(call_id, set())
+        self._involved[call_id] = now
+        for agent in now | before:  # also those the call just let go (rolled over, transferred)
+            self.push(agent)
 
     def on_agent_notice(self, agent: str, kind: str, data: dict[str, Any]) -> None:
         """Engine notices: errors and hold alerts become a message on the agent's panel."""

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from db.records import CallRecord, CallSummary, ComplianceMark, TimelineEntry
 
 # Rules shown as badges in the list of calls: the ones scored on every call.
-LIST_RULES = ("R1", "R2", "R9", "R10")
+LIST_RULES = ("R1", "R2", "R3", "R4", "R6", "R7", "R9", "R10")
 
 RULE_NAMES = {
     "R1": "三声内接听 answer within three rings",
