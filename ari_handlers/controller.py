@@ -360,9 +360,11 @@ class Controller:
             return
         now = self.clock()
         for call in list(self.calls.values()):
-            channel = call.engine.caller_channel
-            if channel and channel not in live:
-                log.info("call.lost_while_disconnected", call_id=call.call_id)
+            caller = call.engine.caller_channel
+            # Agent legs first: a caller whose agent vanished must hear the closing, not silence.
+            for channel in sorted(call.engine.live_channels() - live, key=lambda ch: ch == caller):
+                log.info("call.channel_lost_while_disconnected", call_id=call.call_id,
+                         channel=channel)
                 call.queue.put_nowait(e.StasisEnd(at=now, channel_id=channel))
         log.info("ari.reconnected", app=self.app, live_calls=len(self.calls))
 

@@ -89,6 +89,18 @@ class CallEngine(TransferFlow):
             return "first"
         return None
 
+    def live_channels(self) -> set[str]:
+        """The channels this call still counts on: the caller, the agent, a transfer target."""
+        if self.ended:
+            return set()
+        channels = {self.facts.caller_channel} if self.facts.caller_channel else set()
+        if self._offer is not None:
+            channels.add(self._offer.leg)
+        transfer = self._transfer
+        if transfer is not None and transfer.ended_at is None and transfer.leg:
+            channels.add(transfer.leg)
+        return channels
+
     def hold_view(self) -> dict[str, object] | None:
         hold = self._hold
         if hold is None or hold.ended_at is not None:

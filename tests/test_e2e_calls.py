@@ -237,3 +237,28 @@ class TestRecoverableState:
         assert saved["state"] == "connected" and saved["agent"] == "agent1"
         assert saved["bridge"] and saved["leg"]
         assert [c.id for c in open_calls] == [saved["call_id"]]
+
+
+class TestLostEvents:
+    async def test_an_agent_who_left_while_the_event_socket_was_down_is_noticed_on_reconnect(
+            self, tmp_path: Path) -> None:
+        """Asterisk replays nothing after a reconnect: the controller finds the agent's leg gone
+        and gives the caller the closing prompt instead of leaving them in silence (R9)."""
+        async with running_world(tmp_path) as world:
+            call = await world.sim.place_call(
+                "13800138000", script=CallerScript(hang_up_after_prompt=("closing-thanks", 0.2)))
+            for _ in range(200):
+                if "connected" in heard_kinds(call):
+                    break
+                await asyncio.sleep(0.02)
+            leg = world.sim.legs_of("agent1")[-1].channel_id
+            await world.sim.server.hub.close_all()  # the controller's socket drops...
+            world.sim._agent_hangs_up(world.sim.channels[leg])  # ...and the agent leaves meanwhile
+            await asyncio.wait_for(call.ended.wait(), 15)
+            record = await world.call_ended_in_log(call.channel_id)
+        kinds = heard_kinds(call)
+        assert "agent-left" in kinds
+        after = [h.detail for h in call.heard[kinds.index("agent-left"):] if h.what == "prompt"]
+        assert after and after[0].endswith("closing-thanks")
+        assert call.hung_up_by == "caller"
+        assert record.first_hangup == "agent"
