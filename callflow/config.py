@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from callflow.calendar import SATURDAY, WorkCalendar
+
 DEFAULT_APP_NAME = "liyi"
 MEDIA_PREFIX = "sound:liyi/"
 
@@ -169,7 +171,8 @@ class CallFlowConfig:
     agent_rings: int = 3
     bands: tuple[TimeBand, ...] = DEFAULT_BANDS
     open_hours: tuple[OpenHours, ...] = ()  # empty: open around the clock
-    holidays: frozenset[dt.date] = frozenset()
+    holidays: frozenset[dt.date] = frozenset()  # hours.holidays as written; also in calendar
+    calendar: WorkCalendar = field(default_factory=WorkCalendar)  # days off, 调休 days worked
     closed_prompt: str = "greeting-closed"
     wait_prompt: str | None = "ring-wait"
     moh_class: str = "default"
@@ -198,12 +201,20 @@ class CallFlowConfig:
         return self.bands[0].prompt  # unreachable for a validated config
 
     def is_open(self, local: dt.datetime) -> bool:
-        if local.date() in self.holidays:
+        """Open at this local moment: not a day off, and inside that day's opening hours.
+
+        A moved working day (调休 Saturday or Sunday) keeps weekday hours: the
+        notice does not say which weekday it stands in for, so it is open when
+        any Monday–Friday opening hours cover the time.
+        """
+        day = local.date()
+        if day in self.holidays or day in self.calendar.holidays:
             return False
         if not self.open_hours:
             return True
+        weekdays = set(range(SATURDAY)) if day in self.calendar.workdays else {local.weekday()}
         return any(
-            local.weekday() in oh.days and oh.start <= local.time() < oh.end
+            not weekdays.isdisjoint(oh.days) and oh.start <= local.time() < oh.end
             for oh in self.open_hours
         )
 
@@ -331,6 +342,7 @@ def parse_callflow(
     open_hours = _read_open_hours(r, hours.get("open"), "hours.open")
     holidays = _read_dates(r, hours.get("holidays"), "hours.holidays")
     closed_prompt = r.text(hours, "closed_prompt", "hours", "greeting-closed")
+    calendar = _read_calendar(r, r.section(data, "calendar", ""), holidays)
 
     waiting = r.section(data, "waiting", "")
     raw_wait = waiting.get("prompt", "ring-wait")
@@ -365,7 +377,8 @@ def parse_callflow(
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
         answer_guard_seconds=guard, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
-        holidays=holidays, closed_prompt=closed_prompt, wait_prompt=wait_prompt, moh_class=moh,
+        holidays=holidays, calendar=calendar, closed_prompt=closed_prompt,
+        wait_prompt=wait_prompt, moh_class=moh,
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
         idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
         agents=agents, hold=hold, transfer=transfer, keycodes=keycodes, departments=departments,
@@ -588,6 +601,57 @@ def _read_dates(r: _Reader, raw: Any, path: str) -> frozenset[dt.date]:
         except ValueError:
             r.problem(f"{path}[{i}]", f"{item!r} — must be a date like 2026-10-01")
     return frozenset(dates)
+
+
+def _read_calendar(
+    r: _Reader, raw: Mapping[str, Any], hours_holidays: frozenset[dt.date]
+) -> WorkCalendar:
+    """The center's days off and moved working days (调休), from the State Council's notice.
+
+    ``hours.holidays`` (the older, closed-days-only list) joins the calendar's
+    holidays, so follow-up due dates and opening hours agree on the days off.
+    A day both off and worked, or a "moved working day" that is already a
+    weekday, is a typo in copying the notice: refused, not guessed at.
+    """
+    holidays = _read_date_items(r, raw.get("holidays"), "calendar.holidays")
+    workdays = _read_date_items(r, raw.get("workdays"), "calendar.workdays")
+    off = {d for _, d in holidays} | hours_holidays
+    worked: set[dt.date] = set()
+    for where, day in workdays:
+        if day in off:
+            r.problem(where, f"{day.isoformat()} — also listed as a holiday; "
+                      "a day is either off or worked")
+        elif day.weekday() < SATURDAY:
+            r.problem(where, f"{day.isoformat()} is a {day:%A} — a moved working day (调休) "
+                      "must be a Saturday or Sunday")
+        else:
+            worked.add(day)
+    return WorkCalendar(holidays=frozenset(off), workdays=frozenset(worked))
+
+
+def _read_date_items(r: _Reader, raw: Any, path: str) -> list[tuple[str, dt.date]]:
+    """Each date of a list with its dotted path, so later checks can point at the entry."""
+    if raw is None:
+        return []
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        r.problem(path, f"{raw!r} — must be a list of dates like 2026-10-01")
+        return []
+    items: list[tuple[str, dt.date]] = []
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        day: dt.date | None = None
+        if isinstance(item, dt.date) and not isinstance(item, dt.datetime):
+            day = item
+        elif isinstance(item, str):
+            try:
+                day = dt.date.fromisoformat(item.strip())
+            except ValueError:
+                day = None
+        if day is None:
+            r.problem(where, f"{item!r} — must be a date like 2026-10-01")
+        else:
+            items.append((where, day))
+    return items
 
 
 def _read_names(r: _Reader, raw: Any, path: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from ari_handlers.simulator import AgentScript, AsteriskSimulator, CallerScript
 from callflow import commands as c
+from callflow.calendar import WorkCalendar
 from callflow.config import AgentConfig, RingCadence
 from liyi.app import Service
 from liyi.settings import AsteriskSettings, Settings
@@ -259,7 +260,9 @@ def demo_settings(base: Settings, *, fast: bool) -> Settings:
     if fast:
         cfg = replace(cfg, cadence=RingCadence(on=0.1, off=0.4), answer_guard_seconds=0.03,
                       agent_retry_seconds=0.2)
-    return replace(base, callflow=replace(cfg, agents=agents, open_hours=(), holidays=frozenset()))
+    # The demo always shows the open flow, whatever today is on the center's calendar.
+    return replace(base, callflow=replace(cfg, agents=agents, open_hours=(), holidays=frozenset(),
+                                          calendar=WorkCalendar()))
 
 
 async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = sys.stdout,
