@@ -212,3 +212,24 @@ def score_r6(facts: CallFacts) -> dict[str, Any]:
         if problem:
             return _r(BROKEN, reason=problem, transfers=transfers)
     return _r(KEPT, transfers=transfers)
+
+
+def rates(calls: list[tuple[str, str, dict[str, str]]]) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Compliance rates by group (R12: per agent, per day…): kept / (kept + broken) per rule.
+
+    ``calls`` are (group, rule-status map) pairs flattened as (group, key, statuses) where
+    ``group`` names the grouping ("agent" or "day") and ``key`` its value. Not-applicable
+    marks count in neither side: a rule that never applied has no rate, not 100 %.
+    """
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for _group, key, statuses in calls:
+        rules = out.setdefault(key, {})
+        for rule, status in statuses.items():
+            cell = rules.setdefault(rule, {"kept": 0, "broken": 0})
+            if status in (KEPT, BROKEN):
+                cell[status] = int(cell[status]) + 1
+    for rules in out.values():
+        for cell in rules.values():
+            judged = int(cell["kept"]) + int(cell["broken"])
+            cell["rate"] = round(int(cell["kept"]) / judged, 4) if judged else -1.0
+    return out

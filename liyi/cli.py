@@ -240,6 +240,48 @@ def _prompts(args: argparse.Namespace, prompts: Any) -> int:
     return 2
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Compliance rates per agent and per day (R12), from the calls in the log."""
+    from callflow.compliance import rates
+
+    settings = _settings(args.config, args.db)
+    tz = settings.callflow.tz
+
+    async def load() -> list[Any]:
+        from db import CallStore
+
+        store = CallStore(settings.database_url)
+        await store.start()
+        try:
+            return await store.list_calls(limit=args.limit)
+        finally:
+            await store.close()
+
+    calls = [c for c in asyncio.run(load()) if c.ended_at is not None]
+    if not calls:
+        print(f"no ended calls yet in {settings.database_url}")
+        return 0
+    by = args.by
+    rows = [(by, (c.agent or "—") if by == "agent" else c.created_at.astimezone(tz).strftime("%Y-%m-%d"),
+             c.compliance) for c in calls]
+    table = rates(rows)
+    rules = sorted({r for cells in table.values() for r in cells}, key=lambda r: int(r[1:]))
+    if args.json:
+        print(json.dumps({"by": by, "calls": len(calls), "rates": table}, ensure_ascii=False))
+        return 0
+    print(f"compliance by {by} — {len(calls)} ended calls (kept / judged; – never applied)")
+    print(f"{by:12}" + "".join(f"{r:>12}" for r in rules))
+    for key in sorted(table):
+        cells = []
+        for rule in rules:
+            cell = table[key].get(rule)
+            judged = int(cell["kept"]) + int(cell["broken"]) if cell else 0
+            cells.append(f"{'–':>12}" if not judged
+                         else f"{100 * float(cell['rate']):5.0f}% {int(cell['kept']):>2}/{judged:<2}")  # type: ignore[index]
+        print(f"{key[:12]:12}" + "".join(cells))
+    return 0
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     """Set an agent's panel password (stored as an argon2 hash, never in the repo or config)."""
     import getpass
@@ -293,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="one JSON object per call")
     c.add_argument("--events", action="store_true", help="with show: also the raw engine events")
     c.set_defaults(fn=cmd_calls)
+
+    rp = sub.add_parser("report", help="compliance rates per agent or per day (R12)")
+    rp.add_argument("--by", choices=["agent", "day"], default="agent")
+    rp.add_argument("--limit", type=int, default=10000, help="how many recent calls to count")
+    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--config")
+    rp.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
+    rp.set_defaults(fn=cmd_report)
 
     ag = sub.add_parser("agents", help="agent accounts for the web agent panel")
     ag.add_argument("action", choices=["set-password"])

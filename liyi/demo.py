@@ -72,7 +72,7 @@ class DemoCall:
             raise RuntimeError(f"{agent} {action}: {message}")
 
     def first_agent(self) -> str:
-        return next(h.detail for h in self.call.heard if h.what == "connected")
+        return str(next(h.detail for h in self.call.heard if h.what == "connected"))
 
     async def pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self.k)

@@ -100,3 +100,49 @@ class TestDemoAndCallLog:
         """An empty call log is a clear message, not an empty screen."""
         assert cli.main(["calls", "--db", str(tmp_path / "empty.db")]) == 0
         assert "no calls yet" in capsys.readouterr().out
+
+
+class TestReport:
+    def test_rates_count_kept_over_judged_and_skip_not_applicable(self) -> None:
+        """A rule's rate is kept / (kept + broken); not-applicable marks are no evidence."""
+        from callflow.compliance import rates
+
+        table = rates([("agent", "agent1", {"R1": "kept", "R4": "not_applicable"}),
+                       ("agent", "agent1", {"R1": "broken", "R4": "not_applicable"}),
+                       ("agent", "agent2", {"R1": "kept"})])
+        assert table["agent1"]["R1"] == {"kept": 1, "broken": 1, "rate": 0.5}
+        assert table["agent1"]["R4"]["rate"] == -1.0
+        assert table["agent2"]["R1"]["rate"] == 1.0
+
+    def test_report_by_agent_from_the_call_log(self, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi report --json` gives each agent's rate per rule from the logged calls."""
+        import asyncio
+
+        from db import CallStore
+
+        db = tmp_path / "log.db"
+
+        async def fill() -> None:
+            store = CallStore(f"sqlite+aiosqlite:///{db}")
+            await store.start()
+            for i, (agent, r1) in enumerate([("agent1", "kept"), ("agent1", "broken"),
+                                             ("agent2", "kept")]):
+                store.call_started(f"c{i}", channel_id=f"ch{i}", caller_number="1",
+                                   caller_name="", created_at=1795400000.0 + i)
+                store.call_updated(f"c{i}", agent=agent)
+                store.call_ended(f"c{i}", ended_at=1795400010.0 + i, first_hangup="caller",
+                                 outcome="completed",
+                                 compliance={"R1": {"status": r1, "evidence": {}}})
+            await store.flush()
+            await store.close()
+
+        asyncio.run(fill())
+        capsys.readouterr()
+        assert cli.main(["report", "--json", "--db", str(db)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["calls"] == 3
+        assert report["rates"]["agent1"]["R1"]["rate"] == 0.5
+        assert report["rates"]["agent2"]["R1"]["rate"] == 1.0
+        assert cli.main(["report", "--by", "day", "--db", str(db)]) == 0
+        assert "2026-" in capsys.readouterr().out
