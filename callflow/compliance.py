@@ -214,15 +214,15 @@ def score_r6(facts: CallFacts) -> dict[str, Any]:
     return _r(KEPT, transfers=transfers)
 
 
-def rates(calls: list[tuple[str, str, dict[str, str]]]) -> dict[str, dict[str, dict[str, float | int]]]:
+def rates(calls: list[tuple[str, dict[str, str]]]) -> dict[str, dict[str, dict[str, float | int]]]:
     """Compliance rates by group (R12: per agent, per day…): kept / (kept + broken) per rule.
 
-    ``calls`` are (group, rule-status map) pairs flattened as (group, key, statuses) where
-    ``group`` names the grouping ("agent" or "day") and ``key`` its value. Not-applicable
-    marks count in neither side: a rule that never applied has no rate, not 100 %.
+    ``calls`` are (group key, rule → status) pairs, e.g. ("agent1", {"R1": "kept"}).
+    Not-applicable marks count in neither side: a rule that never applied has no rate,
+    not 100 %.
     """
     out: dict[str, dict[str, dict[str, float | int]]] = {}
-    for _group, key, statuses in calls:
+    for key, statuses in calls:
         rules = out.setdefault(key, {})
         for rule, status in statuses.items():
             cell = rules.setdefault(rule, {"kept": 0, "broken": 0})

@@ -10,7 +10,7 @@ module does no I/O.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -464,6 +464,18 @@ def _read_keycodes(r: _Reader, raw: Mapping[str, Any]) -> KeyCodeConfig:
     return KeyCodeConfig(end=end, inter_digit_seconds=gap, **codes)
 
 
+def _mapping_items(
+    r: _Reader, raw: Sequence[Any], path: str, fields: str
+) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+    """The mapping entries of a config list, with their location; any other entry is a problem."""
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            r.problem(where, f"{item!r} — must be a mapping with {fields}")
+            continue
+        yield i, where, item
+
+
 def _read_departments(r: _Reader, raw: Any, agent_names: set[str]) -> tuple[Department, ...]:
     """Transfer targets by trade; every agent named must exist, every number be unique."""
     if raw is None:
@@ -474,11 +486,7 @@ def _read_departments(r: _Reader, raw: Any, agent_names: set[str]) -> tuple[Depa
     result: list[Department] = []
     names: set[str] = set()
     numbers: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        where = f"departments[{i}]"
-        if not isinstance(item, Mapping):
-            r.problem(where, f"{item!r} — must be a mapping with name, number, agents")
-            continue
+    for i, where, item in _mapping_items(r, raw, "departments", "name, number, agents"):
         name = r.text(item, "name", where, "")
         if not name:
             r.problem(f"{where}.name", "missing")
@@ -522,11 +530,7 @@ def _read_bands(r: _Reader, greeting: Mapping[str, Any]) -> tuple[TimeBand, ...]
         r.problem("greeting.bands", "must be a list of {from, to, prompt} (R2)")
         return DEFAULT_BANDS
     bands: list[TimeBand] = []
-    for i, item in enumerate(raw):
-        where = f"greeting.bands[{i}]"
-        if not isinstance(item, Mapping):
-            r.problem(where, f"{item!r} — must be a mapping with from, to, prompt")
-            continue
+    for i, where, item in _mapping_items(r, raw, "greeting.bands", "from, to, prompt"):
         start = r.clock(item.get("from"), f"{where}.from")
         end = r.clock(item.get("to"), f"{where}.to")
         prompt = r.text(item, "prompt", where, "")
@@ -563,11 +567,7 @@ def _read_open_hours(r: _Reader, raw: Any, path: str) -> tuple[OpenHours, ...]:
         r.problem(path, "must be a list of {days, from, to}")
         return ()
     result = []
-    for i, item in enumerate(raw):
-        where = f"{path}[{i}]"
-        if not isinstance(item, Mapping):
-            r.problem(where, f"{item!r} — must be a mapping with days, from, to")
-            continue
+    for i, where, item in _mapping_items(r, raw, path, "days, from, to"):
         days_raw = item.get("days", list(WEEKDAYS[:5]))
         days: set[int] = set()
         for d in days_raw if isinstance(days_raw, Sequence) and not isinstance(days_raw, str) else [days_raw]:
@@ -677,11 +677,7 @@ def _read_agents(r: _Reader, raw: Any) -> tuple[AgentConfig, ...]:
         return ()
     agents: list[AgentConfig] = []
     seen: set[str] = set()
-    for i, item in enumerate(raw):
-        where = f"agents[{i}]"
-        if not isinstance(item, Mapping):
-            r.problem(where, f"{item!r} — must be a mapping with name and endpoint")
-            continue
+    for i, where, item in _mapping_items(r, raw, "agents", "name and endpoint"):
         name = r.text(item, "name", where, "")
         if not name:
             r.problem(f"{where}.name", "missing")

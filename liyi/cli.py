@@ -262,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no ended calls yet in {settings.database_url}")
         return 0
     by = args.by
-    rows = [(by, (c.agent or "—") if by == "agent" else c.created_at.astimezone(tz).strftime("%Y-%m-%d"),
+    rows = [((c.agent or "—") if by == "agent" else c.created_at.astimezone(tz).strftime("%Y-%m-%d"),
              c.compliance) for c in calls]
     table = rates(rows)
     rules = sorted({r for cells in table.values() for r in cells}, key=lambda r: int(r[1:]))

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from ari_handlers.controller import Controller, LiveCall
+from ari_handlers.controller import Controller
 from ari_handlers.translate import clean_text
 from callflow import commands as c
 from callflow import events as e
@@ -229,4 +229,4 @@ def _state_for(engine_state: str, role: str) -> str:
     return "on-call"
 
 
-__all__ = ["AgentDesk", "LiveCall"]
+__all__ = ["AgentDesk"]

@@ -107,9 +107,9 @@ class TestReport:
         """A rule's rate is kept / (kept + broken); not-applicable marks are no evidence."""
         from callflow.compliance import rates
 
-        table = rates([("agent", "agent1", {"R1": "kept", "R4": "not_applicable"}),
-                       ("agent", "agent1", {"R1": "broken", "R4": "not_applicable"}),
-                       ("agent", "agent2", {"R1": "kept"})])
+        table = rates([("agent1", {"R1": "kept", "R4": "not_applicable"}),
+                       ("agent1", {"R1": "broken", "R4": "not_applicable"}),
+                       ("agent2", {"R1": "kept"})])
         assert table["agent1"]["R1"] == {"kept": 1, "broken": 1, "rate": 0.5}
         assert table["agent1"]["R4"]["rate"] == -1.0
         assert table["agent2"]["R1"]["rate"] == 1.0
