@@ -17,6 +17,14 @@ How a build decides what to do with each prompt:
   … 五分钟, so an admin rewords them once. Each is still its own prompt with
   its own recording, because the engine picks one by the configured limit. A
   ``scripts_zh/hold-announce-<seconds>.txt`` of its own overrides the template.
+  The queue announcements work the same way (R5): ``queue-ahead-1`` …
+  ``queue-ahead-9`` are ``scripts_zh/queue-ahead.txt`` with ``{count}`` said
+  as 一, 两, 三 … 九 (两位, not 二位), and ``queue-wait-1`` … ``queue-wait-10``
+  are ``scripts_zh/queue-wait.txt`` with ``{minutes}`` said as 一, 两 … 十
+  (两分钟). The ends of those ranges say something else — 您是下一位 for
+  nobody ahead, 十位以上 and 超过十分钟 past the last number — so
+  ``queue-ahead-0``, ``queue-ahead-many`` and ``queue-wait-many`` are
+  ordinary prompts with texts of their own.
 - ``recordings/liyi/.generated.json`` (the manifest) remembers, for every file
   we synthesised, a hash of what was spoken (voice, rate, text) and a hash of
   the bytes we wrote.
@@ -56,6 +64,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+
+from callflow.config import QUEUE_AHEAD_MAX, QUEUE_WAIT_MAX_MINUTES
 
 log = structlog.get_logger()
 
@@ -116,16 +126,52 @@ class TemplatedPrompt:
     values: tuple[tuple[str, str], ...]  # placeholder → words, e.g. (("limit", "一分钟"),)
 
 
-#: Prompts rendered from a template unless ``scripts_zh/<name>.txt`` exists.
-TEMPLATED_PROMPTS: dict[str, TemplatedPrompt] = {
+def spoken_count(n: int) -> str:
+    """``n`` as said before a measure word (位, 分钟): 一, 两, 三 … 十, 十二, 二十二.
+
+    A counted 2 is 两 (两位客户, 两分钟), but 12 and 22 keep 二 (十二位), as in
+    ``spoken_duration``.
+    """
+    return "两" if n == 2 else _numeral(n)
+
+
+#: The templates of the queue announcements (R5), ``scripts_zh/<template>.txt``;
+#: like ``hold-announce``, not prompts themselves.
+QUEUE_AHEAD_TEMPLATE = "queue-ahead"
+QUEUE_WAIT_TEMPLATE = "queue-wait"
+
+#: R4: one announcement per hold limit, from ``hold-announce.txt`` with ``{limit}``.
+HOLD_ANNOUNCEMENTS: dict[str, TemplatedPrompt] = {
     hold_announce_name(limit): TemplatedPrompt(
         HOLD_ANNOUNCE_TEMPLATE, (("limit", spoken_duration(limit)),))
     for limit in HOLD_LIMITS
 }
 
+#: R5: the caller's place in line, 1 … 9 callers ahead, from ``queue-ahead.txt`` with
+#: ``{count}``. 0 (您是下一位) and more than nine (十位以上) have texts of their own.
+QUEUE_AHEAD_ANNOUNCEMENTS: dict[str, TemplatedPrompt] = {
+    f"{QUEUE_AHEAD_TEMPLATE}-{n}": TemplatedPrompt(
+        QUEUE_AHEAD_TEMPLATE, (("count", spoken_count(n)),))
+    for n in range(1, QUEUE_AHEAD_MAX + 1)
+}
+
+#: R5: the expected wait, 1 … 10 minutes, from ``queue-wait.txt`` with ``{minutes}``.
+#: Longer (超过十分钟) has a text of its own.
+QUEUE_WAIT_ANNOUNCEMENTS: dict[str, TemplatedPrompt] = {
+    f"{QUEUE_WAIT_TEMPLATE}-{m}": TemplatedPrompt(
+        QUEUE_WAIT_TEMPLATE, (("minutes", spoken_count(m)),))
+    for m in range(1, QUEUE_WAIT_MAX_MINUTES + 1)
+}
+
+#: Prompts rendered from a template unless ``scripts_zh/<name>.txt`` exists.
+TEMPLATED_PROMPTS: dict[str, TemplatedPrompt] = {
+    **HOLD_ANNOUNCEMENTS, **QUEUE_AHEAD_ANNOUNCEMENTS, **QUEUE_WAIT_ANNOUNCEMENTS,
+}
+
 #: Every prompt a deployment needs. The engine plays the greetings, ring-wait,
-#: closings, holds and transfers as ``sound:liyi/<name>``; the dialplan fallback
-#: (``asterisk-conf/extensions.conf``) plays ``fallback-*`` and ``closing-thanks``.
+#: closings, holds, transfers, flow steps, queue announcements and callbacks as
+#: ``sound:liyi/<name>``; the dialplan fallback (``asterisk-conf/extensions.conf``)
+#: plays ``fallback-*`` and ``closing-thanks``.
 PROMPT_NAMES: tuple[str, ...] = (
     "greeting-morning",
     "greeting-noon",
@@ -139,7 +185,7 @@ PROMPT_NAMES: tuple[str, ...] = (
     "fallback-busy",
     # R4/R7 holds: the announcement stating the limit, reassurance while on hold,
     # the caller's choice at the limit (1 keep waiting, 2 back to the agent), the return.
-    *TEMPLATED_PROMPTS,
+    *HOLD_ANNOUNCEMENTS,
     "hold-reassure",
     "hold-limit-ask",
     "hold-return",
@@ -150,6 +196,30 @@ PROMPT_NAMES: tuple[str, ...] = (
     "transfer-failed",
     # The agent left mid-call and the caller is queued again for another agent (R5, R9).
     "requeue-apology",
+    # Call flows: the example key menu, said again after no key or a wrong one, and
+    # the caller saying their name after the tone (R3, played to a transfer target in R6).
+    "menu-main",
+    "menu-no-input",
+    "menu-invalid",
+    "name-ask",
+    # R5 queues: the caller's place in line, the expected wait, and "keep waiting" chosen.
+    "queue-ahead-0",
+    *QUEUE_AHEAD_ANNOUNCEMENTS,
+    "queue-ahead-many",
+    *QUEUE_WAIT_ANNOUNCEMENTS,
+    "queue-wait-many",
+    "queue-continue",
+    # R5/R8 callbacks: the offer (queue, closed flow), the number read back digit by
+    # digit and confirmed or keyed in again, the thanks; and to the agent placing one.
+    "callback-offer",
+    "callback-offer-closed",
+    "callback-enter",
+    "callback-number-is",
+    *(f"digit-{d}" for d in "0123456789"),
+    "callback-confirm",
+    "callback-recorded",
+    "callback-no-number",
+    "callback-dialing",
 )
 
 #: Sub-directory of the recordings dir and of Asterisk's sounds dir, so that
