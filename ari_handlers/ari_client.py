@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -226,6 +227,63 @@ class AriClient:
             params["timeout"] = str(int(timeout))
         result: dict[str, Any] = await self._request("POST", "/channels", params)
         return result
+
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        max_seconds: float,
+        beep: bool = True,
+        terminate_on: str = "#",
+        fmt: str = "wav",
+        if_exists: str = "overwrite",
+        max_silence_seconds: int = 0,
+    ) -> dict[str, Any]:
+        """``record``: record what the caller says (their name, R3) into stored recording ``name``.
+
+        Returns the LiveRecording (``queued``; 201). It waits for the channel's
+        playbacks queued before it, beeps, and ends with RecordingFinished
+        (``recording.duration`` in whole seconds) on ``terminate_on`` (``#``,
+        ``*``, ``any`` or ``none``), after ``max_seconds`` (rounded up; 0 = no
+        limit), after ``max_silence_seconds`` of silence (0 = off), or when the
+        caller hangs up. The key that ends it still arrives as
+        ChannelDtmfReceived. ``if_exists`` is ``fail``, ``overwrite`` or
+        ``append``; a name being recorded is 409 whatever it says. Play it back
+        with media ``recording:<name>``.
+        """
+        params = {
+            "name": name,
+            "format": fmt,
+            "maxDurationSeconds": str(max(0, math.ceil(max_seconds))),
+            "beep": "true" if beep else "false",
+            "terminateOn": terminate_on,
+            "ifExists": if_exists,
+        }
+        if max_silence_seconds:
+            params["maxSilenceSeconds"] = str(int(max_silence_seconds))
+        result: dict[str, Any] = await self._request(
+            "POST", f"/channels/{_seg(channel_id)}/record", params
+        )
+        return result
+
+    async def stop_recording(self, name: str) -> None:
+        """``stop`` on /recordings/live: end a recording now, keeping what was captured."""
+        await self._request("POST", f"/recordings/live/{_seg(name)}/stop")
+
+    async def get_stored_recording(self, name: str) -> dict[str, Any] | None:
+        """``getStored``: the StoredRecording (``name``, ``format``), or ``None`` if there is none."""
+        try:
+            result: dict[str, Any] = await self._request("GET", f"/recordings/stored/{_seg(name)}")
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def delete_stored_recording(self, name: str) -> None:
+        """``deleteStored``: remove a stored recording (a caller's name once it is no longer needed)."""
+        await self._request("DELETE", f"/recordings/stored/{_seg(name)}")
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> None:
         """``hangup``: DELETE a channel with a Q.850-ish ``reason`` from the spec's list."""

@@ -27,13 +27,26 @@ class Routed:
     """An engine event and how to find its call.
 
     ``role`` is "caller" for a new inbound call, "agent" for an agent leg we
-    originated (``caller_channel`` from the app args), else "any".
+    originated for a caller (app args ``agent,<caller channel>``: the
+    ``caller_channel``), "leg" for any other leg we originated, such as the
+    agent and customer legs of a callback (app args ``callback,<call id>``:
+    the ``call_id``), else "any". Only "caller" starts a call; a "leg" is
+    never taken for a new inbound caller, and one no live call knows should
+    be hung up like an orphan agent leg.
+
+    Recording events carry no channel or playback id of their own: their
+    ``caller_channel`` is the recorded channel (from the recording's
+    ``target_uri``), so the controller finds the call the way it finds an
+    agent leg's; ``recording_name`` is the recording's name (ours are
+    ``<call_id>-name``).
     """
 
     event: e.Event
     role: str = "any"
     caller_channel: str = ""
     playback_id: str = ""
+    call_id: str = ""
+    recording_name: str = ""
 
 
 def parse_time(value: Any) -> float:
@@ -91,6 +104,8 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         if args and args[0] == "agent":
             return Routed(event, role="agent",
                           caller_channel=str(args[1]) if len(args) > 1 else "")
+        if args and args[0] == "callback":
+            return Routed(event, role="leg", call_id=str(args[1]) if len(args) > 1 else "")
         return Routed(event, role="caller")
     if kind == "StasisEnd":
         return Routed(e.StasisEnd(at=now, channel_id=_channel(msg)["id"]))
@@ -114,6 +129,35 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         state = raw_state if isinstance(raw_state, str) else "done"
         return Routed(e.PlaybackFinished(at=now, playback_id=pb["id"], state=state),
                       playback_id=pb["id"])
+    if kind in ("RecordingFinished", "RecordingFailed"):
+        return _recording(msg, kind, now)
     if not isinstance(kind, str):
         raise BadEvent("an ARI message needs a type")
     return None
+
+
+def _recording(msg: dict[str, Any], kind: str, now: float) -> Routed:
+    """RecordingFinished/RecordingFailed → the engine's, routed by the recorded channel.
+
+    A RecordingFinished in state ``canceled`` (``DELETE /recordings/live``)
+    left no file, so the engine hears a RecordingFailed with cause
+    "canceled". ``duration`` is whole seconds and absent when nothing was
+    captured (e.g. a hang-up during the beep): 0.0 then.
+    """
+    rec = msg.get("recording")
+    if not isinstance(rec, dict) or not isinstance(rec.get("name"), str) or not rec["name"]:
+        raise BadEvent(f"{kind}: no recording name")
+    name = rec["name"]
+    target = rec.get("target_uri")
+    channel = ""
+    if isinstance(target, str) and target.startswith("channel:"):
+        channel = target.removeprefix("channel:")
+    state = rec.get("state")
+    if kind == "RecordingFailed" or state == "canceled":
+        cause = clean_text(rec.get("cause")) or ("canceled" if state == "canceled" else "failed")
+        event: e.Event = e.RecordingFailed(at=now, recording_name=name, cause=cause)
+    else:
+        duration = rec.get("duration")
+        seconds = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else 0.0
+        event = e.RecordingFinished(at=now, recording_name=name, duration_seconds=max(0.0, seconds))
+    return Routed(event, caller_channel=channel, recording_name=name)

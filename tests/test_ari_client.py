@@ -73,6 +73,14 @@ APPLICATION = {  # 12-app-disconnect-default-subscription: GET /applications/liy
     "events_disallowed": [],
 }
 
+LIVE_RECORDING = {  # no trace: shaped as stasis_app_recording_to_json renders a queued recording
+    "name": "c0ffee-name",
+    "format": "wav",
+    "state": "queued",
+    "target_uri": "channel:1795348947.19",
+}
+STORED_RECORDING = {"name": "c0ffee-name", "format": "wav"}
+
 # (method, spec path) -> (status, body); 204 answers have no body.
 ANSWERS: dict[tuple[str, str], tuple[int, Any]] = {
     ("POST", "/channels/{channelId}/ring"): (204, None),
@@ -92,6 +100,10 @@ ANSWERS: dict[tuple[str, str], tuple[int, Any]] = {
     ("GET", "/channels/{channelId}"): (200, CHANNEL),
     ("GET", "/channels"): (200, [CHANNEL]),
     ("GET", "/applications/{applicationName}"): (200, APPLICATION),
+    ("POST", "/channels/{channelId}/record"): (201, LIVE_RECORDING),
+    ("POST", "/recordings/live/{recordingName}/stop"): (204, None),
+    ("GET", "/recordings/stored/{recordingName}"): (200, STORED_RECORDING),
+    ("DELETE", "/recordings/stored/{recordingName}"): (204, None),
 }
 
 
@@ -217,6 +229,10 @@ CALLS: dict[str, Callable[[AriClient], Awaitable[Any]]] = {
     "get_channel": lambda c: c.get_channel("1795348947.19"),
     "list_channels": lambda c: c.list_channels(),
     "get_application": lambda c: c.get_application(),
+    "record": lambda c: c.record("1795348947.19", "c0ffee-name", max_seconds=4.5),
+    "stop_recording": lambda c: c.stop_recording("c0ffee-name"),
+    "get_stored_recording": lambda c: c.get_stored_recording("c0ffee-name"),
+    "delete_stored_recording": lambda c: c.delete_stored_recording("c0ffee-name"),
 }
 
 
@@ -281,6 +297,64 @@ class TestSpecConformance:
             "/channels/call-1-agent1",
             {"reason": "normal"},
         )
+
+
+class TestRecord:
+    async def test_record_sends_the_spec_parameters(
+        self, fake: FakeAsterisk, client: AriClient
+    ) -> None:
+        """record() sends name, format, a whole-second limit rounded up, beep, '#' and ifExists, and returns the LiveRecording."""
+        body = await client.record("1795348947.19", "c0ffee-name", max_seconds=4.5)
+        await client.record("1795348947.19", "c0ffee-name", max_seconds=6, beep=False,
+                            terminate_on="none", fmt="gsm", if_exists="fail", max_silence_seconds=2)
+        first, second = fake.requests
+        assert body == LIVE_RECORDING
+        assert (first.method, first.path) == ("POST", "/channels/1795348947.19/record")
+        assert first.params == {
+            "name": "c0ffee-name", "format": "wav", "maxDurationSeconds": "5", "beep": "true",
+            "terminateOn": "#", "ifExists": "overwrite",
+        }
+        assert second.params == {
+            "name": "c0ffee-name", "format": "gsm", "maxDurationSeconds": "6", "beep": "false",
+            "terminateOn": "none", "ifExists": "fail", "maxSilenceSeconds": "2",
+        }
+        assert load_spec().check_request(second.method, second.path, second.params) == []
+
+    async def test_record_against_the_simulator(self) -> None:
+        """Against the simulator, record() gets 201 queued, the caller's '#' ends it, and the name is stored."""
+        from ari_handlers.simulator import AsteriskSimulator, CallerScript
+
+        sim = AsteriskSimulator(prompt_seconds=0.05)
+        await sim.start()
+        ari = AriClient(sim.ari_url, sim.ari_user, sim.ari_password, sim.app)
+        seen: list[dict[str, Any]] = []
+        stop = asyncio.Event()
+
+        async def on_event(event: dict[str, Any]) -> None:
+            seen.append(event)
+
+        pump = asyncio.create_task(ari.events(on_event, stop=stop))
+        try:
+            while not sim.app_connected:
+                await asyncio.sleep(0.005)
+            call = await sim.place_call("13800138000", script=CallerScript(says_name_seconds=0.2))
+            await ari.answer(call.channel_id)
+            live = await ari.record(call.channel_id, "abc-name", max_seconds=5)
+            assert (live["name"], live["state"]) == ("abc-name", "queued")
+            for _ in range(200):
+                if any(ev["type"] == "RecordingFinished" for ev in seen):
+                    break
+                await asyncio.sleep(0.01)
+            finished = next(ev for ev in seen if ev["type"] == "RecordingFinished")
+            assert finished["recording"]["state"] == "done"
+            assert await ari.get_stored_recording("abc-name") == {"name": "abc-name", "format": "wav"}
+            await ari.delete_stored_recording("abc-name")
+            assert await ari.get_stored_recording("abc-name") is None
+        finally:
+            stop.set()
+            await pump
+            await ari.close()
+            await sim.stop()
 
 
 class TestResponses:

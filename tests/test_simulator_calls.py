@@ -162,7 +162,9 @@ class TestAgentLegs:
         assert {leg.channel_id: leg.outcome for leg in sim.agent_legs} == {
             "l1": "service-hung-up", "l2": "declined", "l3": "no-answer", "l4": "cancelled"}
         assert sim.legs_of("agent3")[0].ring_seconds == pytest.approx(1.0, abs=0.1)
-        assert [e["cause"] for e in c.events if e["type"] == "ChannelDestroyed"] == [16, 17, 16, 19]
+        # by leg, not in order: under load l4's DELETE can come before agent2's 0.05 s decline
+        assert {e["channel"]["id"]: e["cause"] for e in c.events if e["type"] == "ChannelDestroyed"} == {
+            "l1": 16, "l2": 17, "l3": 19, "l4": 16}
         assert c.types("l4") == ["Dial", "ChannelStateChange", "Dial", "ChannelHangupRequest", "ChannelDestroyed"]
         states = [args for method, args in sim.ami_log if method == "set_device_state" and args[0] == "PJSIP/agent1"]
         assert [s for _, s in states] == ["NOT_INUSE", "RINGING", "INUSE", "NOT_INUSE"]

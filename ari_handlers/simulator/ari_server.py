@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -361,6 +362,18 @@ async def set_variable(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
     return _no_content()
 
 
+_RECORD_PARAMS = ("name", "format", "maxDurationSeconds", "maxSilenceSeconds", "ifExists", "beep", "terminateOn")
+
+
+@route("POST", "/channels/{channelId}/record", *_RECORD_PARAMS)
+async def record(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    """201 Created with the LiveRecording and ``Location: /recordings/live/<name>`` (ast_ari_response_created)."""
+    body = sim.record(p.path("channelId"), {name: p.get(name) for name in _RECORD_PARAMS})
+    resp = _json(body, 201)
+    resp.headers["Location"] = f"/recordings/live/{quote(body['name'], safe='')}"
+    return resp
+
+
 # -- bridges
 
 
@@ -439,6 +452,48 @@ async def get_playback(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
 async def stop_playback(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
     sim.stop_playback(p.path("playbackId"))
     return _no_content()
+
+
+# -- recordings
+
+
+@route("GET", "/recordings/live/{recordingName}")
+async def get_live_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    return _json(sim.get_live_recording(p.path("recordingName")).to_json())
+
+
+@route("POST", "/recordings/live/{recordingName}/stop")
+async def stop_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    sim.stop_recording(p.path("recordingName"))
+    return _no_content()
+
+
+@route("DELETE", "/recordings/live/{recordingName}")
+async def cancel_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    sim.stop_recording(p.path("recordingName"), cancel=True)
+    return _no_content()
+
+
+@route("GET", "/recordings/stored")
+async def list_stored_recordings(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    return _json([r.to_json() for r in sim.stored_recordings.values()])
+
+
+@route("GET", "/recordings/stored/{recordingName}")
+async def get_stored_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    return _json(sim.get_stored_recording(p.path("recordingName")).to_json())
+
+
+@route("DELETE", "/recordings/stored/{recordingName}")
+async def delete_stored_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    sim.delete_stored_recording(p.path("recordingName"))
+    return _no_content()
+
+
+@route("POST", "/recordings/stored/{recordingName}/copy", "destinationRecordingName")
+async def copy_stored_recording(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
+    copy = sim.copy_stored_recording(p.path("recordingName"), p.get("destinationRecordingName"))
+    return _json(copy.to_json())
 
 
 # -- events WebSocket

@@ -38,6 +38,21 @@ What the recordings taught, and the simulator therefore does:
   subscribeAll's 404 in trace 07 does not apply); an inbound call fails at
   once (STASISSTATUS=FAILED, 603 Decline; trace 07 C).
 
+Not covered by any trace, so built from the ARI spec and Asterisk's sources
+(res/ari/resource_channels.c, res/stasis_recording) and marked as such:
+
+- ``record`` (R3 names): 201 LiveRecording ``queued``; it shares the
+  channel's command queue with ``play`` (each waits for the other); it
+  answers an unanswered channel, sends RecordingStarted, beeps, captures, and
+  ends with RecordingFinished ``done`` (whole-second ``duration``), also on a
+  hang-up (between ChannelHangupRequest and StasisEnd, keeping what was
+  captured); ``DELETE /recordings/live/{name}`` gives ``canceled`` and no
+  file; RecordingFailed only through the ``recording_failure`` hook. The key
+  that ends a recording still raises ChannelDtmfReceived;
+- customers through the trunk (``PJSIP/<number>@trunk``): the agent-leg
+  event order of traces 03/04/11; a busy line is cause 17 and Dial BUSY
+  without ringing.
+
 Everything runs on the event loop with ``call_later`` timers, so thousands
 of concurrent calls cost little.
 """
@@ -45,6 +60,7 @@ of concurrent calls cost little.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -57,21 +73,37 @@ from ari_handlers.simulator.model import (
     BRIDGE_TYPE_FLAGS,
     CAUSE_TEXT,
     HANGUP_REASONS,
+    RECORDING_FORMATS,
+    RECORDING_IF_EXISTS,
+    RECORDING_TERMINATE_ON,
     AgentPhone,
     Bridge,
     Channel,
     IdSource,
+    LiveRecording,
     Playback,
+    StoredRecording,
     ari_time,
     endpoint_json,
     media_outcome,
+    queued_recording_name,
+    recording_queue_id,
 )
-from ari_handlers.simulator.scripts import AgentLeg, AgentScript, CallerScript, SimCall
+from ari_handlers.simulator.scripts import (
+    AgentLeg,
+    AgentScript,
+    CallerScript,
+    CustomerScript,
+    Heard,
+    SimCall,
+)
 
 log = structlog.get_logger()
 
 _ANSWERS_SOON = AgentScript()
 _PLAIN_CALLER = CallerScript()
+_UNANSWERED_CUSTOMER = CustomerScript(answer_after=None)
+_BUSY_AFTER = 0.1  # seconds from the INVITE to the carrier's 486 Busy Here
 
 NOT_IN_STASIS = "Channel not in Stasis application"
 AMI_STATE = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
@@ -102,6 +134,7 @@ class AsteriskSimulator:
         ami_port: int = 0,
         prompt_seconds: float | Callable[[str], float] = 0.3,
         stasis_delay: float = 0.0,
+        trunks: tuple[str, ...] = ("trunk", "carrier"),
     ) -> None:
         from ari_handlers.simulator.ari_server import AriServer
 
@@ -111,6 +144,7 @@ class AsteriskSimulator:
         self.host = host
         self.prompt_seconds = prompt_seconds
         self.stasis_delay = stasis_delay
+        self.trunks = trunks  # PJSIP/<number>@<trunk> reaches a customer
         self.started_at = time.time()
         self.calls: list[SimCall] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -119,6 +153,12 @@ class AsteriskSimulator:
         self.bridges: dict[str, Bridge] = {}
         self.playbacks: dict[str, Playback] = {}
         self.agents: dict[str, AgentPhone] = {}
+        self.customers: dict[str, CustomerScript] = {}  # number -> how that customer's phone behaves
+        self.customer_calls: list[SimCall] = []  # every customer leg placed, oldest first
+        self.live_recordings: dict[str, LiveRecording] = {}
+        self.stored_recordings: dict[str, StoredRecording] = {}
+        # set it to make every recording that starts fail at once with this cause (RecordingFailed)
+        self.recording_failure: str | None = None
         self.known_apps: set[str] = set()  # apps that connected once stay registered (trace 12)
         self.ami_log: list[tuple[str, Any]] = []  # everything told to the AMI side, in order
         self.ami: Any = None
@@ -128,6 +168,7 @@ class AsteriskSimulator:
         self._legs_by_channel: dict[str, AgentLeg] = {}
         self._leg_timers: dict[str, list[asyncio.TimerHandle]] = {}
         self._leg_args: dict[str, list[str]] = {}
+        self._customer_scripts: dict[str, CustomerScript] = {}
         self._device_states: dict[str, str] = {}
         self._event_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.server = AriServer(self, host=host, port=ari_port)
@@ -162,6 +203,11 @@ class AsteriskSimulator:
         for pb in self.playbacks.values():
             if pb.timer:
                 pb.timer.cancel()
+        for rec in self.live_recordings.values():
+            rec.cancel_timers()
+        for call in self.customer_calls:
+            if not call.ended.is_set():
+                call.finish("service", "simulator stopped")
         await self.server.stop()
         if self.ami is not None:
             await self.ami.stop()
@@ -305,6 +351,9 @@ class AsteriskSimulator:
         ch = self.channels.get(call.channel_id)
         if ch is None or ch.gone:
             return
+        if ch.role == "customer":
+            self._customer_hangs_up(ch, call)
+            return
         answered = ch.state == "Up"
         log.info("sim.caller_hangup", call_id=ch.id, answered=answered)
         # The caller's experience ends with their hangup: leaving the bridge
@@ -345,6 +394,10 @@ class AsteriskSimulator:
         if bridge is not None and not bridge.dtmf_events:
             return  # native/simple mixing bridge: passed through, no event (trace 06)
         self._emit_channel("ChannelDtmfReceived", ch, digit=digit, duration_ms=duration_ms)
+        rec = self._recording_on(ch)
+        capturing = rec is not None and rec.state == "recording" and rec.capture_started is not None
+        if capturing and rec is not None and rec.terminate_on in ("any", digit):
+            self._finish_recording(rec, "done")
 
     # ------------------------------------------------------------------ channel operations (REST)
 
@@ -421,6 +474,7 @@ class AsteriskSimulator:
                 self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True)
         if leg is not None and leg.outcome in ("ringing", "answered"):
             self._end_leg(leg, "cancelled" if leg.outcome == "ringing" else "service-hung-up")
+        self._cancel_leg_timers(ch.id)
         self._destroy(ch, cause=cause)
 
     def start_moh(self, channel_id: str, moh_class: str | None) -> None:
@@ -527,7 +581,7 @@ class AsteriskSimulator:
 
     def _play_current(self, pb: Playback) -> None:
         media = pb.current_media
-        outcome = media_outcome(media)
+        outcome = self._media_outcome(media)
         if outcome == "missing":
             for call in self._listeners(pb):
                 call.prompt_failed(media)
@@ -542,6 +596,8 @@ class AsteriskSimulator:
                 call.prompt_started(pb.id, media, pb.early)
             else:
                 call.note("prompt", media)
+        for leg in self._legs_hearing(pb):
+            leg.heard.append(Heard(time.time(), "prompt", media))
         if pb.target_kind == "bridge":
             self._refresh_bridge(pb.target_id)
         pb.timer = self.loop.call_later(self._duration(media), self._media_done, pb)
@@ -584,16 +640,33 @@ class AsteriskSimulator:
         target.playback_queue.remove(pb.id)
         if pb.target_kind == "bridge":
             self._refresh_bridge(pb.target_id)
-        if was_current and target.playback_queue:
-            nxt = self.playbacks.get(target.playback_queue[0])
-            if nxt is not None:
-                self._start_playback(nxt)
+        if was_current:
+            self._start_next(target)
+
+    def _start_next(self, target: Channel | Bridge) -> None:
+        """Start what waits first in the target's queue: a playback or (channels) a recording."""
+        if not target.playback_queue:
+            return
+        first = target.playback_queue[0]
+        name = queued_recording_name(first)
+        if name is not None:
+            rec = self.live_recordings.get(name)
+            if rec is not None and isinstance(target, Channel):
+                self._start_recording(rec, target)
+            return
+        nxt = self.playbacks.get(first)
+        if nxt is not None:
+            self._start_playback(nxt)
 
     def _end_playbacks(self, target: Channel | Bridge) -> None:
         """The target is going away: the current playback ends ``done``, queued ones vanish."""
         queue = list(target.playback_queue)
         target.playback_queue.clear()
         for i, pb_id in enumerate(queue):
+            name = queued_recording_name(pb_id)
+            if name is not None:
+                self._end_recording_with_channel(name, current=i == 0)
+                continue
             pb = self.playbacks.get(pb_id)
             if pb is None:
                 continue
@@ -619,10 +692,236 @@ class AsteriskSimulator:
         calls = (self._calls_by_channel.get(cid) for cid in bridge.channels)
         return [c for c in calls if c is not None and not c.ended.is_set()]
 
+    def _legs_hearing(self, pb: Playback) -> list[AgentLeg]:
+        """The agents who hear this playback: on their own leg, or bridged with it."""
+        if pb.target_kind == "channel":
+            ids = [pb.target_id]
+        else:
+            bridge = self.bridges.get(pb.target_id)
+            ids = list(bridge.channels) if bridge is not None else []
+        legs = (self._legs_by_channel.get(cid) for cid in ids)
+        return [leg for leg in legs if leg is not None and leg.outcome == "answered"]
+
+    def _media_outcome(self, media: str) -> str:
+        """``media_outcome``, and a ``recording:`` that is not stored fails like a missing sound."""
+        scheme, _, name = media.partition(":")
+        if scheme == "recording":
+            return "ok" if name in self.stored_recordings else "missing"
+        return media_outcome(media)
+
     def _duration(self, media: str) -> float:
+        scheme, _, name = media.partition(":")
+        stored = self.stored_recordings.get(name) if scheme == "recording" else None
+        if stored is not None:
+            return stored.seconds
         if callable(self.prompt_seconds):
             return float(self.prompt_seconds(media))
         return float(self.prompt_seconds)
+
+    # ------------------------------------------------------------------ recordings (R3: the caller's name)
+
+    def record(self, channel_id: str, params: dict[str, str | None]) -> dict[str, Any]:
+        """POST /channels/{id}/record: queue a recording on the channel's command queue.
+
+        No trace recorded this, so it follows the ARI spec and
+        res/ari/resource_channels.c + res/stasis_recording: 404/409 for a
+        channel that is gone or not in Stasis; 409 when it is bridged; 400 for
+        a negative limit, an unknown ``terminateOn``/``ifExists`` or a bad name;
+        422 for an unknown format; 409 when the name is being recorded, or is
+        stored and ``ifExists=fail``. The 201 body is the LiveRecording
+        ``queued``; like ``play`` it waits for the channel's earlier playbacks,
+        then answers the channel if needed, sends RecordingStarted, plays the
+        beep, and captures until the terminating key, ``maxDurationSeconds``,
+        ``maxSilenceSeconds`` of silence, ``stop`` or a hang-up. Each ends with
+        RecordingFinished ``done`` (a hang-up keeps what was captured, as
+        ``ast_play_and_record`` does; status is not checked by record_file),
+        ``DELETE`` with RecordingFinished ``canceled`` and no file.
+        RecordingFailed only comes from ``recording_failure`` (a test hook
+        standing in for e.g. "Failed to answer channel").
+        """
+        ch = self.stasis_channel(channel_id)
+        if ch.bridge_id is not None:
+            raise AriError(409, "Channel is currently bridged with other channels")
+        max_duration = _atoi(params.get("maxDurationSeconds"))
+        max_silence = _atoi(params.get("maxSilenceSeconds"))
+        if max_duration < 0:
+            raise AriError(400, "max_duration_seconds cannot be negative")
+        if max_silence < 0:
+            raise AriError(400, "max_silence_seconds cannot be negative")
+        terminate_on = params.get("terminateOn") or "none"
+        if terminate_on not in RECORDING_TERMINATE_ON:
+            raise AriError(400, "terminateOn invalid")
+        if_exists = params.get("ifExists") or "fail"
+        if if_exists not in RECORDING_IF_EXISTS:
+            raise AriError(400, "ifExists invalid")
+        fmt = params.get("format") or ""
+        if fmt not in RECORDING_FORMATS:
+            raise AriError(422, "specified format is unknown on this system")
+        name = params.get("name") or ""
+        if not name or ".." in name or name.startswith("/"):
+            raise AriError(400, "Recording name invalid")
+        if name in self.live_recordings or (if_exists == "fail" and name in self.stored_recordings):
+            raise AriError(409, f"Recording '{name}' already exists and can not be overwritten")
+        rec = LiveRecording(
+            name=name,
+            format=fmt,
+            channel_id=ch.id,
+            max_duration=max_duration,
+            max_silence=max_silence,
+            beep=(params.get("beep") or "").lower() in ("true", "yes", "1"),
+            terminate_on=terminate_on,
+            if_exists=if_exists,
+        )
+        self.live_recordings[name] = rec
+        ch.playback_queue.append(recording_queue_id(name))
+        snapshot = rec.to_json()
+        log.info("sim.record", call_id=ch.id, recording=name, max_seconds=max_duration)
+        if len(ch.playback_queue) == 1:
+            self._start_recording(rec, ch)
+        return snapshot
+
+    def get_live_recording(self, name: str) -> LiveRecording:
+        rec = self.live_recordings.get(name)
+        if rec is None:
+            raise AriError(404, "Recording not found")
+        return rec
+
+    def stop_recording(self, name: str, *, cancel: bool = False) -> None:
+        """``stop`` keeps what was captured (``done``); ``cancel`` (DELETE) discards it (``canceled``).
+
+        A recording still queued behind a playback just leaves the queue.
+        """
+        rec = self.get_live_recording(name)
+        if rec.state == "queued":
+            self._drop_queued_recording(rec)
+            return
+        self._finish_recording(rec, "canceled" if cancel else "done")
+
+    def get_stored_recording(self, name: str) -> StoredRecording:
+        stored = self.stored_recordings.get(name)
+        if stored is None:
+            raise AriError(404, "Recording not found")
+        return stored
+
+    def delete_stored_recording(self, name: str) -> None:
+        self.get_stored_recording(name)
+        del self.stored_recordings[name]
+
+    def copy_stored_recording(self, name: str, destination: str | None) -> StoredRecording:
+        source = self.get_stored_recording(name)
+        if not destination or ".." in destination:
+            raise AriError(400, "Recording name invalid")
+        if destination in self.stored_recordings:
+            raise AriError(409, "A recording with the same name already exists on the system")
+        copy = StoredRecording(destination, source.format, source.seconds)
+        self.stored_recordings[destination] = copy
+        return copy
+
+    def _recording_on(self, ch: Channel) -> LiveRecording | None:
+        """The recording capturing this channel now (not one still queued)."""
+        if not ch.playback_queue:
+            return None
+        name = queued_recording_name(ch.playback_queue[0])
+        rec = self.live_recordings.get(name) if name is not None else None
+        return rec if rec is not None and rec.state == "recording" else None
+
+    def _start_recording(self, rec: LiveRecording, ch: Channel) -> None:
+        """record_file: answer if needed, RecordingStarted, the beep, then capture."""
+        if self.recording_failure is not None:
+            self._finish_recording(rec, "failed", cause=self.recording_failure)
+            return
+        if ch.state != "Up":
+            self._set_up(ch)
+        rec.state = "recording"
+        self._emit_recording("RecordingStarted", rec)
+        call = self._calls_by_channel.get(ch.id)
+        if rec.beep:
+            if call is not None:
+                call.recording_beep(rec.name)
+            rec.timers.append(self.loop.call_later(self._duration("sound:beep"), self._capture, rec))
+        else:
+            self._capture(rec)
+
+    def _capture(self, rec: LiveRecording) -> None:
+        ch = self.channels.get(rec.channel_id)
+        if ch is None or ch.gone or rec.state != "recording":
+            return
+        rec.capture_started = time.time()
+        call = self._calls_by_channel.get(ch.id)
+        if call is not None:
+            call.recording_started(rec.name)
+        if rec.max_duration > 0:
+            rec.timers.append(self.loop.call_later(rec.max_duration, self._finish_recording, rec, "done"))
+        if rec.max_silence > 0:
+            talk = self._talk_seconds(rec)
+            rec.timers.append(
+                self.loop.call_later(talk + rec.max_silence, functools.partial(
+                    self._finish_recording, rec, "done", silence_ended=True))
+            )
+
+    def _talk_seconds(self, rec: LiveRecording) -> float:
+        """How long the person on the recorded channel talks (their script's ``says_name_seconds``)."""
+        call = self._calls_by_channel.get(rec.channel_id)
+        return (call.script.says_name_seconds or 0.0) if call is not None else 0.0
+
+    def _finish_recording(self, rec: LiveRecording, state: str, *, cause: str = "",
+                          silence_ended: bool = False) -> None:
+        """End a recording: durations, the stored file, the event, and the channel's next command."""
+        if rec.state not in ("queued", "recording"):
+            return
+        rec.cancel_timers()
+        captured: float | None = None
+        if rec.capture_started is not None:
+            captured = time.time() - rec.capture_started
+            if silence_ended:  # Asterisk trims the silence that ended it
+                captured = max(0.0, captured - rec.max_silence)
+            rec.duration = int(captured)
+            if rec.max_silence > 0:
+                rec.talking_duration = int(min(self._talk_seconds(rec), captured))
+                rec.silence_duration = max(0, rec.duration - rec.talking_duration)
+        rec.state, rec.cause = state, cause
+        self.live_recordings.pop(rec.name, None)
+        if state == "done" and captured is not None:
+            old = self.stored_recordings.get(rec.name)
+            seconds = captured + (old.seconds if old is not None and rec.if_exists == "append" else 0.0)
+            self.stored_recordings[rec.name] = StoredRecording(rec.name, rec.format, seconds)
+        log.info("sim.recording_ended", call_id=rec.channel_id, recording=rec.name, state=state,
+                 duration=rec.duration)
+        self._emit_recording("RecordingFailed" if state == "failed" else "RecordingFinished", rec)
+        call = self._calls_by_channel.get(rec.channel_id)
+        if call is not None:
+            call.recording_stopped(rec.name)
+        self._leave_channel_queue(rec)
+
+    def _drop_queued_recording(self, rec: LiveRecording) -> None:
+        rec.cancel_timers()
+        self.live_recordings.pop(rec.name, None)
+        self._leave_channel_queue(rec)
+
+    def _leave_channel_queue(self, rec: LiveRecording) -> None:
+        ch = self.channels.get(rec.channel_id)
+        queue_id = recording_queue_id(rec.name)
+        if ch is None or queue_id not in ch.playback_queue:
+            return
+        was_current = ch.playback_queue[0] == queue_id
+        ch.playback_queue.remove(queue_id)
+        if was_current and not ch.gone:
+            self._start_next(ch)
+
+    def _end_recording_with_channel(self, name: str, *, current: bool) -> None:
+        """The channel leaves Stasis: a running recording finishes with what it has, a queued one vanishes."""
+        rec = self.live_recordings.get(name)
+        if rec is None:
+            return
+        if current and rec.state == "recording":
+            self._finish_recording(rec, "done")
+        else:
+            self._drop_queued_recording(rec)
+
+    def _emit_recording(self, kind: str, rec: LiveRecording) -> None:
+        ch = self.channels.get(rec.channel_id)
+        apps = self._channel_apps(ch) if ch is not None else set()
+        self._publish({"type": kind, "recording": rec.to_json()}, apps)
 
     # ------------------------------------------------------------------ bridges
 
@@ -656,6 +955,8 @@ class AsteriskSimulator:
         for ch in chans:
             if not ch.in_stasis:
                 raise AriError(422, NOT_IN_STASIS)
+            if self._recording_on(ch) is not None:
+                raise AriError(409, "Channel currently recording")
         for ch in chans:
             if ch.bridge_id is not None:
                 self._leave_bridge(ch)  # re-adding to the same bridge: left + entered (trace 08)
@@ -771,7 +1072,13 @@ class AsteriskSimulator:
     def originate(
         self, params: dict[str, str], channel_id: str | None, variables: dict[str, str]
     ) -> tuple[Channel, int]:
-        """POST /channels: ring an agent's phone into the app (traces 03, 04, 11)."""
+        """POST /channels: ring an agent's phone, or a customer through the trunk, into the app
+        (traces 03, 04, 11).
+
+        ``timeout`` is the ringing limit in seconds (spec default 30; ``-1`` or
+        ``0``: no limit); when it runs out the leg ends with ChannelDestroyed
+        cause 19 only (trace 04 B).
+        """
         endpoint = params.get("endpoint")
         app = params.get("app")
         if not endpoint:
@@ -781,8 +1088,10 @@ class AsteriskSimulator:
         if channel_id and channel_id in self.channels:
             raise AriError(409, "Channel with given unique ID already exists")
         tech, _, resource = endpoint.partition("/")
+        number, _, trunk = resource.rpartition("@")
+        customer = tech.upper() == "PJSIP" and bool(number) and trunk in self.trunks
         agent = self.agents.get(resource) if tech.upper() == "PJSIP" else None
-        if agent is None or not agent.registered:
+        if not customer and (agent is None or not agent.registered):
             log.info("sim.originate_failed", endpoint=endpoint)
             raise AriError(500, "Allocation failed", key="error")
         if not app:
@@ -794,40 +1103,63 @@ class AsteriskSimulator:
         now = time.time()
         generated, n = self._ids.next(now)
         cid_name, cid_number = _parse_caller_id(params.get("callerId") or "")
+        device = f"PJSIP/{trunk}" if customer else f"PJSIP/{resource}"
         ch = Channel(
             id=channel_id or generated,
-            name=f"{agent.endpoint}-{n:08x}",
-            role="agent",
+            name=f"{device}-{n:08x}",
+            role="customer" if customer else "agent",
             created=now,
             state="Down",
             caller_name=cid_name,
             caller_number=cid_number,
             connected_name=cid_name,
             connected_number=cid_number,
-            context="agents",
+            context="from-trunk" if customer else "agents",
             exten="s",
             priority=1,
             app_name="AppDial2",
             app_data="(Outgoing Line)",
-            endpoint=agent.endpoint,
+            endpoint=device,
+            dialstring=resource,
             app=app,
             subscribed=True,
             explicit_subscription=True,
             variables=dict(variables),
         )
         self.channels[ch.id] = ch
-        leg = AgentLeg(agent=agent.name, channel_id=ch.id, started_at=now)
-        self.agent_legs.append(leg)
-        self._legs_by_channel[ch.id] = leg
         app_args = params.get("appArgs") or ""
         self._leg_args[ch.id] = app_args.split(",") if app_args else []
-        log.info("sim.originate", call_id=ch.id, agent=agent.name, timeout=timeout)
+        if customer:
+            script = self.customers.get(number, _UNANSWERED_CUSTOMER)
+            call = SimCall(
+                channel_id=ch.id,
+                caller_number=number,
+                caller_name="",
+                script=script.script,
+                actions=self,
+                loop=self.loop,
+                kind="customer",
+            )
+            self.customer_calls.append(call)
+            self._calls_by_channel[ch.id] = call
+            self._customer_scripts[ch.id] = script
+            call.started()
+            log.info("sim.originate", call_id=ch.id, customer=number, timeout=timeout)
+        else:
+            assert agent is not None
+            leg = AgentLeg(agent=agent.name, channel_id=ch.id, started_at=now)
+            self.agent_legs.append(leg)
+            self._legs_by_channel[ch.id] = leg
+            log.info("sim.originate", call_id=ch.id, agent=agent.name, timeout=timeout)
         self._ami_channel_event("Newchannel", ch)
         return ch, timeout
 
     def start_dialing(self, ch: Channel, timeout: int) -> None:
         """After the 200: Dial, Ringing, Dial RINGING, then the phone's script (trace 11 order)."""
         if ch.gone:
+            return
+        if ch.role == "customer":
+            self._dial_customer(ch, timeout)
             return
         agent = self.agents[ch.endpoint.split("/", 1)[1]]
         self._emit_dial(ch, "")
@@ -843,6 +1175,98 @@ class AsteriskSimulator:
             timers.append(self.loop.call_later(script.decline_after, self._agent_declines, ch))
         if timeout > 0:
             timers.append(self.loop.call_later(timeout, self._leg_times_out, ch))
+
+    # ------------------------------------------------------------------ customers (through the trunk)
+
+    def customer(
+        self,
+        number: str,
+        *,
+        answer_after: float | None = 1.0,
+        hang_up_after: float | None = None,
+        busy: bool = False,
+        script: CallerScript = _PLAIN_CALLER,
+    ) -> CustomerScript:
+        """Script the customer at ``number``: the next originates to ``PJSIP/<number>@trunk`` reach them.
+
+        An unscripted number rings until the originate ``timeout`` (cause 19).
+        """
+        scripted = CustomerScript(answer_after=answer_after, hang_up_after=hang_up_after, busy=busy, script=script)
+        self.customers[number] = scripted
+        return scripted
+
+    def calls_to(self, number: str) -> list[SimCall]:
+        """Every customer leg placed to ``number``, oldest first."""
+        return [c for c in self.customer_calls if c.caller_number == number]
+
+    def _dial_customer(self, ch: Channel, timeout: int) -> None:
+        """A busy line answers 486 before any ringing; otherwise the phone rings like an agent's (trace 04)."""
+        script = self._customer_scripts[ch.id]
+        timers = self._leg_timers.setdefault(ch.id, [])
+        self._emit_dial(ch, "")
+        if script.busy:
+            timers.append(self.loop.call_later(_BUSY_AFTER, self._customer_busy, ch))
+            return
+        ch.state = "Ringing"
+        self._emit_channel("ChannelStateChange", ch)
+        self._emit_dial(ch, "RINGING")
+        self._calls_by_channel[ch.id].note("ringing")
+        if script.answer_after is not None:
+            timers.append(self.loop.call_later(script.answer_after, self._customer_answers, ch))
+        if timeout > 0:
+            timers.append(self.loop.call_later(timeout, self._customer_times_out, ch))
+
+    def _customer_answers(self, ch: Channel) -> None:
+        if ch.gone or ch.state == "Up":
+            return
+        self._cancel_leg_timers(ch.id)
+        ch.state = "Up"
+        self._emit_channel("ChannelStateChange", ch)
+        self._emit_dial(ch, "ANSWER")
+        args = self._leg_args.get(ch.id, [])
+        ch.in_stasis = True
+        ch.app_name, ch.app_data = "Stasis", ",".join([ch.app, *args])
+        call = self._calls_by_channel[ch.id]
+        log.info("sim.customer_answered", call_id=ch.id, customer=call.caller_number)
+        call.answered()
+        self._emit_channel("StasisStart", ch, args=args)
+        hang_up_after = self._customer_scripts[ch.id].hang_up_after
+        if hang_up_after is not None:
+            call.hang_up_in(hang_up_after)
+
+    def _customer_busy(self, ch: Channel) -> None:
+        """486 Busy Here from the carrier: like an agent's decline (trace 04 C), without ringing."""
+        if ch.gone or ch.state == "Up":
+            return
+        call = self._calls_by_channel[ch.id]
+        log.info("sim.customer_busy", call_id=ch.id, customer=call.caller_number)
+        self._cancel_leg_timers(ch.id)
+        call.finish("caller", "busy")
+        self._emit_channel("ChannelHangupRequest", ch, cause=17, tech_cause=486)
+        self._emit_dial(ch, "BUSY")
+        self._destroy(ch, cause=17, tech_cause=486)
+
+    def _customer_times_out(self, ch: Channel) -> None:
+        """Originate timeout: only ChannelDestroyed cause 19 (trace 04 B)."""
+        if ch.gone or ch.state == "Up":
+            return
+        call = self._calls_by_channel[ch.id]
+        log.info("sim.customer_no_answer", call_id=ch.id, customer=call.caller_number)
+        self._cancel_leg_timers(ch.id)
+        call.finish("service", "no answer (originate timeout)")
+        self._destroy(ch, cause=19, tech_cause=480)
+
+    def _customer_hangs_up(self, ch: Channel, call: SimCall) -> None:
+        """The customer hangs up: like an agent from the phone (trace 03); while ringing, a decline."""
+        if ch.state != "Up":
+            self._customer_busy(ch)
+            return
+        log.info("sim.customer_hangup", call_id=ch.id, customer=call.caller_number)
+        call.finish("caller")
+        self._emit_channel("ChannelHangupRequest", ch)
+        if ch.in_stasis:
+            self._leave_stasis(ch)
+        self._destroy(ch, cause=16)
 
     def _agent_answers(self, ch: Channel) -> None:
         leg = self._legs_by_channel[ch.id]
@@ -913,7 +1337,7 @@ class AsteriskSimulator:
                 "type": "Dial",
                 "dialstatus": status,
                 "forward": "",
-                "dialstring": ch.endpoint.split("/", 1)[1],
+                "dialstring": ch.dialstring or ch.endpoint.split("/", 1)[1],
                 "peer": ch.to_json(),
             },
             self._channel_apps(ch),
@@ -1111,6 +1535,18 @@ class AsteriskSimulator:
             **extra,
         }
         self._ami("emit", event)
+
+
+def _atoi(value: str | None) -> int:
+    """ARI parses int query parameters with ``atoi``: junk is 0, a leading number counts."""
+    text = (value or "").strip()
+    sign = -1 if text.startswith("-") else 1
+    digits = ""
+    for ch in text.lstrip("+-"):
+        if not ch.isdigit():
+            break
+        digits += ch
+    return sign * int(digits) if digits else 0
 
 
 def _parse_caller_id(value: str) -> tuple[str, str]:

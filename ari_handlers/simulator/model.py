@@ -92,7 +92,7 @@ class Channel:
 
     id: str
     name: str
-    role: str  # "caller" | "agent" | "dialplan"
+    role: str  # "caller" | "agent" | "customer" (dialled through the trunk) | "dialplan"
     created: float
     state: str = "Ring"
     protocol_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -106,7 +106,8 @@ class Channel:
     app_name: str = ""
     app_data: str = ""
     language: str = "en"
-    endpoint: str = ""  # "PJSIP/agent1" for agent legs
+    endpoint: str = ""  # "PJSIP/agent1" for agent legs, "PJSIP/trunk" for customer legs
+    dialstring: str = ""  # what Dial events report: "agent1", "13800138000@trunk"
     app: str = ""  # the Stasis app that gets this channel's events
     in_stasis: bool = False
     subscribed: bool = False  # the app gets this channel's events
@@ -232,6 +233,95 @@ class Playback:
         if self.state in ("playing", "continuing") and self.index + 1 < len(self.media):
             out["next_media_uri"] = self.media[self.index + 1]
         return out
+
+
+# Formats ``record`` accepts (Asterisk's file formats with a ``format_*`` module
+# loaded by default); any other is 422 "specified format is unknown on this system".
+RECORDING_FORMATS = frozenset(
+    {"wav", "WAV", "wav16", "gsm", "ulaw", "alaw", "sln", "sln16", "g722", "g729", "siren7", "siren14", "ogg"}
+)
+RECORDING_TERMINATE_ON = frozenset({"none", "any", "*", "#"})
+RECORDING_IF_EXISTS = frozenset({"fail", "overwrite", "append"})
+_RECORDING_QUEUE_TAG = "\x1frecording:"
+
+
+def recording_queue_id(name: str) -> str:
+    """How a live recording waits in its channel's ``playback_queue``.
+
+    Asterisk runs a channel's ``play`` and ``record`` one after another on the
+    channel's Stasis command queue, so both share the one queue here; the tag
+    (a control character no client puts in a playback id) tells them apart.
+    """
+    return _RECORDING_QUEUE_TAG + name
+
+
+def queued_recording_name(queue_id: str) -> str | None:
+    """The recording name behind a ``playback_queue`` entry, ``None`` for a playback."""
+    return queue_id.removeprefix(_RECORDING_QUEUE_TAG) if queue_id.startswith(_RECORDING_QUEUE_TAG) else None
+
+
+@dataclass
+class LiveRecording:
+    """One ``POST /channels/{id}/record``: queued, then recording, then done/failed/canceled.
+
+    ``capture_started`` is when audio capture began (after the beep); the
+    durations Asterisk reports are whole seconds of capture.
+    """
+
+    name: str
+    format: str
+    channel_id: str
+    max_duration: int = 0
+    max_silence: int = 0
+    beep: bool = False
+    terminate_on: str = "none"
+    if_exists: str = "fail"
+    state: str = "queued"
+    capture_started: float | None = None
+    duration: int | None = None
+    talking_duration: int | None = None
+    silence_duration: int | None = None
+    cause: str = ""
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def target_uri(self) -> str:
+        return f"channel:{self.channel_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ARI ``LiveRecording`` model (durations only once known, as stasis_app_recording.c does)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "format": self.format,
+            "state": self.state,
+            "target_uri": self.target_uri,
+        }
+        if self.duration is not None:
+            out["duration"] = self.duration
+        if self.talking_duration is not None:
+            out["talking_duration"] = self.talking_duration
+            out["silence_duration"] = self.silence_duration or 0
+        if self.cause:
+            out["cause"] = self.cause
+        return out
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+
+@dataclass
+class StoredRecording:
+    """A finished recording on disk; ``seconds`` is how long it plays as ``recording:<name>``."""
+
+    name: str
+    format: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The ARI ``StoredRecording`` model."""
+        return {"name": self.name, "format": self.format}
 
 
 def media_outcome(media: str) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -32,13 +32,53 @@ class AgentScript:
 
 @dataclass(frozen=True)
 class CallerScript:
-    """How a simulated caller behaves."""
+    """How a simulated caller (or a customer reached through the trunk) behaves.
+
+    Keys: ``dtmf`` presses single keys at fixed times after the answer;
+    ``keys_at`` types strings of keys at fixed times (``"13800138000#"``,
+    one key every ``key_interval``); ``keys_on`` answers prompts: when the
+    prompt named by a key finishes playing to the caller, the keys are typed
+    ``key_delay`` later. A prompt is named by its media's last path segment
+    (``menu-main`` for ``sound:liyi/menu-main``) or by the whole media URI.
+    A value that is a tuple gives the keys for the 1st, 2nd, ... time that
+    prompt is heard, and nothing once exhausted (``("9", "2")``: a wrong key,
+    then the right one after the menu is repeated).
+
+    Recording (R3, "say your name after the tone"): once a recording of the
+    caller's channel starts capturing (after the beep), the caller speaks for
+    ``says_name_seconds`` (None: stays silent) and then presses
+    ``ends_name_with`` (None: presses nothing and waits for the service's
+    limit: ``maxDurationSeconds`` or, with ``maxSilenceSeconds``, the silence).
+    """
 
     hang_up_while_ringing_after: float | None = None  # hangs up this long after the call started if not yet answered
     hang_up_after_connected: float | None = None  # hangs up this long after being bridged with an agent
     hang_up_after_prompt: tuple[str, float] | None = None  # (media substring, delay): hangs up that long after that prompt finished
     dtmf: tuple[tuple[float, str], ...] = ()  # (seconds after answer, digit)
+    keys_at: tuple[tuple[float, str], ...] = ()  # (seconds after answer, keys typed one per key_interval)
+    keys_on: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)  # prompt name -> keys typed after it
+    key_delay: float = 0.3  # reaction time after a prompt in keys_on finished
+    key_interval: float = 0.2  # between two keys of one string
+    says_name_seconds: float | None = 1.5  # talking into a recording; None = silent
+    ends_name_with: str | None = "#"  # key pressed once done talking; None = waits for the recording to end
     max_seconds: float = 120.0  # safety: hangs up anyway after this long
+
+
+@dataclass(frozen=True)
+class CustomerScript:
+    """A customer's phone reached through the trunk (``PJSIP/<number>@trunk``, callbacks R8).
+
+    ``answer_after`` seconds of ringing before answering (None: never; the
+    originate ``timeout`` then ends the ringing with cause 19); ``busy``:
+    the line is busy (cause 17, Dial BUSY, no ringing); ``hang_up_after``
+    seconds after answering. Once answered the customer behaves like a caller
+    following ``script`` (keys, names, hang-ups after prompts or agents).
+    """
+
+    answer_after: float | None = 1.0
+    hang_up_after: float | None = None
+    busy: bool = False
+    script: CallerScript = field(default_factory=CallerScript)
 
 
 @dataclass
@@ -48,7 +88,9 @@ class Heard:
     at: float  # time.time()
     # "ringing" | "early-media" | "answered" | "prompt" | "prompt-failed" | "music-start" | "music-stop" |
     # "connected" | "agent-left" | "dtmf" (a key another channel pressed, passed through the bridge) |
-    # "hangup-by-caller" | "hangup-by-service". A bridge's announcement is a
+    # "beep" (a recording's tone) | "recording-started" | "recording-stopped" (detail: recording name) |
+    # "hangup-by-caller" | "hangup-by-service". A played stored recording is a "prompt" with detail
+    # "recording:<name>". A bridge's announcement is a
     # "prompt" for each caller in the bridge (also one who enters while it plays); music is the channel's own
     # (moh or hold) or its bridge's. Nothing is noted after the caller's own hangup.
     what: str
@@ -68,6 +110,8 @@ class AgentLeg:
     # or "no-answer" (originate timeout, cause 19), "declined" (cause 17),
     # "cancelled" (the service hung up the ringing leg)
     outcome: str = "ringing"
+    # what the agent heard on this leg: "prompt" (channel or bridge playback, detail = media uri)
+    heard: list[Heard] = field(default_factory=list)
 
     @property
     def ring_seconds(self) -> float:
@@ -96,8 +140,10 @@ class SimCall:
         script: CallerScript,
         actions: CallerActions,
         loop: asyncio.AbstractEventLoop,
+        kind: str = "caller",
     ) -> None:
         self.channel_id = channel_id
+        self.kind = kind  # "caller" (inbound) or "customer" (reached through the trunk)
         self.caller_number = caller_number
         self.caller_name = caller_name
         self.script = script
@@ -116,6 +162,10 @@ class SimCall:
         self._agents: set[str] = set()
         self._music = False
         self._connected_once = False
+        self.pressed: list[tuple[float, str]] = []  # the keys this person pressed (time.time(), digit)
+        self.recordings: list[str] = []  # names of the recordings this person was asked to speak into
+        self._prompt_plays: dict[str, int] = {}
+        self._name_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"SimCall({self.channel_id!r}, {self.caller_number!r}, hung_up_by={self.hung_up_by!r})"
@@ -203,6 +253,8 @@ class SimCall:
         self.note("answered")
         for delay, digit in self.script.dtmf:
             self._later(delay, functools.partial(self._send_dtmf, digit))
+        for delay, keys in self.script.keys_at:
+            self._type_keys(keys, delay)
 
     def prompt_started(self, playback_id: str, media: str, early: bool) -> None:
         self.note("early-media" if early else "prompt", media)
@@ -216,6 +268,58 @@ class SimCall:
         rule = self.script.hang_up_after_prompt
         if completed and rule is not None and rule[0] in media:
             self._later(rule[1], self._hang_up)
+        if completed:
+            keys = self._keys_for(media)
+            if keys:
+                self._type_keys(keys, self.script.key_delay)
+
+    def _keys_for(self, media: str) -> str:
+        """The keys ``keys_on`` says to type after ``media`` played (counting how often it played)."""
+        name = media.partition(":")[2].rsplit("/", 1)[-1]
+        for key in (media, name):
+            if key in self.script.keys_on:
+                answer = self.script.keys_on[key]
+                nth = self._prompt_plays.get(key, 0)
+                self._prompt_plays[key] = nth + 1
+                if isinstance(answer, str):
+                    return answer
+                return answer[nth] if nth < len(answer) else ""
+        return ""
+
+    def recording_beep(self, name: str) -> None:
+        """The recording's tone plays to this person (the recording counts as sound from here on)."""
+        if not self.ended.is_set():
+            self.note("beep", "sound:beep")
+            self.set_audible(f"recording:{name}", True)
+
+    def recording_started(self, name: str) -> None:
+        """Capture began: the person talks for ``says_name_seconds``, then presses ``ends_name_with``.
+
+        The time spent speaking into a recording is not a silence: the
+        service asked for it and is listening.
+        """
+        if self.ended.is_set():
+            return
+        self.recordings.append(name)
+        self.note("recording-started", name)
+        self.set_audible(f"recording:{name}", True)
+        talk, key = self.script.says_name_seconds, self.script.ends_name_with
+        if talk is not None and key:
+            self._name_timer = self._loop.call_later(max(0.0, talk), functools.partial(self._send_dtmf, key))
+            self._timers.append(self._name_timer)
+
+    def recording_stopped(self, name: str) -> None:
+        if self._name_timer is not None:
+            self._name_timer.cancel()
+            self._name_timer = None
+        if self.ended.is_set():
+            return
+        self.note("recording-stopped", name)
+        self.set_audible(f"recording:{name}", False)
+
+    def hang_up_in(self, delay: float) -> None:
+        """Hang up ``delay`` seconds from now (unless the call ends first)."""
+        self._later(delay, self._hang_up)
 
     def finish(self, by: str, detail: str = "") -> None:
         """The call is over; ``by`` is "caller" or "service"."""
@@ -246,5 +350,11 @@ class SimCall:
 
     def _send_dtmf(self, digit: str) -> None:
         if not self.ended.is_set():
+            self.pressed.append((time.time(), digit))
             self._actions.caller_sends_dtmf(self, digit)
+
+    def _type_keys(self, keys: str, delay: float) -> None:
+        """Type ``keys`` one by one, the first after ``delay``, then one per ``key_interval``."""
+        for i, digit in enumerate(keys):
+            self._later(delay + i * self.script.key_interval, functools.partial(self._send_dtmf, digit))
 

@@ -1,0 +1,99 @@
+"""translate(): ARI messages → engine events, and how each is routed to its call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ari_handlers.translate import BadEvent, Routed, translate
+from callflow import events as e
+
+NOW = 1_795_348_900.0
+
+
+def _stasis_start(args: list[str], channel_id: str = "1795348817.3") -> dict[str, Any]:
+    """A StasisStart shaped like trace 03's agent leg."""
+    return {
+        "type": "StasisStart",
+        "timestamp": "2026-11-22T12:00:17.310+0000",
+        "args": args,
+        "channel": {
+            "id": channel_id,
+            "name": "PJSIP/agent1-00000003",
+            "state": "Up",
+            "caller": {"name": "liyi", "number": "4000"},
+            "creationtime": "2026-11-22T12:00:17.082+0000",
+        },
+        "asterisk_id": "02:fc:00:00:00:01",
+        "application": "liyi",
+    }
+
+
+def _recording_event(kind: str, **recording: Any) -> dict[str, Any]:
+    body = {"name": "c0ffee-name", "format": "wav", "target_uri": "channel:1795348947.19", "state": "done"}
+    body.update(recording)
+    return {"type": kind, "timestamp": "2026-11-22T12:00:20.000+0000", "recording": body,
+            "asterisk_id": "02:fc:00:00:00:01", "application": "liyi"}
+
+
+def _routed(msg: dict[str, Any]) -> Routed:
+    routed = translate(msg, now=NOW)
+    assert routed is not None
+    return routed
+
+
+class TestStasisStartRoles:
+    def test_inbound_is_a_new_caller(self) -> None:
+        """args ["inbound"] (trace 01) start a new call."""
+        routed = _routed(_stasis_start(["inbound"]))
+        assert routed.role == "caller"
+        assert isinstance(routed.event, e.StasisStart) and routed.event.caller_number == "4000"
+
+    def test_agent_leg_names_its_caller(self) -> None:
+        """args ["agent", <caller channel>] (trace 03) route to the caller's call."""
+        routed = _routed(_stasis_start(["agent", "1795348810.1"]))
+        assert (routed.role, routed.caller_channel) == ("agent", "1795348810.1")
+
+    @pytest.mark.parametrize("args", [["callback", "c0ffee"], ["callback"]])
+    def test_callback_leg_is_never_a_new_caller(self, args: list[str]) -> None:
+        """args ["callback", <call id>] are an originated leg of that call, not an inbound caller."""
+        routed = _routed(_stasis_start(args))
+        assert routed.role == "leg"
+        assert routed.call_id == (args[1] if len(args) > 1 else "")
+        assert isinstance(routed.event, e.StasisStart) and routed.event.channel_id == "1795348817.3"
+
+
+class TestRecordings:
+    def test_finished_carries_name_duration_and_channel(self) -> None:
+        """RecordingFinished gives the name, the duration in seconds, and the recorded channel for routing."""
+        routed = _routed(_recording_event("RecordingFinished", duration=3))
+        assert routed.event == e.RecordingFinished(at=NOW, recording_name="c0ffee-name", duration_seconds=3.0)
+        assert (routed.caller_channel, routed.recording_name, routed.role) == ("1795348947.19", "c0ffee-name", "any")
+
+    def test_finished_without_duration_is_zero_seconds(self) -> None:
+        """A recording that captured nothing (hang-up during the beep) has no duration: 0.0."""
+        routed = _routed(_recording_event("RecordingFinished"))
+        assert isinstance(routed.event, e.RecordingFinished) and routed.event.duration_seconds == 0.0
+
+    def test_failed_carries_the_cause(self) -> None:
+        """RecordingFailed becomes the engine's RecordingFailed with Asterisk's cause."""
+        routed = _routed(_recording_event("RecordingFailed", state="failed", cause="Failed to answer channel"))
+        assert routed.event == e.RecordingFailed(at=NOW, recording_name="c0ffee-name",
+                                                 cause="Failed to answer channel")
+        assert routed.caller_channel == "1795348947.19"
+
+    def test_canceled_is_a_failure(self) -> None:
+        """A RecordingFinished in state canceled left no file, so the engine hears RecordingFailed."""
+        routed = _routed(_recording_event("RecordingFinished", state="canceled", duration=1))
+        assert routed.event == e.RecordingFailed(at=NOW, recording_name="c0ffee-name", cause="canceled")
+
+    def test_started_is_ignored(self) -> None:
+        """No call needs RecordingStarted."""
+        assert translate(_recording_event("RecordingStarted", state="recording"), now=NOW) is None
+
+    @pytest.mark.parametrize("recording", [None, {"format": "wav"}, {"name": ""}, {"name": 7}])
+    def test_recording_without_a_name_is_rejected(self, recording: Any) -> None:
+        """A recording event without a usable name raises BadEvent."""
+        with pytest.raises(BadEvent):
+            translate({"type": "RecordingFinished", "recording": recording}, now=NOW)
