@@ -10,6 +10,7 @@ request or a failed log write is logged and the call goes on.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections import deque
@@ -24,7 +25,9 @@ from ari_handlers.translate import BadEvent, translate
 from callflow import commands as c
 from callflow import events as e
 from callflow.config import DEFAULT_APP_NAME, CallFlowConfig
+from callflow.callback import CallbackEngine
 from callflow.engine import CallEngine
+from callflow.queueing import WaitingLine
 from callflow.replay import event_to_dict
 from callflow.roster import Roster
 
@@ -42,6 +45,9 @@ class CallLog(Protocol):
     def call_ended(self, call_id: str, *, ended_at: float, first_hangup: str, outcome: str,
                    compliance: dict[str, dict[str, Any]],
                    summary: dict[str, Any] | None = None) -> None: ...
+    def followup_added(self, followup_id: str, *, call_id: str, kind: str, text: str,
+                       due: dt.date, owner: str, number: str, queue: str,
+                       created_at: float) -> None: ...
 
 
 class CallObserver(Protocol):
@@ -51,9 +57,18 @@ class CallObserver(Protocol):
     def on_end(self, call_id: str, caller_number: str, ended: c.CallEnded) -> None: ...
 
 
+class FollowUpLike(Protocol):
+    """What placing a callback needs of a follow-up (``db.FollowUp``)."""
+
+    id: str
+    number: str
+    state: str
+    created_at: float
+
+
 @dataclass(eq=False)
 class LiveCall:
-    engine: CallEngine
+    engine: CallEngine | CallbackEngine
     queue: asyncio.Queue[e.Event] = field(default_factory=asyncio.Queue)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
@@ -81,7 +96,7 @@ class Controller:
         self.observers = observers or []
         self.calls: dict[str, LiveCall] = {}
         self._by_channel: dict[str, LiveCall] = {}
-        self._first_in_line: set[str] = set()  # requeued callers waiting for the next agent
+        self.line = WaitingLine()  # who waits for an agent, in which queue, in what order (R5)
         self.bad_events = 0
         self.log_write_errors = 0
         self.calls_started = 0
@@ -111,8 +126,8 @@ class Controller:
         call = self._find(event, routed.caller_channel)
         if call is not None:
             call.queue.put_nowait(event)
-        elif routed.role == "agent":
-            # An agent leg no live call knows (e.g. its caller already left): release it.
+        elif routed.role in ("agent", "leg"):
+            # A leg no live call knows (e.g. its caller already left): release it.
             log.info("agent_leg.orphan", channel=getattr(event, "channel_id", ""))
             await self._safe(self.ari.hangup(getattr(event, "channel_id", "")), "orphan-hangup")
 
@@ -162,8 +177,49 @@ class Controller:
 
     # -- the call's worker ------------------------------------------------
 
-    async def _run_call(self, call: LiveCall) -> None:
+    async def place_callback(self, followup: FollowUpLike, agent: str) -> tuple[bool, str]:
+        """Call the customer back (R8): the agent's phone rings first, then the customer's.
+
+        Refused with a message for the agent when they cannot take it now;
+        the attempt is written to the follow-up, whatever its outcome.
+        """
+        if followup.state == "done":
+            return False, "该跟进已完成 · already done"
+        status = self.roster.get(agent)
+        if status is None:
+            return False, f"未知坐席 {agent}"
+        if not status.registered:
+            return False, "您的话机未注册，无法回电 · your phone is not registered"
+        if any(live.engine.agent_role(agent) for live in self.calls.values()):
+            return False, "您正在通话中 · you are on a call"
+        now = self.clock()
+        call_id = uuid.uuid4().hex[:12]
+        if self.roster.pick(call_id, only=(agent,), now=now) is None:
+            return False, "您当前不可接听（整理时间或话机忙） · not free now"
+        engine = CallbackEngine(self.config, call_id, followup_id=followup.id,
+                                number=followup.number, agent=agent, endpoint=status.endpoint,
+                                requested_at=followup.created_at)
+        call = LiveCall(engine=engine)
+        self.calls[call_id] = call
+        self.calls_started += 1
+        self._write("call_started", call_id, channel_id=f"{call_id}-c1",
+                    caller_number=followup.number, caller_name="", created_at=now)
+        attempted = getattr(self.store, "callback_attempted", None)
+        if attempted is not None:
+            try:
+                await attempted(followup.id, call_id=call_id, agent=agent, at=now)
+            except Exception:  # the attempt note is not worth failing the callback for
+                log.exception("call_log.callback_attempt_failed", followup=followup.id)
+        log.info("callback.placing", call_id=call_id, followup=followup.id, agent=agent)
+        call.task = asyncio.get_running_loop().create_task(
+            self._run_call(call, first=engine.start(now)), name=f"callback-{call_id}")
+        return True, "正在呼叫您的话机，接听后为您拨打客户 · ringing your phone first"
+
+    async def _run_call(self, call: LiveCall, first: list[c.Command] | None = None) -> None:
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            if first:
+                for feedback in await self._carry_out(call, first):
+                    call.queue.put_nowait(feedback)
             while not call.engine.ended:
                 event = await call.queue.get()
                 await self._step(call, event)
@@ -178,19 +234,26 @@ class Controller:
             try:
                 commands = call.engine.handle(event)
             except Exception:  # an engine bug must not drop the call
-                log.exception("engine.error", event=type(event).__name__)
+                log.exception("engine.error", event_type=type(event).__name__)
                 continue
-            for command in commands:
-                feedback = await self._execute(call, command)
-                if feedback is not None:
-                    pending.append(feedback)
+            pending.extend(await self._carry_out(call, commands))
+
+    async def _carry_out(self, call: LiveCall, commands: list[c.Command]) -> list[e.Event]:
+        """Execute an engine's commands in order; return the events their outcomes make."""
+        self._update_line(call)
+        feedback: list[e.Event] = []
+        for command in commands:
+            result = await self._execute(call, command)
+            if result is not None:
+                feedback.append(result)
+        return feedback
 
     def _forget(self, call: LiveCall) -> None:
         for handle in call.timers.values():
             handle.cancel()
         call.timers.clear()
         self.calls.pop(call.call_id, None)
-        self._first_in_line.discard(call.call_id)
+        self.line.set(call.call_id, None)
         self._by_channel.pop(call.engine.caller_channel, None)
         self.calls_ended += 1
 
@@ -216,11 +279,11 @@ class Controller:
             case c.StopMusic():
                 await self._safe(ari.stop_moh(cmd.channel_id), "moh-stop")
             case c.Dial():
+                ring = cmd.ring_seconds or self.config.cadence.ring_end(self.config.agent_rings) + 3
                 try:
                     await ari.originate(
                         endpoint=cmd.endpoint, app=self.app, app_args=cmd.app_args,
-                        caller_id=cmd.caller_id, channel_id=cmd.channel_id,
-                        timeout=int(self.config.cadence.ring_end(self.config.agent_rings)) + 3,
+                        caller_id=cmd.caller_id, channel_id=cmd.channel_id, timeout=int(ring),
                     )
                 except (TimeoutError, AriError, OSError) as exc:
                     return e.DialFailed(at=self.clock(), channel_id=cmd.channel_id,
@@ -262,21 +325,26 @@ class Controller:
                 if handle is not None:
                     handle.cancel()
             case c.RequestAgent():
-                now = self.clock()
-                ahead = self._first_in_line - {call.call_id}
-                if ahead and not cmd.only and not cmd.first_in_line:
-                    return e.NoAgentFree(at=now)  # a caller sent back to the queue goes first
-                agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=cmd.only)
-                if cmd.first_in_line and not cmd.only:
-                    if agent is None:
-                        self._first_in_line.add(call.call_id)
-                    else:
-                        self._first_in_line.discard(call.call_id)
-                if agent is None:
-                    return e.NoAgentFree(at=now)
-                return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)
+                return self._request_agent(call, cmd)
             case c.ReleaseAgent():
-                self.roster.release(cmd.agent, call_id=call.call_id, now=self.clock())
+                self.roster.release(cmd.agent, call_id=call.call_id, now=self.clock(),
+                                    wrap_up_seconds=cmd.wrap_up_seconds)
+            case c.Record():
+                try:
+                    await ari.record(cmd.channel_id, cmd.name, max_seconds=cmd.max_seconds,
+                                     beep=cmd.beep, terminate_on=cmd.terminate_on)
+                except (TimeoutError, AriError, OSError) as exc:
+                    log.warning("ari.record_failed", error=str(exc), recording=cmd.name)
+                    return e.RecordingFailed(at=self.clock(), recording_name=cmd.name,
+                                             cause=getattr(exc, "message", str(exc)))
+            case c.RecordFollowUp():
+                self._write("followup_added", cmd.followup_id, call_id=call.call_id, kind=cmd.kind,
+                            text=cmd.text, due=dt.date.fromisoformat(cmd.due), owner=cmd.owner,
+                            number=cmd.number, queue=cmd.queue, created_at=cmd.created_at)
+                for observer in self.observers:
+                    changed = getattr(observer, "followups_changed", None)
+                    if changed is not None:
+                        _notify(changed)
             case c.Log():
                 self._log(call, cmd)
             case c.CallEnded():
@@ -284,6 +352,34 @@ class Controller:
             case _:
                 log.error("controller.unknown_command", command=type(cmd).__name__)
         return None
+
+    def _update_line(self, call: LiveCall) -> None:
+        """Keep the caller's place in the waiting line in step with their engine."""
+        engine = call.engine
+        queue = getattr(engine, "waiting_queue", None)
+        self.line.set(call.call_id, queue, since=engine.facts.queued_at or 0.0,
+                      first=engine.facts.requeued, ringing=bool(getattr(engine, "being_offered", False)))
+
+    def _request_agent(self, call: LiveCall, cmd: c.RequestAgent) -> e.Event:
+        """An agent for a caller: first come, first served in each queue (R5), longest-idle agent."""
+        now = self.clock()
+        self._update_line(call)
+        waiting = self.line.place(call.call_id) is not None
+        if waiting and self.line.waiting_before(call.call_id):
+            return self._no_agent(call, cmd, now)  # someone earlier gets the next agent
+        agent = self.roster.pick(call.call_id, skip=cmd.skip, now=now, only=cmd.only)
+        if agent is None:
+            return self._no_agent(call, cmd, now) if waiting else e.NoAgentFree(at=now)
+        return e.AgentPicked(at=now, agent=agent.name, endpoint=agent.endpoint)
+
+    def _no_agent(self, call: LiveCall, cmd: c.RequestAgent, now: float) -> e.NoAgentFree:
+        """No agent now, with where the caller stands: callers ahead, expected wait (R5)."""
+        queue = self.config.queue_for(cmd.queue)
+        return e.NoAgentFree(
+            at=now, ahead=self.line.ahead(call.call_id),
+            expected_wait_seconds=self.line.expected_wait(
+                call.call_id, agents=self.roster.staffed(cmd.only),
+                handle_seconds=queue.expected_handle_seconds))
 
     async def _safe(self, request: Any, what: str) -> None:
         """An ARI request whose failure the call survives (e.g. 404 after a hang-up)."""
@@ -325,10 +421,6 @@ class Controller:
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))
-        elif entry.kind == "requeued":
-            # Sent back to the queue: from now on the next free agent is theirs (R6.5),
-            # even while the apology still plays.
-            self._first_in_line.add(call.call_id)
         elif call.engine.state.value != call.logged_state:
             self._write("call_updated", call.call_id, state=call.engine.state.value)
         call.logged_state = call.engine.state.value

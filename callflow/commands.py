@@ -63,6 +63,7 @@ class Dial(Command):
     endpoint: str
     caller_id: str
     app_args: str
+    ring_seconds: float = 0.0  # how long Asterisk lets it ring; 0: the agent rings (R1) + margin
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +152,9 @@ class RequestAgent(Command):
     # A caller sent back to the queue (their agent left, or a transfer failed) waits at its
     # head: the next free agent is theirs before anyone who queued later (R6.5).
     first_in_line: bool = False
+    # The queue the caller waits in (a department's name, "" = the general queue), so the
+    # controller keeps first-come-first-served order and can tell the caller their place (R5).
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +163,42 @@ class ReleaseAgent(Command):
 
     agent: str
     outcome: str
+    wrap_up_seconds: float = 0.0  # after a conversation: no new call for the agent until then
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record(Command):
+    """Record the caller (their name, R3) into a stored recording named ``name``.
+
+    Ends with ``RecordingFinished``/``RecordingFailed``; ARI
+    ``POST /channels/{channelId}/record``.
+    """
+
+    channel_id: str
+    name: str
+    max_seconds: float
+    beep: bool = True
+    terminate_on: str = "#"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordFollowUp(Command):
+    """A promise or a callback request to keep (R8): the call log stores it with its due date.
+
+    ``kind`` is "promise" (an agent's reply time) or "callback" (the caller
+    left a number in the queue). ``due`` is an ISO date (a working day).
+    ``owner`` is the agent who promised, or "" for a callback any agent of
+    ``queue`` may place.
+    """
+
+    followup_id: str
+    kind: str
+    text: str
+    due: str
+    owner: str
+    number: str
+    created_at: float
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,8 +2,10 @@
 
 Each rule gets ``kept``, ``broken`` or ``not_applicable`` with the evidence
 that decided it, so an admin can see *why*, not only a rate. Rules whose
-parts are not built yet (R5 queue announcements, R8 closing script and
-follow-ups) are not scored rather than scored falsely.
+parts cannot be seen by the engine are left to others: an R8 promise that
+later goes overdue is marked broken by the call log when it is noticed
+(``db.CallStore.flag_overdue``); R11 (calm under pressure) has no evidence a
+machine can judge and is not scored.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ def score(facts: CallFacts, cfg: CallFlowConfig) -> Record:
         "R2": score_r2(facts, cfg),
         "R3": score_r3(facts),
         "R4": score_r4(facts, cfg),
+        "R5": score_r5(facts, cfg),
         "R6": score_r6(facts),
         "R7": score_r7(facts, cfg),
+        "R8": score_r8(facts),
         "R9": score_r9(facts, cfg),
         "R10": _r(KEPT, logged_from=facts.created_at, ended_at=facts.ended_at),
     }
@@ -121,8 +125,10 @@ def score_r3(facts: CallFacts) -> dict[str, Any]:
                                 "recorded_at": facts.info_updated_at, "agents": list(facts.agents_talked)}
     if facts.answered_at is None or not facts.agents_talked:
         return _r(NOT_APPLICABLE, reason="no agent talked with the caller", **evidence)
-    missing = [what for what, value in (("name", facts.stated_name), ("purpose", facts.purpose))
-               if not value]
+    if facts.name_recording:
+        evidence["name_recording"] = facts.name_recording
+    named = facts.stated_name or facts.name_recording
+    missing = [what for what, value in (("name", named), ("purpose", facts.purpose)) if not value]
     if missing:
         return _r(BROKEN, reason=f"caller {' and '.join(missing)} not recorded", **evidence)
     return _r(KEPT, **evidence)
@@ -233,3 +239,76 @@ def rates(calls: list[tuple[str, dict[str, str]]]) -> dict[str, dict[str, dict[s
             judged = int(cell["kept"]) + int(cell["broken"])
             cell["rate"] = round(int(cell["kept"]) / judged, 4) if judged else -1.0
     return out
+
+
+#: Announcements and offers are timers plus a prompt's length: this much lateness is not a breach.
+QUEUE_SLACK_SECONDS = 15.0
+
+
+def score_r5(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
+    """A waiting caller was told where they stand, offered a callback in time, never cut off.
+
+    Judged over the caller's first wait (from joining the queue to an agent,
+    a callback, or hanging up); a later wait after a requeue is R6's concern.
+    """
+    if facts.queued_at is None:
+        return _r(NOT_APPLICABLE, reason="the caller never waited for an agent")
+    q = cfg.queue_for(facts.queue or "")
+    end = facts.queue_left_at or facts.connected_at or facts.ended_at
+    waited = _secs(end, facts.queued_at)
+    announcements = [round(at - facts.queued_at, 3) for at, _ in facts.queue_announcements
+                     if end is None or at <= end]
+    offers = [round(at - facts.queued_at, 3) for at in facts.callback_offers
+              if end is None or at <= end]
+    evidence: dict[str, Any] = {
+        "queue": facts.queue or "all", "waited_seconds": waited,
+        "announce": q.announce, "announce_every_seconds": q.announce_every_seconds,
+        "announced_after_seconds": announcements, "max_wait_seconds": q.max_wait_seconds,
+        "callback_offered_after_seconds": offers,
+        "callback_choices": [choice for _, choice in facts.callback_choices],
+        "callback": facts.callback,
+    }
+    if facts.first_hangup == "service" and facts.idle_released_at is None:
+        return _r(BROKEN, reason="the service ended a waiting call", **evidence)
+    if waited is None:
+        return _r(NOT_APPLICABLE, reason="the wait has no end", **evidence)
+    if q.callback_offer and waited > q.max_wait_seconds + QUEUE_SLACK_SECONDS:
+        if not offers or offers[0] > q.max_wait_seconds + QUEUE_SLACK_SECONDS:
+            return _r(BROKEN, reason="no callback offered after the maximum wait", **evidence)
+    if q.announce != "none":
+        informed = [0.0, *sorted(announcements + offers), waited]
+        longest = max(b - a for a, b in zip(informed, informed[1:]))
+        evidence["longest_uninformed_seconds"] = round(longest, 3)
+        if longest > q.announce_every_seconds + QUEUE_SLACK_SECONDS:
+            return _r(BROKEN, reason="the caller waited without a position or wait announcement",
+                      **evidence)
+    return _r(KEPT, **evidence)
+
+
+def score_r8(facts: CallFacts) -> dict[str, Any]:
+    """Closed with the thanks (the question if the agent chose it); promises carry a due date.
+
+    Applies when an agent talked with the caller and the call was closed by
+    the agent, or when something was promised (a reply, a callback). A
+    promise that goes overdue later is marked broken by the call log.
+    """
+    promises = [{"followup_id": p["followup_id"], "due": p.get("due"), "owner": p.get("owner")}
+                for p in facts.promises]
+    if facts.callback is not None:
+        promises.append({"followup_id": facts.callback.get("followup_id"),
+                         "due": facts.callback.get("due"), "owner": "", "callback": True})
+    evidence: dict[str, Any] = {
+        "closing_reason": facts.closing_reason,
+        "question_asked_at": facts.closing_question_at,
+        "closing_prompts": list(facts.closing_prompts_played),
+        "promises": promises,
+    }
+    closed_by_agent = facts.closing_reason in ("agent-ended", "agent-left") and facts.agents_talked
+    if not closed_by_agent and not promises:
+        return _r(NOT_APPLICABLE, reason="no closing by an agent and nothing promised", **evidence)
+    if closed_by_agent and not facts.closing_prompts_played:
+        return _r(BROKEN, reason="closed without the thanks", **evidence)
+    undated = [p["followup_id"] for p in promises if not p.get("due")]
+    if undated:
+        return _r(BROKEN, reason="a promise without a due date", **evidence)
+    return _r(KEPT, **evidence)

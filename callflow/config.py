@@ -16,6 +16,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callflow.calendar import SATURDAY, WorkCalendar
+from callflow.flow import (
+    DEFAULT_CLOSED,
+    DEFAULT_OPEN,
+    MENU,
+    MENU_INVALID_PROMPT,
+    MENU_NO_INPUT_PROMPT,
+    Flow,
+)
+from callflow.flow_config import read_flows
 
 DEFAULT_APP_NAME = "liyi"
 MEDIA_PREFIX = "sound:liyi/"
@@ -86,6 +95,46 @@ class OpenHours:
 class AgentConfig:
     name: str
     endpoint: str
+    wrap_up_seconds: float = 0.0  # after each call, no new call for this long (R5)
+
+
+ANNOUNCE_KINDS = ("position", "wait", "both", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """R5: how a waiting caller is kept informed, and when they are offered a callback.
+
+    ``announce`` chooses what is said every ``announce_every_seconds``: the
+    caller's place in line (``queue-ahead-N``), the expected wait
+    (``queue-wait-N``, in minutes), or both. The expected wait is the number
+    of callers ahead (and this one) times ``expected_handle_seconds`` shared
+    among the queue's signed-in agents. After ``max_wait_seconds`` the caller
+    is offered a callback; if they keep waiting the offer comes again after
+    another ``max_wait_seconds``. Nothing here ever ends a waiting call.
+    """
+
+    announce: str = "position"
+    announce_every_seconds: float = 45.0
+    max_wait_seconds: float = 180.0
+    callback_offer: bool = True
+    expected_handle_seconds: float = 180.0
+    offer_timeout_seconds: float = 8.0  # no key after the offer: keep waiting
+    number_timeout_seconds: float = 10.0  # no key while typing a number: read back what we have
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpConfig:
+    """R8: promises and callbacks, with due dates counted on the center's working days."""
+
+    promise_working_days: int = 3  # "三个工作日后给您答复": the panel's default
+    callback_working_days: int = 1  # a callback left in the queue is due this many working days on
+    max_working_days: int = 30
+    # Placing a callback (agent first, then the customer): how the customer is dialled
+    # through the trunk, what their phone shows, and how long it may ring.
+    customer_dial: str = "PJSIP/{number}@carrier"  # the carrier endpoint of asterisk-conf/pjsip.conf
+    caller_id: str = ""
+    customer_ring_seconds: float = 30.0
 
 
 HOLD_STEP_SECONDS = 30  # every announced limit has its own recorded prompt: hold-announce-<s>
@@ -145,10 +194,37 @@ class Department:
     name: str
     number: str
     agents: tuple[str, ...]
+    queue: QueueConfig | None = None  # this department's queue settings; None: the defaults
 
 
 HOLD_PROMPTS = ("hold-reassure", "hold-limit-ask", "hold-return", "requeue-apology")
 TRANSFER_PROMPTS = ("transfer-consent", "transfer-announce", "transfer-failed")
+#: R5: the place in line / the expected wait are pre-recorded per number, like hold limits.
+QUEUE_AHEAD_MAX = 9  # queue-ahead-0 ("您是下一位") … queue-ahead-9, then queue-ahead-many
+QUEUE_WAIT_MAX_MINUTES = 10  # queue-wait-1 … queue-wait-10 (minutes), then queue-wait-many
+QUEUE_PROMPTS = (
+    *(f"queue-ahead-{n}" for n in range(QUEUE_AHEAD_MAX + 1)), "queue-ahead-many",
+    *(f"queue-wait-{n}" for n in range(1, QUEUE_WAIT_MAX_MINUTES + 1)), "queue-wait-many",
+    "queue-continue",
+)
+#: R5/R8: the callback offer, the number read back digit by digit, the thanks.
+CALLBACK_PROMPTS = (
+    "callback-offer", "callback-number-is", "callback-confirm", "callback-enter",
+    "callback-recorded", "callback-no-number", "callback-dialing",
+    *(f"digit-{d}" for d in "0123456789"),
+)
+CLOSING_MORE_PROMPT = "closing-more"  # R8: "请问您还有其他问题吗？", when the agent chooses it
+#: A flow with a menu says these when the caller presses nothing or a key the menu lacks.
+MENU_PROMPTS = (MENU_NO_INPUT_PROMPT, MENU_INVALID_PROMPT)
+
+
+def queue_ahead_prompt(ahead: int) -> str:
+    return f"queue-ahead-{ahead}" if ahead <= QUEUE_AHEAD_MAX else "queue-ahead-many"
+
+
+def queue_wait_prompt(seconds: float) -> str:
+    minutes = max(1, -(-int(seconds) // 60))
+    return f"queue-wait-{minutes}" if minutes <= QUEUE_WAIT_MAX_MINUTES else "queue-wait-many"
 
 
 DEFAULT_BANDS = (
@@ -185,6 +261,10 @@ class CallFlowConfig:
     transfer: TransferConfig = TransferConfig()
     keycodes: KeyCodeConfig = KeyCodeConfig()
     departments: tuple[Department, ...] = ()
+    queue: QueueConfig = QueueConfig()
+    followups: FollowUpConfig = FollowUpConfig()
+    open_flow: Flow = DEFAULT_OPEN
+    closed_flow: Flow = DEFAULT_CLOSED
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
 
     def local_time(self, epoch: float) -> dt.datetime:
@@ -225,7 +305,34 @@ class CallFlowConfig:
         names.update(self.hold.announce_prompt(s) for s in self.hold.allowed_limits())
         names.update(HOLD_PROMPTS)
         names.update(TRANSFER_PROMPTS)
+        names.update(QUEUE_PROMPTS)
+        names.update(CALLBACK_PROMPTS)
+        names.add(CLOSING_MORE_PROMPT)
+        for flow in (self.open_flow, self.closed_flow):
+            names.update(step.prompt for step in flow.steps if step.prompt)
+            if any(step.kind == MENU for step in flow.steps):
+                names.update(MENU_PROMPTS)
         return names
+
+    def queue_for(self, department: str) -> QueueConfig:
+        """The queue settings of a department ("" = the general queue)."""
+        dept = self.department(department) if department else None
+        return dept.queue if dept is not None and dept.queue is not None else self.queue
+
+    def queue_agents(self, department: str) -> tuple[str, ...]:
+        """Who answers a queue: the department's agents, or () for any agent."""
+        dept = self.department(department) if department else None
+        return dept.agents if dept is not None else ()
+
+    def wrap_up_for(self, agent: str) -> float:
+        for a in self.agents:
+            if a.name == agent:
+                return a.wrap_up_seconds
+        return 0.0
+
+    def flow_for(self, epoch: float) -> Flow:
+        """The open or the closed flow for this moment (hours, holidays, 调休)."""
+        return self.open_flow if self.is_open(self.local_time(epoch)) else self.closed_flow
 
     def department(self, name_or_number: str) -> Department | None:
         """A department by its name (``售后``) or its dial number (``1``)."""
@@ -362,7 +469,10 @@ def parse_callflow(
                         "R9: a silent line may be released only after a long idle time")
     prompt_timeout = r.number(closing, "prompt_timeout_seconds", "closing", 30.0, 1.0, 600.0)
 
-    agents = _read_agents(r, data.get("agents", []))
+    queue_raw = r.section(data, "queue", "")
+    queue = _read_queue(r, queue_raw, "queue", QueueConfig())
+    wrap_up = r.number(queue_raw, "wrap_up_seconds", "queue", 0.0, 0.0, WRAP_UP_MAX_SECONDS)
+    agents = _read_agents(r, data.get("agents", []), wrap_up)
     hold = _read_hold(r, r.section(data, "hold", ""))
     transfer_s = r.section(data, "transfer", "")
     transfer = TransferConfig(
@@ -372,7 +482,13 @@ def parse_callflow(
                                         3.0, 120.0, "R6: the target must accept"),
     )
     keycodes = _read_keycodes(r, r.section(data, "keycodes", ""))
-    departments = _read_departments(r, data.get("departments", []), {a.name for a in agents})
+    departments = _read_departments(r, data.get("departments", []), {a.name for a in agents},
+                                    queue)
+    followups = _read_followups(r, r.section(data, "followups", ""))
+    open_flow, closed_flow, flow_problems = read_flows(
+        data.get("flows"), departments=_department_names(data.get("departments")))
+    for path, message in flow_problems:
+        r.problem(path, message)
 
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
@@ -382,7 +498,7 @@ def parse_callflow(
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
         idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
         agents=agents, hold=hold, transfer=transfer, keycodes=keycodes, departments=departments,
-        tz=tz,
+        queue=queue, followups=followups, open_flow=open_flow, closed_flow=closed_flow, tz=tz,
     )
     if known_prompts is not None:
         known = set(known_prompts)
@@ -407,6 +523,19 @@ def _prompt_path(cfg: CallFlowConfig, prompt: str) -> str:
         return "hold"
     if prompt in TRANSFER_PROMPTS:
         return "transfer"
+    for flow in (cfg.open_flow, cfg.closed_flow):
+        for step in flow.steps:
+            # the prompt is written as the value of the step's kind key (menu: menu-main)
+            if step.prompt == prompt:
+                return f"flows.{flow.name}.steps.{step.name}.{step.kind}"
+            if prompt in MENU_PROMPTS and step.kind == MENU:
+                return f"flows.{flow.name}.steps.{step.name}"
+    if prompt in QUEUE_PROMPTS:
+        return "queue"
+    if prompt in CALLBACK_PROMPTS:
+        return "queue.callback_offer"
+    if prompt == CLOSING_MORE_PROMPT:
+        return "closing"
     return "closing.after_agent_hangup"
 
 
@@ -476,8 +605,11 @@ def _mapping_items(
         yield i, where, item
 
 
-def _read_departments(r: _Reader, raw: Any, agent_names: set[str]) -> tuple[Department, ...]:
-    """Transfer targets by trade; every agent named must exist, every number be unique."""
+def _read_departments(
+    r: _Reader, raw: Any, agent_names: set[str], queue: QueueConfig
+) -> tuple[Department, ...]:
+    """Transfer targets by trade, each a queue; every agent named must exist, every number
+    be unique. A department's ``queue:`` overrides the general ``queue:`` settings key by key."""
     if raw is None:
         return ()
     if not isinstance(raw, Sequence) or isinstance(raw, str):
@@ -513,10 +645,13 @@ def _read_departments(r: _Reader, raw: Any, agent_names: set[str]) -> tuple[Depa
                 r.problem(f"{where}.agents[{j}]", f"{member!r} — not an agent in agents")
             elif member not in agents:
                 agents.append(member)
+        own_queue: QueueConfig | None = None
+        if item.get("queue") is not None:
+            own_queue = _read_queue(r, r.section(item, "queue", where), f"{where}.queue", queue)
         if name and number is not None and agents and name not in names:
             names.add(name)
             numbers[number] = i
-            result.append(Department(name, number, tuple(agents)))
+            result.append(Department(name, number, tuple(agents), own_queue))
         elif name:
             names.add(name)
     return tuple(result)
@@ -669,7 +804,16 @@ def _read_names(r: _Reader, raw: Any, path: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _read_agents(r: _Reader, raw: Any) -> tuple[AgentConfig, ...]:
+def _department_names(raw: Any) -> tuple[str, ...]:
+    """Every department name written, valid or not, so a flow's queue step naming a
+    department with a problem of its own is not reported a second time."""
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        return ()
+    return tuple(item["name"].strip() for item in raw
+                 if isinstance(item, Mapping) and isinstance(item.get("name"), str))
+
+
+def _read_agents(r: _Reader, raw: Any, wrap_up: float = 0.0) -> tuple[AgentConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Sequence) or isinstance(raw, str):
@@ -693,5 +837,107 @@ def _read_agents(r: _Reader, raw: Any) -> tuple[AgentConfig, ...]:
         if "/" not in endpoint:
             r.problem(f"{where}.endpoint", f"{endpoint!r} — must look like PJSIP/{name}")
             continue
-        agents.append(AgentConfig(name, endpoint))
+        own_wrap_up = r.number(item, "wrap_up_seconds", where, wrap_up, 0.0, WRAP_UP_MAX_SECONDS)
+        agents.append(AgentConfig(name, endpoint, own_wrap_up))
     return tuple(agents)
+
+
+WRAP_UP_MAX_SECONDS = 600.0
+QUEUE_KEYS = ("announce", "announce_every_seconds", "max_wait_seconds", "callback_offer",
+              "expected_handle_seconds", "offer_timeout_seconds", "number_timeout_seconds")
+
+
+def _unknown_keys(r: _Reader, raw: Mapping[str, Any], path: str, known: Sequence[str]) -> None:
+    """A misspelt key would silently keep its default; name it instead."""
+    for key in raw:
+        if key not in known:
+            r.problem(_join(path, str(key)), f"unknown key (known: {', '.join(known)})")
+
+
+def _read_queue(r: _Reader, raw: Mapping[str, Any], path: str, base: QueueConfig) -> QueueConfig:
+    """R5 settings of the general queue (``queue:``) or of one department's, over ``base``."""
+    general = path == "queue"
+    _unknown_keys(r, raw, path, (*QUEUE_KEYS, "wrap_up_seconds") if general else QUEUE_KEYS)
+    announce = base.announce
+    if raw.get("announce") is not None:
+        value = raw["announce"]
+        if value == "none":
+            r.problem(_join(path, "announce"), "none — a waiting caller must hear their position "
+                      "or the expected wait (R5); use position, wait or both")
+        elif value in ANNOUNCE_KINDS:
+            announce = value
+        else:
+            r.problem(_join(path, "announce"),
+                      f"{value!r} — must be one of position, wait, both (R5)")
+    offer = base.callback_offer
+    if raw.get("callback_offer") is not None:
+        if raw["callback_offer"] is False:
+            r.problem(_join(path, "callback_offer"), "false — after the maximum wait the caller "
+                      "must be offered a callback or to keep waiting (R5)")
+        elif isinstance(raw["callback_offer"], bool):
+            offer = raw["callback_offer"]
+        else:
+            r.problem(_join(path, "callback_offer"),
+                      f"{raw['callback_offer']!r} — must be true or false (R5)")
+    return QueueConfig(
+        announce=announce,
+        announce_every_seconds=r.number(
+            raw, "announce_every_seconds", path, base.announce_every_seconds, 15.0, 300.0,
+            "R5: a waiting caller hears where they are"),
+        max_wait_seconds=r.number(raw, "max_wait_seconds", path, base.max_wait_seconds, 30.0,
+                                  1800.0, "R5: no long waits in the queue"),
+        callback_offer=offer,
+        expected_handle_seconds=r.number(raw, "expected_handle_seconds", path,
+                                         base.expected_handle_seconds, 30.0, 3600.0),
+        offer_timeout_seconds=r.number(raw, "offer_timeout_seconds", path,
+                                       base.offer_timeout_seconds, 3.0, 30.0),
+        number_timeout_seconds=r.number(raw, "number_timeout_seconds", path,
+                                        base.number_timeout_seconds, 3.0, 30.0),
+    )
+
+
+FOLLOWUP_KEYS = ("promise_working_days", "callback_working_days", "max_working_days",
+                 "customer_dial", "caller_id", "customer_ring_seconds")
+
+
+def _read_followups(r: _Reader, raw: Mapping[str, Any]) -> FollowUpConfig:
+    """R8: the reply times promised and the way a callback reaches the customer."""
+    path = "followups"
+    default = FollowUpConfig()
+    _unknown_keys(r, raw, path, FOLLOWUP_KEYS)
+    most = int(r.number(raw, "max_working_days", path, default.max_working_days, 1, 60,
+                        integer=True))
+    promise = int(r.number(raw, "promise_working_days", path,
+                           min(default.promise_working_days, most), 1, most,
+                           "R8: a promise has a due date, at most max_working_days",
+                           integer=True))
+    callback = int(r.number(raw, "callback_working_days", path,
+                            min(default.callback_working_days, most), 0, most,
+                            "at most max_working_days", integer=True))
+    dial = r.text(raw, "customer_dial", path, default.customer_dial)
+    try:
+        formatted = dial.format(number="0")
+    except (KeyError, IndexError, ValueError):
+        formatted = ""
+    if "{number}" not in dial or "/" not in dial or not formatted:
+        r.problem(f"{path}.customer_dial", f"{dial!r} — must be a dial string with {{number}}, "
+                  "like PJSIP/{number}@trunk")
+        dial = default.customer_dial
+    caller_id = raw.get("caller_id", default.caller_id)
+    if caller_id is None:
+        caller_id = ""
+    if isinstance(caller_id, int) and not isinstance(caller_id, bool):
+        caller_id = str(caller_id)
+    if not isinstance(caller_id, str):
+        r.problem(f"{path}.caller_id", f"{caller_id!r} — must be text like "
+                  "\"礼仪客服中心 <4008001234>\"")
+        caller_id = default.caller_id
+    return FollowUpConfig(
+        promise_working_days=promise,
+        callback_working_days=callback,
+        max_working_days=most,
+        customer_dial=dial,
+        caller_id=caller_id.strip(),
+        customer_ring_seconds=r.number(raw, "customer_ring_seconds", path,
+                                       default.customer_ring_seconds, 10.0, 120.0),
+    )

@@ -22,6 +22,7 @@ from callflow import events as e
 from callflow.compliance import score
 from callflow.config import MEDIA_PREFIX, CallFlowConfig
 from callflow.facts import AgentOffer, CallFacts, HoldRecord, TransferRecord
+from callflow.flow import Step
 from callflow.keycodes import KeyCodeParser
 
 
@@ -36,6 +37,14 @@ class CallState(StrEnum):
     HOLD_ASK = "hold-ask"  # at the limit: "还需要一分钟，您愿意继续等吗？" 1 wait, 2 back
     CONSENT = "transfer-consent"  # R6.1: the caller is asked; key 1 or the agent confirms
     REQUEUE = "requeue"  # the agent left mid-call: apology, then queued again
+    STEP = "step"  # a flow's play step (or a second greeting)
+    MENU = "menu"  # "咨询请按1…": waiting for the caller's choice
+    NAME = "name"  # "请在提示音后说出您的姓名" (R3)
+    NAME_RECORDING = "name-recording"
+    CALLBACK_OFFER = "callback-offer"  # R5: 1 leave a number, 2 keep waiting
+    CALLBACK_CONFIRM = "callback-confirm"  # the number read back: 1 yes, 2 another number
+    CALLBACK_ENTER = "callback-enter"  # the caller types a number, # ends it
+    CLOSE_ASK = "closing-question"  # R8: "请问您还有其他问题吗？", the agent still on the line
     CLOSING = "closing"
     RELEASING = "releasing"
     ENDED = "ended"
@@ -56,6 +65,12 @@ CONSENT_WAIT = "consent-wait"
 TARGET_RING = "target-ring"
 TARGET_ACCEPT = "target-accept"
 KEYS = "keys"
+MENU_WAIT = "menu-wait"
+RECORD = "record"
+QUEUE_ANNOUNCE = "queue-announce"
+QUEUE_MAX = "queue-max-wait"
+CALLBACK_KEY = "callback-key"
+AGENT_RELEASE = "agent-release"
 
 RELEASE_CONFIRM_SECONDS = 5.0
 AGENT_TONE = "sound:beep"
@@ -97,12 +112,30 @@ class EngineCore:
         self._transfer_phase = ""
         self._target_legs = 0
         self._keys = KeyCodeParser(config.keycodes)
+        # the call's flow (open or closed, chosen when answered) and where it stands
+        self._flow = config.open_flow
+        self._step: Step | None = None
+        self._menu_tries = 0
+        self._queue_name = ""  # the department queue the caller waits in ("" = any agent)
+        self._ahead = -1  # callers ahead, as the controller last said (R5)
+        self._expected_wait = -1.0
+        self._callback_from = ""  # "queue" or "flow": where a declined callback offer returns
+        self._callback_digits = ""
+        self._callback_number = ""
+        self._callback_source = ""  # caller-id | keyed
+        self._callback_due = False  # the maximum wait passed while an agent's phone rang
+        self._followups = 0
 
     # -- public -----------------------------------------------------------
 
     @property
     def ended(self) -> bool:
         return self.state is CallState.ENDED
+
+    @property
+    def speaking(self) -> bool:
+        """A prompt the flow waits for is playing to the caller now."""
+        return self._playback is not None
 
     @property
     def caller_channel(self) -> str:
@@ -282,7 +315,8 @@ class EngineCore:
         self._old_legs.add(offer.leg)
         self._in_bridge.discard(offer.leg)
         out: Commands = [c.Hangup(channel_id=offer.leg)] if hang_up else []
-        return out + [c.ReleaseAgent(agent=offer.agent, outcome=outcome)]
+        return out + [c.ReleaseAgent(agent=offer.agent, outcome=outcome,
+                                     wrap_up_seconds=self.config.wrap_up_for(offer.agent))]
 
     def _stray(self, event: e.Event) -> Commands:
         # An agent leg answering after we gave up on it: release it, never bridge it.
@@ -299,16 +333,47 @@ class EngineCore:
     # -- moves several flows end in ------------------------------------------
 
     def _queue(self, at: float) -> Commands:
-        if self.facts.queued_at is None:
-            self.facts.queued_at = at
+        """Wait for an agent of the call's queue with music (R5); offers and announcements follow."""
+        f = self.facts
+        first = f.queued_at is None
+        if first:
+            f.queued_at = at
+            f.queue = self._queue_name
         self._tried.clear()
         self._waiting_logged = False
-        return [
+        q = self.config.queue_for(self._queue_name)
+        out = [
             *self._start_music(at),
             *self._goto(CallState.OFFERING),
-            self._log(at, "queued", music=self.config.moh_class),
-            c.RequestAgent(skip=(), first_in_line=self.facts.requeued),
+            self._log(at, "queued", music=self.config.moh_class, queue=self._queue_name or "all",
+                      max_wait_seconds=q.max_wait_seconds),
+            self._request_agent(),
         ]
+        if QUEUE_MAX not in self._tokens and q.callback_offer and f.callback is None:
+            # the first wait counts from joining the queue; a new wait (requeued, or the
+            # caller chose to keep waiting) gets a whole max wait before the next offer
+            since = f.queued_at if first else at
+            out.append(self._timer(QUEUE_MAX, since + q.max_wait_seconds))
+        return out
+
+    def _request_agent(self) -> c.RequestAgent:
+        return c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued,
+                              only=self.config.queue_agents(self._queue_name),
+                              queue=self._queue_name)
+
+    @property
+    def waiting_queue(self) -> str | None:
+        """The queue this caller waits in for an agent now, or None (R5 order and positions)."""
+        if self.state in (CallState.OFFERING, CallState.REQUEUE, CallState.CALLBACK_OFFER,
+                          CallState.CALLBACK_CONFIRM, CallState.CALLBACK_ENTER) \
+                and self._callback_from != "flow" and self.facts.queued_at is not None:
+            return self._queue_name
+        return None
+
+    @property
+    def being_offered(self) -> bool:
+        """An agent's phone is ringing for this caller now."""
+        return self._offer is not None and self._offer.outcome == "ringing"
 
     def _requeue(self, at: float, *, why: str) -> Commands:
         self.facts.requeued = True
@@ -317,13 +382,19 @@ class EngineCore:
                self._log(at, "requeued", why=why)]
         return out + self._play(at, ("requeue-apology",), "requeue")
 
-    def _start_closing(self, at: float, *, reason: str) -> Commands:
-        self.facts.closing_started_at = at
+    def _start_closing(self, at: float, *, reason: str,
+                       prompts: tuple[str, ...] | None = None) -> Commands:
+        """The closing words (R8), then the line stays open until the caller hangs up (R9)."""
+        said = prompts if prompts is not None else self.config.closing_prompts
+        f = self.facts
+        f.closing_started_at = at
+        f.closing_reason = reason
+        f.closing_prompts_played.extend(said)
         return [
             *self._stop_caller_audio(at),
             *self._goto(CallState.CLOSING),
-            *self._play(at, self.config.closing_prompts, "closing"),
-            self._log(at, "closing", reason=reason, prompts=list(self.config.closing_prompts)),
+            *self._play(at, said, "closing"),
+            self._log(at, "closing", reason=reason, prompts=list(said)),
             self._timer(IDLE, at + self.config.idle_release_seconds),
         ]
 

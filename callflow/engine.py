@@ -34,10 +34,13 @@ from collections.abc import Callable
 from callflow import commands as c
 from callflow import events as e
 from callflow import keycodes as k
+from callflow.closing import ClosingFlow
 from callflow.core import (
+    AGENT_RELEASE,
     AGENT_RETRY,
     AGENT_RING,
     ANSWER,
+    CALLBACK_KEY,
     CONSENT_WAIT,
     HOLD_ALERT,
     HOLD_GRACE,
@@ -45,7 +48,11 @@ from callflow.core import (
     HOLD_REASSURE,
     IDLE,
     KEYS,
+    MENU_WAIT,
     PROMPT,
+    QUEUE_ANNOUNCE,
+    QUEUE_MAX,
+    RECORD,
     RELEASE_CONFIRM,
     RELEASE_CONFIRM_SECONDS,
     TARGET_ACCEPT,
@@ -55,12 +62,12 @@ from callflow.core import (
     channel_of,
 )
 from callflow.facts import AgentOffer, CallFacts
-from callflow.transfer import ACCEPTED, ANSWERED, TransferFlow
+from callflow.transfer import ACCEPTED, ANSWERED
 
 __all__ = ["CallEngine", "CallState"]
 
 
-class CallEngine(TransferFlow):
+class CallEngine(ClosingFlow):
     """One caller's call, from first ring to the caller hanging up."""
 
     def handle(self, event: e.Event) -> Commands:
@@ -157,8 +164,8 @@ class CallEngine(TransferFlow):
         f.answered_at = at
         assert f.created_at is not None
         rings = self.config.cadence.rings_elapsed(at - f.created_at)
-        greeting = self.config.greeting_for(at)
-        self._closed_flow = greeting == self.config.closed_prompt
+        self._choose_flow(at)
+        greeting = self.config.closed_prompt if self._closed_flow else self.config.greeting_for(at)
         f.greeting_prompt = greeting
         f.greeting_started_at = at
         return [
@@ -186,12 +193,7 @@ class CallEngine(TransferFlow):
         f.greeting_finished_at = ev.at
         f.greeting_result = result
         out: Commands = [*self._prompt_finished(ev.at), self._log(ev.at, "greeted", result=result)]
-        if self._closed_flow:
-            return out + self._start_closing(ev.at, reason="after-hours")
-        if self.config.wait_prompt:
-            out.extend(self._goto(CallState.WAIT_NOTICE))
-            return out + self._play(ev.at, (self.config.wait_prompt,), "wait-notice")
-        return out + self._queue(ev.at)
+        return out + self._after_greeting(ev.at)
 
     def _on_wait_notice_end(self, ev: e.Event) -> Commands:
         mine, result = self._prompt_done(ev)
@@ -233,12 +235,15 @@ class CallEngine(TransferFlow):
             self._tried.clear()  # everyone free has had a turn: start a new round
         if not self._waiting_logged:
             self._waiting_logged = True
-            out.append(self._log(ev.at, "waiting-for-agent"))
+            out.append(self._log(ev.at, "waiting-for-agent", ahead=ev.ahead,
+                                 expected_wait_seconds=ev.expected_wait_seconds))
         out.append(self._timer(AGENT_RETRY, ev.at + self.config.agent_retry_seconds))
-        return out
+        return out + self._on_queue_figures(ev)
 
     def _on_retry(self, ev: e.TimerFired) -> Commands:
-        return [c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued)]
+        if self._offer is not None:
+            return []  # an agent is being rung already
+        return [self._request_agent()]
 
     def _on_agent_ring_timeout(self, ev: e.TimerFired) -> Commands:
         offer = self._offer
@@ -247,7 +252,7 @@ class CallEngine(TransferFlow):
         return [
             *self._end_offer(ev.at, "no-answer"),
             self._log(ev.at, "agent-no-answer", agent=offer.agent, rings=self.config.agent_rings),
-            c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued),
+            *self._after_unanswered(ev.at),
         ]
 
     def _on_leg_failed(self, ev: e.Event) -> Commands:
@@ -265,7 +270,7 @@ class CallEngine(TransferFlow):
             *self._end_offer(ev.at, outcome),
             self._log(ev.at, f"agent-{outcome}", agent=offer.agent,
                       reason=getattr(ev, "reason", "") or getattr(ev, "cause_txt", "")),
-            c.RequestAgent(skip=tuple(self._tried), first_in_line=self.facts.requeued),
+            *self._after_unanswered(ev.at),
         ]
 
     def _on_agent_answered(self, ev: e.StasisStart) -> Commands:
@@ -280,10 +285,13 @@ class CallEngine(TransferFlow):
         f.agents_talked.append(offer.agent)
         if f.connected_at is None:
             f.connected_at = ev.at
+        if f.queue_left_at is None:
+            f.queue_left_at = ev.at
+        self._callback_due = False
         self._new_bridge()
         self._keys.buffer = ""
         return [
-            *self._cancel(AGENT_RING),
+            *self._cancel(AGENT_RING, QUEUE_ANNOUNCE, QUEUE_MAX),
             *self._stop_caller_audio(ev.at),
             *self._bridge_in(ev.at, f.caller_channel, offer.leg, agents=(offer.leg,)),
             *self._goto(CallState.CONNECTED),
@@ -316,12 +324,6 @@ class CallEngine(TransferFlow):
                     self._log(ev.at, "agent-hung-up-first", agent=offer.agent),
                     *self._start_closing(ev.at, reason="agent-left")]
         return []
-
-    def _on_closing_prompt_end(self, ev: e.Event) -> Commands:
-        mine, result = self._prompt_done(ev)
-        if not mine:
-            return []
-        return [*self._prompt_finished(ev.at), self._log(ev.at, "closing-played", result=result)]
 
     def _on_closing_activity(self, ev: e.ChannelDtmfReceived) -> Commands:
         if not self._is_caller(ev.channel_id):
@@ -438,8 +440,18 @@ def _ignore(engine: CallEngine, ev: e.Event) -> Commands:
 
 
 _HELD = (S.HOLD, S.HOLD_ASK)
-_TALKING = (S.CONNECTED, S.HOLD, S.HOLD_ASK, S.CONSENT)  # an agent is on the call: key codes count
+_TALKING = (S.CONNECTED, S.HOLD, S.HOLD_ASK, S.CONSENT, S.CLOSE_ASK)  # an agent is on the call: key codes count
 _LIVE = tuple(s for s in S if s not in (S.NEW, S.ENDED))
+_FLOW = (S.STEP, S.MENU, S.NAME, S.NAME_RECORDING, S.CALLBACK_OFFER, S.CALLBACK_CONFIRM,
+         S.CALLBACK_ENTER)
+_CALLBACK = (S.CALLBACK_OFFER, S.CALLBACK_CONFIRM, S.CALLBACK_ENTER)
+_PROMPT_ENDS: dict[CallState, Handler] = {
+    S.STEP: CallEngine._on_step_prompt_end,
+    S.MENU: CallEngine._on_menu_prompt_end,
+    S.NAME: CallEngine._on_name_prompt_end,
+    S.OFFERING: CallEngine._on_queue_prompt_end,
+    **{s: CallEngine._on_callback_prompt_end for s in _CALLBACK},
+}
 
 # One row per (state, event type): the whole machine. Anything else is a stray event.
 _TABLE: dict[tuple[CallState, type[e.Event]], Handler] = {
@@ -482,9 +494,26 @@ _TABLE: dict[tuple[CallState, type[e.Event]], Handler] = {
     (S.REQUEUE, e.PlaybackFinished): CallEngine._on_requeue_prompt_end,
     **{(S.REQUEUE, g): CallEngine._on_caller_gone_requeue for g in _GONE},
     **{(t, e.ChannelDtmfReceived): CallEngine._on_dtmf for t in _TALKING},  # type: ignore[misc]
-    (S.CLOSING, e.PlaybackFinished): CallEngine._on_closing_prompt_end,
+    (S.CLOSING, e.PlaybackFinished): CallEngine._on_closing_prompt_end_agent,
     (S.CLOSING, e.ChannelDtmfReceived): CallEngine._on_closing_activity,  # type: ignore[dict-item]
-    **{(S.CLOSING, g): CallEngine._on_caller_gone_closing for g in _GONE},
+    **{(S.CLOSING, g): CallEngine._on_hangup_closing for g in _GONE},
+    (S.CLOSING, e.LeaveRequested): CallEngine._on_leave_in_closing,  # type: ignore[dict-item]
+    # the call flow: prompts, menus, the recorded name, the callback offer (R3, R5)
+    **{(s, e.PlaybackFinished): h for s, h in _PROMPT_ENDS.items()},
+    **{(s, g): CallEngine._on_caller_gone_flow for s in _FLOW for g in _GONE},
+    (S.MENU, e.ChannelDtmfReceived): CallEngine._on_menu_key,  # type: ignore[dict-item]
+    (S.NAME_RECORDING, e.RecordingFinished): CallEngine._on_name_recorded,  # type: ignore[dict-item]
+    (S.NAME_RECORDING, e.RecordingFailed): CallEngine._on_name_not_recorded,
+    (S.CALLBACK_OFFER, e.ChannelDtmfReceived): CallEngine._on_offer_key,  # type: ignore[dict-item]
+    (S.CALLBACK_CONFIRM, e.ChannelDtmfReceived): CallEngine._on_confirm_key,  # type: ignore[dict-item]
+    (S.CALLBACK_ENTER, e.ChannelDtmfReceived): CallEngine._on_number_key,  # type: ignore[dict-item]
+    # closing from the panel (R8): the question, then the thanks; the caller hangs up first
+    (S.CONNECTED, e.EndCallRequested): CallEngine._on_end_call,  # type: ignore[dict-item]
+    (S.CLOSE_ASK, e.EndCallRequested): CallEngine._on_end_call,  # type: ignore[dict-item]
+    (S.CLOSE_ASK, e.ResumeRequested): CallEngine._on_more_questions,  # type: ignore[dict-item]
+    (S.CLOSE_ASK, e.LeaveRequested): CallEngine._on_leave,  # type: ignore[dict-item]
+    **{(S.CLOSE_ASK, g): CallEngine._on_hangup_connected for g in _GONE},
+    **{(s, e.FollowUpPromised): CallEngine._on_promise for s in _LIVE},  # type: ignore[misc]
     **{(S.RELEASING, g): CallEngine._on_released for g in _GONE},
     # notes and caller details, whenever an agent writes them (R3, R10)
     **{(s, e.NoteAdded): CallEngine._on_note for s in _LIVE},  # type: ignore[misc]
@@ -510,7 +539,16 @@ _TIMERS: dict[tuple[CallState, str], Handler] = {
     (S.CONSENT, CONSENT_WAIT): CallEngine._on_consent_timeout,  # type: ignore[dict-item]
     (S.REQUEUE, PROMPT): CallEngine._on_requeue_prompt_end,
     **{(t, KEYS): CallEngine._on_keys_timeout for t in _TALKING},  # type: ignore[misc]
-    (S.CLOSING, PROMPT): CallEngine._on_closing_prompt_end,
+    (S.CLOSING, PROMPT): CallEngine._on_closing_prompt_end_agent,
     (S.CLOSING, IDLE): CallEngine._on_idle,  # type: ignore[dict-item]
+    (S.CLOSING, AGENT_RELEASE): CallEngine._on_agent_wait_over,  # type: ignore[dict-item]
+    **{(s, PROMPT): h for s, h in _PROMPT_ENDS.items()},
+    (S.MENU, MENU_WAIT): CallEngine._on_menu_no_input,  # type: ignore[dict-item]
+    (S.NAME_RECORDING, RECORD): CallEngine._on_name_not_recorded,
+    (S.OFFERING, QUEUE_ANNOUNCE): CallEngine._on_announce_timer,  # type: ignore[dict-item]
+    (S.OFFERING, QUEUE_MAX): CallEngine._on_max_wait,  # type: ignore[dict-item]
+    (S.CALLBACK_OFFER, CALLBACK_KEY): CallEngine._on_offer_timeout,  # type: ignore[dict-item]
+    (S.CALLBACK_CONFIRM, CALLBACK_KEY): CallEngine._on_confirm_timeout,  # type: ignore[dict-item]
+    (S.CALLBACK_ENTER, CALLBACK_KEY): CallEngine._on_number_timeout,  # type: ignore[dict-item]
     (S.RELEASING, RELEASE_CONFIRM): CallEngine._on_released,
 }

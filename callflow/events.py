@@ -96,7 +96,31 @@ class AgentPicked(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoAgentFree(Event):
-    """The roster has no registered, idle agent for this call right now."""
+    """The roster has no registered, idle agent for this call right now.
+
+    For a caller waiting in a queue it also says where they stand (R5):
+    ``ahead`` callers before them and the ``expected_wait_seconds`` for their
+    turn; -1 when not known (e.g. a transfer target search).
+    """
+
+    ahead: int = -1
+    expected_wait_seconds: float = -1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingFinished(Event):
+    """A recording we started (the caller saying their name, R3) is complete."""
+
+    recording_name: str
+    duration_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingFailed(Event):
+    """A recording could not be made; the flow goes on without it."""
+
+    recording_name: str
+    cause: str = ""
 
 
 # -- what agents ask for (web panel buttons or softphone key codes) -------------
@@ -161,6 +185,32 @@ class LeaveRequested(AgentEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EndCallRequested(AgentEvent):
+    """The agent ends the conversation from the panel (R8).
+
+    With ``ask_more`` the caller first hears "请问您还有其他问题吗？" with the
+    agent still on the line; a second request without ``ask_more`` (the caller
+    has nothing more) closes: the caller hears the thanks, the agent is
+    released, the line stays open until the caller hangs up (R9).
+    ``ResumeRequested`` after the question means the caller had more to ask.
+    """
+
+    ask_more: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUpPromised(AgentEvent):
+    """The agent promised the caller a reply ("三个工作日后给您答复", R8).
+
+    ``working_days`` 0 means the configured default; the due date is counted
+    on the center's calendar from the day of the promise.
+    """
+
+    text: str
+    working_days: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NoteAdded(AgentEvent):
     """What was said or asked for, for the log (R10)."""
 
@@ -188,6 +238,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TimerFired,
         AgentPicked,
         NoAgentFree,
+        RecordingFinished,
+        RecordingFailed,
         HoldRequested,
         ResumeRequested,
         TransferRequested,
@@ -196,6 +248,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TransferCancelRequested,
         TargetAnswered,
         LeaveRequested,
+        EndCallRequested,
+        FollowUpPromised,
         NoteAdded,
         CallerInfoUpdated,
     )

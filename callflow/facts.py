@@ -118,6 +118,26 @@ class CallFacts:
     notes: list[tuple[float, str, str]] = field(default_factory=list)  # (at, agent, text)
     holds: list[HoldRecord] = field(default_factory=list)
     transfers: list[TransferRecord] = field(default_factory=list)
+    # the call flow (issue 4): which flow, the steps walked, the caller's menu choices
+    flow: str = ""  # open | closed
+    steps: list[tuple[float, str]] = field(default_factory=list)
+    menu_choices: list[dict[str, Any]] = field(default_factory=list)
+    name_recording: str | None = None  # R3: the caller saying their name, for R6 targets
+    name_recording_seconds: float | None = None
+    # queue (R5)
+    queue: str | None = None  # the department queue ("" = any agent) once queued
+    queue_announcements: list[tuple[float, str]] = field(default_factory=list)  # (at, prompt)
+    announce_every_seconds: float | None = None
+    max_wait_seconds: float | None = None
+    callback_offers: list[float] = field(default_factory=list)
+    callback_choices: list[tuple[float, str]] = field(default_factory=list)  # (at, choice)
+    callback: dict[str, Any] | None = None  # number, source, followup_id, due, at
+    queue_left_at: float | None = None  # connected, or left a callback number
+    # closing and promises (R8)
+    closing_reason: str | None = None
+    closing_question_at: float | None = None
+    closing_prompts_played: list[str] = field(default_factory=list)
+    promises: list[dict[str, Any]] = field(default_factory=list)  # followup_id, text, due, owner
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

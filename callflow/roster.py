@@ -22,6 +22,10 @@ class AgentStatus:
     device_state: str = "UNKNOWN"
     engaged_by: str | None = None  # call id holding this agent (offered or talking)
     idle_since: float = 0.0
+    wrap_up_until: float = 0.0  # after a conversation: notes and follow-ups, no new call (R5)
+
+    def in_wrap_up(self, now: float) -> bool:
+        return self.engaged_by is None and now < self.wrap_up_until
 
     @property
     def free(self) -> bool:
@@ -68,18 +72,30 @@ class Roster:
              now: float) -> AgentStatus | None:
         """Engage the longest-idle free agent not in ``skip`` (and in ``only``, if given) for ``call_id``."""
         candidates = [a for a in self._agents.values()
-                      if a.free and a.name not in skip and (not only or a.name in only)]
+                      if a.free and a.wrap_up_until <= now and a.name not in skip
+                      and (not only or a.name in only)]
         if not candidates:
             return None
         best = min(candidates, key=lambda a: (a.idle_since, a.name))
         self._agents[best.name] = replace(best, engaged_by=call_id)
         return self._agents[best.name]
 
-    def release(self, name: str, *, call_id: str, now: float) -> None:
+    def release(self, name: str, *, call_id: str, now: float, wrap_up_seconds: float = 0.0) -> None:
+        """Free an agent; after a conversation they first have their wrap-up time.
+
+        Idle time counts from the end of the wrap-up, so longest-idle-first
+        stays fair to an agent who just finished a call.
+        """
         agent = self._agents.get(name)
         if agent is None or agent.engaged_by != call_id:
             return
-        self._agents[name] = replace(agent, engaged_by=None, idle_since=now)
+        until = now + max(0.0, wrap_up_seconds)
+        self._agents[name] = replace(agent, engaged_by=None, idle_since=until, wrap_up_until=until)
 
-    def free_count(self) -> int:
-        return sum(1 for a in self._agents.values() if a.free)
+    def free_count(self, now: float | None = None) -> int:
+        return sum(1 for a in self._agents.values()
+                   if a.free and (now is None or a.wrap_up_until <= now))
+
+    def staffed(self, only: tuple[str, ...] = ()) -> int:
+        """Agents signed in (phone registered) for a queue: who will serve its callers."""
+        return sum(1 for a in self._agents.values() if a.registered and (not only or a.name in only))

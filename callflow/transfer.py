@@ -195,8 +195,13 @@ class TransferFlow(HoldFlow):
             # consultation: the first agent and the target talk, the caller is not there
             out += self._bridge_in(ev.at, ev.channel_id, agents=(ev.channel_id,))
             out += self._notify(record.first_agent, "transfer", phase="consulting", target=target)
+            if self.facts.name_recording:  # R3/R6: the target hears who is calling
+                out.append(self._play_to(ev.channel_id, (f"recording:{self.facts.name_recording}",)))
         else:
-            out.append(self._play_to(ev.channel_id, ("sound:liyi/transfer-announce",)))
+            media = ("sound:liyi/transfer-announce",)
+            if self.facts.name_recording:
+                media += (f"recording:{self.facts.name_recording}",)
+            out.append(self._play_to(ev.channel_id, media))
         f = self.facts
         return out + self._notify(target, "transfer-offer", caller_number=f.caller_number,
                                   caller_name=f.stated_name or f.caller_name, purpose=f.purpose,

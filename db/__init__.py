@@ -1,4 +1,5 @@
-"""The call log (R10, R12): every call, its whole timeline and its compliance record.
+"""The call log (R10, R12): every call, its whole timeline and its compliance record,
+and the follow-ups promised on it (R8).
 
 ``CallStore`` is the one entry point: non-blocking writes for the controller,
 async queries for the CLI and the web. See ``db.store`` for how writes survive
@@ -8,9 +9,11 @@ a database outage and a controller restart.
 from db.records import (
     AgentRecord,
     AmbiguousCallId,
+    AmbiguousFollowUpId,
     CallRecord,
     CallSummary,
     ComplianceMark,
+    FollowUp,
     TimelineEntry,
 )
 from db.store import CallStore
@@ -18,9 +21,11 @@ from db.store import CallStore
 __all__ = [
     "AgentRecord",
     "AmbiguousCallId",
+    "AmbiguousFollowUpId",
     "CallRecord",
     "CallStore",
     "CallSummary",
     "ComplianceMark",
+    "FollowUp",
     "TimelineEntry",
 ]

@@ -12,10 +12,12 @@ in queue order, into plain data:
 - the timeline rows, numbered in queue order;
 - per call, the compliance rows (a later ``end`` replaces an earlier one's
   verdict for the same rule);
-- per agent, only the latest state.
+- per agent, only the latest state;
+- the follow-ups added (R8), and the callback attempts counted on them, in order.
 
 Then :func:`write_batch` sends one statement per kind (``executemany``), in an
-order the foreign keys accept: calls first, then timeline and compliance.
+order the foreign keys accept: calls first, then timeline, compliance and
+follow-ups.
 The end state is the one the records give applied one at a time; the batch
 still commits or fails as a whole, so the store's retry and isolation of a
 refused record are unchanged.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
@@ -48,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.journal import Record
-from db.models import Agent, Call, ComplianceRow, JournalMark, TimelineRow
+from db.models import Agent, Call, ComplianceRow, FollowUpRow, JournalMark, TimelineRow
 
 logger = structlog.get_logger()
 
@@ -99,6 +101,18 @@ _HIGHEST_SEQS: Select[str, int] = (
     select(TimelineRow.call_id, func.max(TimelineRow.seq))
     .where(TimelineRow.call_id.in_(bindparam("b_ids", expanding=True)))
     .group_by(TimelineRow.call_id)
+)
+_INSERT_FOLLOWUPS: Insert = insert(FollowUpRow)
+_STORED_FOLLOWUPS: Select[str] = select(FollowUpRow.id).where(
+    FollowUpRow.id.in_(bindparam("b_ids", expanding=True))
+)
+_COUNT_ATTEMPT: Update = (
+    update(FollowUpRow)
+    .where(FollowUpRow.id == bindparam("b_followup_id"))
+    .values(
+        attempts=FollowUpRow.attempts + 1,
+        last_attempt_call_id=bindparam("b_attempt_call_id"),
+    )
 )
 READ_MARK: Select[int] = select(JournalMark.applied_through).where(
     JournalMark.journal_id == bindparam("b_journal_id")
@@ -166,6 +180,8 @@ class BatchState:
     calls: dict[str, CallPlan] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    followups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     # ---------------------------------------------------------------- staging
 
@@ -274,6 +290,42 @@ class BatchState:
         }
 
 
+    def stage_followup(self, record: Record) -> None:
+        """A follow-up to insert; its call gets a placeholder row if the log has none."""
+        call_id: str = record.get("call_id", "")
+        self._existing(call_id, record["created_at"])
+        followup_id = record["followup_id"]
+        if followup_id in self.followups:
+            logger.warning("call_log.followup_duplicate", followup_id=followup_id, call_id=call_id)
+            return
+        self.followups[followup_id] = {
+            "id": followup_id,
+            "call_id": call_id,
+            "kind": record["kind"],
+            "text": record["text"],
+            "number": record["number"],
+            "owner": record["owner"],
+            "queue": record["queue"],
+            "created_at": utc(record["created_at"]),
+            "due": date.fromisoformat(record["due"]),
+            "state": "open",
+            "done_at": None,
+            "done_by": None,
+            "overdue_flagged_at": None,
+            "attempts": 0,
+            "last_attempt_call_id": None,
+        }
+
+    def stage_attempt(self, record: Record) -> None:
+        """One more callback attempt on a follow-up (written after this batch's inserts)."""
+        self.attempts.append(
+            {
+                "b_followup_id": record["followup_id"],
+                "b_attempt_call_id": record["attempt_call_id"],
+            }
+        )
+
+
 # -------------------------------------------------------------------- reads before staging
 
 
@@ -300,6 +352,14 @@ async def highest_seqs(conn: AsyncConnection, call_ids: Iterable[str]) -> dict[s
     return highest
 
 
+async def stored_followups(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    """Which of these follow-ups have a row."""
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update(await conn.scalars(_STORED_FOLLOWUPS, {"b_ids": chunk}))
+    return found
+
+
 async def stored_agents(conn: AsyncConnection, names: Iterable[str]) -> set[str]:
     """Which of these agents have a row."""
     found: set[str] = set()
@@ -320,6 +380,7 @@ async def write_batch(conn: AsyncConnection, state: BatchState, agents_stored: s
     if state.timeline:
         await conn.execute(_INSERT_TIMELINE, state.timeline)
     await _write_verdicts(conn, state)
+    await _write_followups(conn, state)
     if state.agents:
         new = [row for name, row in state.agents.items() if name not in agents_stored]
         changed = [
@@ -371,3 +432,21 @@ async def _write_verdicts(conn: AsyncConnection, state: BatchState) -> None:
         await conn.execute(_DELETE_VERDICT, stale)
     if rows:
         await conn.execute(_INSERT_VERDICTS, rows)
+
+
+async def _write_followups(conn: AsyncConnection, state: BatchState) -> None:
+    """New follow-ups (an id already stored is logged and skipped), then attempt counts.
+
+    An id already stored means the same follow-up was added twice; writing it
+    again would be refused and would hold up the whole batch, so it is skipped.
+    """
+    if state.followups:
+        existing = await stored_followups(conn, state.followups)
+        for followup_id in existing:
+            logger.warning("call_log.followup_duplicate", followup_id=followup_id,
+                           call_id=state.followups[followup_id]["call_id"])
+        rows = [row for fid, row in state.followups.items() if fid not in existing]
+        if rows:
+            await conn.execute(_INSERT_FOLLOWUPS, rows)
+    if state.attempts:
+        await conn.execute(_COUNT_ATTEMPT, state.attempts)

@@ -5,6 +5,8 @@ or not, keeps its whole timeline; R12 asks for a per-rule compliance record.
 So a call is one ``calls`` row, its timeline is append-only ``timeline`` rows
 numbered by ``seq``, and its compliance is one ``compliance`` row per rule.
 ``agents`` holds the last known state of each agent's phone.
+``followups`` holds R8's promises and callback requests, one row each, with
+the working-day due date and the state an admin or agent moves it through.
 ``journal_marks`` is bookkeeping for the store's crash journal: it records,
 in the same transaction as the data, how far each journal has been written,
 so that replaying a journal after a crash writes every record exactly once.
@@ -21,12 +23,13 @@ turn into a write that PostgreSQL rejects and the call log retries forever.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -180,3 +183,42 @@ class AgentAccount(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class FollowUpRow(Base):
+    """One promise or callback request to keep (R8): due on a working day, owned, tracked.
+
+    ``due`` is a calendar date at the center (``Date``), not an instant: a
+    promise "三个工作日后" is due on a day, whatever the hour. ``owner`` is ""
+    for a callback any agent of ``queue`` may place. ``overdue_flagged_at``
+    is set once, when the follow-up is first found overdue, so the originating
+    call's timeline gets exactly one "followup-overdue" entry.
+    """
+
+    __tablename__ = "followups"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False
+    )
+    # "promise" (an agent's reply time) or "callback" (left by a caller in the queue).
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    number: Mapped[str] = mapped_column(Text, nullable=False)
+    owner: Mapped[str] = mapped_column(Text, nullable=False)
+    queue: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    due: Mapped[date] = mapped_column(Date, nullable=False)
+    # "open" | "done"; "overdue" is not stored: it depends on today.
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by: Mapped[str | None] = mapped_column(Text)
+    overdue_flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_attempt_call_id: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_followups_state_due", "state", "due"),
+        Index("ix_followups_call_id", "call_id"),
+        Index("ix_followups_owner", "owner"),
+    )

@@ -2,13 +2,15 @@
 
 Why not ORM objects: readers (CLI, web, replay) run long after the session
 that loaded the rows has closed, and must not be able to write by accident.
-All datetimes are timezone-aware UTC.
+All datetimes are timezone-aware UTC. Follow-ups are the exception the
+contract with the engine and the panel asks for: their instants are epoch
+seconds (what the engine's clock gives) and their due date a plain date.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 
@@ -17,6 +19,17 @@ class AmbiguousCallId(LookupError):
 
     def __init__(self, prefix: str, matches: list[str]) -> None:
         super().__init__(f"call id prefix {prefix!r} matches several calls: {', '.join(matches)}")
+        self.prefix = prefix
+        self.matches = matches
+
+
+class AmbiguousFollowUpId(LookupError):
+    """A follow-up id prefix matches more than one follow-up; ``matches`` lists some."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        super().__init__(
+            f"follow-up id prefix {prefix!r} matches several follow-ups: {', '.join(matches)}"
+        )
         self.prefix = prefix
         self.matches = matches
 
@@ -79,6 +92,8 @@ class CallRecord:
     summary: dict[str, Any] | None
     timeline: tuple[TimelineEntry, ...]
     compliance: dict[str, ComplianceMark]
+    # Promises made and callbacks asked for on this call (R8), oldest first.
+    followups: tuple[FollowUp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,3 +105,40 @@ class AgentRecord:
     registered: bool
     device_state: str
     updated_at: datetime
+
+
+FOLLOWUP_KINDS = frozenset({"promise", "callback"})
+FOLLOWUP_STATES = frozenset({"open", "done"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FollowUp:
+    """A promise or callback request to keep (R8), as the call log holds it.
+
+    ``owner`` is the agent who promised, or "" for a callback any agent of
+    ``queue`` may place. ``state`` is what is stored ("open" or "done");
+    :meth:`status` adds "overdue", which depends on the day it is asked.
+    Instants are epoch seconds; ``due`` is a day on the center's calendar.
+    """
+
+    id: str
+    call_id: str
+    kind: str
+    text: str
+    number: str
+    owner: str
+    queue: str
+    created_at: float
+    due: date
+    state: str
+    done_at: float | None = None
+    done_by: str | None = None
+    overdue_flagged_at: float | None = None
+    attempts: int = 0
+    last_attempt_call_id: str | None = None
+
+    def status(self, today: date) -> str:
+        """"done", "overdue" (open and ``today`` is past the due day) or "open"."""
+        if self.state == "done":
+            return "done"
+        return "overdue" if today > self.due else "open"

@@ -36,21 +36,33 @@ How this works:
 
 One store (one controller process) writes to a database; readers (CLI, web)
 may be many.
+
+Follow-ups (R8) ride the same path where they are records of what happened:
+``followup_added`` and ``callback_attempted`` are queued, journaled and
+group-committed like the timeline, so a database outage loses none. Moving a
+follow-up's state (``complete_followup``, ``flag_overdue``) is different: it
+is a decision someone waits for, may come from another process (``liyi
+followups`` runs beside the controller), and must happen once — so it is one
+direct transaction with a conditional UPDATE, and raises if the database
+cannot be reached. The timeline entry and R8 verdict of an overdue follow-up
+are written in that same transaction, so a follow-up is never flagged without
+its evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import uuid
 from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Select, delete, event, func, select
+from sqlalchemy import Select, and_, delete, event, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -66,17 +78,21 @@ from db.batch import (
     highest_seqs,
     stored_agents,
     stored_calls,
+    utc,
     write_batch,
 )
 from db.journal import Journal, Record
 from db.migrations import upgrade
-from db.models import Agent, Call, ComplianceRow, JournalMark, TimelineRow
+from db.models import Agent, Call, ComplianceRow, FollowUpRow, JournalMark, TimelineRow
 from db.records import (
+    FOLLOWUP_KINDS,
     AgentRecord,
     AmbiguousCallId,
+    AmbiguousFollowUpId,
     CallRecord,
     CallSummary,
     ComplianceMark,
+    FollowUp,
     TimelineEntry,
 )
 from db.sanitize import (
@@ -87,6 +103,8 @@ from db.sanitize import (
 )
 
 logger = structlog.get_logger()
+
+T = TypeVar("T")
 
 SOURCES = frozenset({"event", "log"})
 HANGUP_SIDES = frozenset({"caller", "agent", "service"})
@@ -103,11 +121,17 @@ _JSON_FIELDS = frozenset({"summary"})
 # a batch the database refuses is retried one record per transaction, so not huge.
 _BATCH_SIZE = 1000
 # Records that concern a call's row (and so its existence).
-_CALL_OPS = frozenset({"start", "append", "update", "end"})
+_CALL_OPS = frozenset({"start", "append", "update", "end", "followup"})
 # How often one record may be refused on its own before it is dropped.
 _REFUSALS_BEFORE_DROP = 3
 # Caches of the writer are only hints; bound them in case calls never end.
 _CACHE_LIMIT = 50_000
+# A direct follow-up transaction that collides with another writer's timeline entry
+# (same call, same seq) is tried again this many times in all.
+_DIRECT_TRIES = 3
+# callback_attempted looks up the follow-up's call for its timeline entry; a database
+# that does not answer within this costs only that entry, never the caller's wait.
+_LOOKUP_TIMEOUT = 2.0
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -397,6 +421,96 @@ class CallStore:
             },
         )
 
+    def followup_added(
+        self,
+        followup_id: str,
+        *,
+        call_id: str,
+        kind: str,
+        text: str,
+        due: date | str,
+        owner: str,
+        number: str,
+        queue: str,
+        created_at: float,
+    ) -> None:
+        """A promise or callback request was made on ``call_id`` (R8); due on ``due``.
+
+        ``kind`` is "promise" or "callback"; ``owner`` "" means any agent of
+        ``queue`` may place the callback. Queued like every other record: it
+        returns at once and survives a database outage (and, with a journal,
+        a crash). A ``due`` that is not a date is refused here, with an error
+        in the log, because a follow-up without a due day cannot be kept.
+        """
+
+        def build() -> Record:
+            clean_kind = clean_text(kind)
+            if clean_kind not in FOLLOWUP_KINDS:
+                logger.warning("call_log.unknown_followup_kind", call_id=call_id, kind=clean_kind)
+            return {
+                "followup_id": clean_text(followup_id),
+                "kind": clean_kind,
+                "text": clean_text(text),
+                "number": clean_text(number),
+                "owner": clean_text(owner),
+                "queue": clean_text(queue),
+                "created_at": self._epoch(created_at, "created_at", call_id),
+                "due": _iso_day(due),
+            }
+
+        self._guarded("followup", call_id, build)
+
+    async def callback_attempted(
+        self, followup_id: str, *, call_id: str, agent: str, at: float
+    ) -> None:
+        """A callback for ``followup_id`` was placed as call ``call_id`` by ``agent``.
+
+        Counts the attempt on the follow-up and adds a "callback-attempted"
+        entry to the originating call's timeline. Never blocks for long and
+        never raises: both are queued like other records. Finding the
+        originating call needs the follow-up (from the queue if it is still
+        pending, else one read); if the database cannot say, only the
+        timeline entry is missing — the attempt is still counted.
+        """
+        origin = self._pending_followup(followup_id)
+        try:
+            if origin is None:
+                async with asyncio.timeout(_LOOKUP_TIMEOUT):
+                    found = await self._followup_by_id(followup_id)
+                origin = found.call_id if found is not None else None
+        except Exception as exc:  # noqa: BLE001 - the entry is evidence, the attempt counts anyway
+            logger.info("call_log.callback_origin_unknown", followup_id=followup_id,
+                        call_id=call_id, error=repr(exc))
+        self._guarded(
+            "followup-attempt",
+            None,
+            lambda: {
+                "followup_id": clean_text(followup_id),
+                "attempt_call_id": clean_text(call_id),
+                "agent": clean_text(agent),
+                "at": self._epoch(at, "at", call_id),
+            },
+        )
+        if origin is not None:
+            self.append(
+                origin,
+                at=at,
+                source="log",
+                kind="callback-attempted",
+                detail={
+                    "followup_id": followup_id,
+                    "callback_call_id": call_id,
+                    "agent": agent,
+                },
+            )
+
+    def _pending_followup(self, followup_id: str) -> str | None:
+        """The call of a follow-up still waiting in the queue, if it is there."""
+        for record in reversed(self._queue):
+            if record.get("op") == "followup" and record.get("followup_id") == followup_id:
+                return str(record.get("call_id", ""))
+        return None
+
     def _guarded(self, op: str, call_id: str | None, build: Callable[[], Record]) -> None:
         """Build and queue one record; a bug here is logged, never raised into the call."""
         try:
@@ -599,6 +713,10 @@ class CallStore:
                     state.stage_end(record)
                 elif op == "agent":
                     await self._write_agent(conn, record, state)
+                elif op == "followup":
+                    state.stage_followup(record)
+                elif op == "followup-attempt":
+                    state.stage_attempt(record)
                 else:
                     logger.warning("call_log.unknown_record", op=op, call_id=record.get("call_id"))
             unknown_agents = state.agents.keys() - self._known_agents
@@ -793,6 +911,7 @@ class CallStore:
             if row is None:
                 return None
             timeline = await self._timeline(conn, row.id, None)
+            followups = await self._call_followups(conn, row.id)
             verdicts = (
                 await conn.execute(
                     select(ComplianceRow.rule, ComplianceRow.status, ComplianceRow.evidence)
@@ -816,6 +935,7 @@ class CallStore:
             summary=row.summary,
             timeline=tuple(timeline),
             compliance={v.rule: ComplianceMark(v.status, v.evidence) for v in verdicts},
+            followups=tuple(followups),
         )
 
     async def timeline_events(self, call_id: str) -> list[TimelineEntry]:
@@ -847,6 +967,276 @@ class CallStore:
             )
             for a in rows
         ]
+
+    # ------------------------------------------------------------------ follow-ups (R8)
+
+    async def list_followups(
+        self, *, owner: str | None = None, include_done: bool = False, today: date
+    ) -> list[FollowUp]:
+        """Follow-ups to keep: overdue first, then open ones, then (if asked) done ones.
+
+        Within each group by due day, then by when they were made. ``today``
+        is the center's local date (the caller decides the time zone).
+        ``owner`` given: that agent's follow-ups and the unowned callbacks any
+        agent may place.
+        """
+        query = select(*_FOLLOWUP_COLUMNS)
+        if not include_done:
+            query = query.where(FollowUpRow.state == "open")
+        if owner is not None:
+            query = query.where(
+                or_(
+                    FollowUpRow.owner == owner,
+                    and_(FollowUpRow.owner == "", FollowUpRow.kind == "callback"),
+                )
+            )
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+        followups = [_followup(row) for row in rows]
+        rank = {"overdue": 0, "open": 1, "done": 2}
+        followups.sort(key=lambda f: (rank[f.status(today)], f.due, f.created_at, f.id))
+        return followups
+
+    async def get_followup(self, id_or_prefix: str) -> FollowUp | None:
+        """A follow-up by id or unique prefix; None if none matches.
+
+        Raises :class:`AmbiguousFollowUpId` if a prefix matches several.
+        """
+        async with self._reader().connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_FOLLOWUP_COLUMNS).where(FollowUpRow.id == id_or_prefix)
+                )
+            ).first()
+            if row is None and id_or_prefix:
+                # substr() makes the match exact; LIKE alone ignores case on SQLite.
+                candidates = (
+                    await conn.execute(
+                        select(*_FOLLOWUP_COLUMNS)
+                        .where(
+                            FollowUpRow.id.startswith(id_or_prefix, autoescape=True),
+                            func.substr(FollowUpRow.id, 1, len(id_or_prefix)) == id_or_prefix,
+                        )
+                        .order_by(FollowUpRow.id)
+                        .limit(5)
+                    )
+                ).all()
+                if len(candidates) > 1:
+                    raise AmbiguousFollowUpId(id_or_prefix, [c.id for c in candidates])
+                row = candidates[0] if candidates else None
+        return None if row is None else _followup(row)
+
+    async def _followup_by_id(self, followup_id: str) -> FollowUp | None:
+        async with self._reader().connect() as conn:
+            row = (
+                await conn.execute(select(*_FOLLOWUP_COLUMNS).where(FollowUpRow.id == followup_id))
+            ).first()
+        return None if row is None else _followup(row)
+
+    async def followups_for_call(self, call_id: str) -> list[FollowUp]:
+        """The follow-ups made on one call, oldest first."""
+        async with self._reader().connect() as conn:
+            return await self._call_followups(conn, call_id)
+
+    @staticmethod
+    async def _call_followups(conn: AsyncConnection, call_id: str) -> list[FollowUp]:
+        rows = (
+            await conn.execute(
+                select(*_FOLLOWUP_COLUMNS)
+                .where(FollowUpRow.call_id == call_id)
+                .order_by(FollowUpRow.created_at, FollowUpRow.id)
+            )
+        ).all()
+        return [_followup(row) for row in rows]
+
+    async def complete_followup(self, followup_id: str, *, by: str, at: float) -> FollowUp | None:
+        """Mark a follow-up done by ``by`` at ``at``; None if there is no such follow-up.
+
+        Done once: completing a follow-up already done changes nothing and
+        returns it as it is. The originating call's timeline gets a
+        "followup-done" entry in the same transaction. Raises if the database
+        cannot be reached (someone is waiting for the answer).
+        """
+        done_by = clean_text(by)
+        done_at = self._epoch(at, "done_at", None)
+
+        async def body(conn: AsyncConnection) -> tuple[FollowUp | None, bool]:
+            result = await conn.execute(
+                update(FollowUpRow)
+                .where(FollowUpRow.id == followup_id, FollowUpRow.state == "open")
+                .values(state="done", done_at=utc(done_at), done_by=done_by)
+            )
+            row = (
+                await conn.execute(select(*_FOLLOWUP_COLUMNS).where(FollowUpRow.id == followup_id))
+            ).first()
+            if row is None:
+                return None, False
+            followup = _followup(row)
+            changed = result.rowcount == 1
+            if changed:
+                await self._append_now(
+                    conn,
+                    followup.call_id,
+                    at=done_at,
+                    kind="followup-done",
+                    detail={
+                        "followup_id": followup.id,
+                        "kind": followup.kind,
+                        "by": done_by,
+                        "due": followup.due.isoformat(),
+                        "done_at": done_at,
+                    },
+                )
+            return followup, changed
+
+        followup, changed = await self._direct(body)
+        if followup is not None and changed:
+            self._next_seq.pop(followup.call_id, None)
+            logger.info("followup.done", call_id=followup.call_id, followup_id=followup.id,
+                        by=done_by)
+        return followup
+
+    async def flag_overdue(self, *, today: date, at: float) -> list[FollowUp]:
+        """Flag the open follow-ups newly past their due day (``today`` > due); return them.
+
+        Each is flagged once (``overdue_flagged_at``), and in the same
+        transaction its originating call gets a "followup-overdue" timeline
+        entry and R8 "broken" in its compliance record, with the follow-up as
+        evidence: a promise not kept is a broken closing (R8: 如果承诺了，就不要
+        忘记给客户回电话). Safe to run from several processes at once: a
+        follow-up is flagged by whichever gets there first. Raises if the
+        database cannot be reached.
+        """
+        flagged_epoch = self._epoch(at, "at", None)
+
+        async def body(conn: AsyncConnection) -> list[FollowUp]:
+            rows = (
+                await conn.execute(
+                    select(*_FOLLOWUP_COLUMNS)
+                    .where(
+                        FollowUpRow.state == "open",
+                        FollowUpRow.due < today,
+                        FollowUpRow.overdue_flagged_at.is_(None),
+                    )
+                    .order_by(FollowUpRow.due, FollowUpRow.created_at, FollowUpRow.id)
+                )
+            ).all()
+            flagged: list[FollowUp] = []
+            for row in rows:
+                result = await conn.execute(
+                    update(FollowUpRow)
+                    .where(
+                        FollowUpRow.id == row.id,
+                        FollowUpRow.state == "open",
+                        FollowUpRow.overdue_flagged_at.is_(None),
+                    )
+                    .values(overdue_flagged_at=utc(flagged_epoch))
+                )
+                if result.rowcount != 1:
+                    continue  # done or flagged meanwhile by someone else
+                followup = dataclasses.replace(_followup(row), overdue_flagged_at=flagged_epoch)
+                await self._record_overdue(conn, followup, today, flagged_epoch)
+                flagged.append(followup)
+            return flagged
+
+        flagged = await self._direct(body)
+        for followup in flagged:
+            self._next_seq.pop(followup.call_id, None)
+            logger.warning(
+                "followup.overdue",
+                call_id=followup.call_id,
+                followup_id=followup.id,
+                kind=followup.kind,
+                owner=followup.owner,
+                due=followup.due.isoformat(),
+            )
+        return flagged
+
+    async def _record_overdue(
+        self, conn: AsyncConnection, followup: FollowUp, today: date, at: float
+    ) -> None:
+        """The overdue follow-up's evidence on its call: a timeline entry and R8 broken."""
+        item = {
+            "followup_id": followup.id,
+            "kind": followup.kind,
+            "due": followup.due.isoformat(),
+            "owner": followup.owner,
+            "queue": followup.queue,
+            "number": followup.number,
+            "text": followup.text,
+        }
+        await self._append_now(
+            conn, followup.call_id, at=at, kind="followup-overdue",
+            detail={**item, "today": today.isoformat()},
+        )
+        previous = (
+            await conn.execute(
+                select(ComplianceRow.status, ComplianceRow.evidence).where(
+                    ComplianceRow.call_id == followup.call_id, ComplianceRow.rule == "R8"
+                )
+            )
+        ).first()
+        earlier: list[Any] = []
+        evidence: dict[str, Any] = {}
+        if previous is not None:
+            old = previous.evidence if isinstance(previous.evidence, dict) else {}
+            if previous.status == "broken" and isinstance(old.get("overdue_followups"), list):
+                earlier = list(old["overdue_followups"])
+                evidence = {k: v for k, v in old.items() if k not in ("reason", "overdue_followups")}
+            else:
+                evidence = {"before_overdue": {"status": previous.status, "evidence": old}}
+            await conn.execute(
+                delete(ComplianceRow).where(
+                    ComplianceRow.call_id == followup.call_id, ComplianceRow.rule == "R8"
+                )
+            )
+        evidence.update(
+            reason=f"跟进逾期 follow-up overdue: due {followup.due.isoformat()}, "
+            f"still open on {today.isoformat()}",
+            overdue_followups=[*earlier, item],
+            flagged_at=at,
+        )
+        await conn.execute(
+            insert(ComplianceRow).values(
+                call_id=followup.call_id, rule="R8", status="broken", evidence=clean_dict(evidence)
+            )
+        )
+
+    @staticmethod
+    async def _append_now(
+        conn: AsyncConnection, call_id: str, *, at: float, kind: str, detail: dict[str, Any]
+    ) -> None:
+        """A timeline entry written in ``conn``'s transaction, after the call's last one."""
+        highest = await conn.scalar(
+            select(func.max(TimelineRow.seq)).where(TimelineRow.call_id == call_id)
+        )
+        await conn.execute(
+            insert(TimelineRow).values(
+                call_id=call_id,
+                seq=(highest or 0) + 1,
+                at=utc(at),
+                source="log",
+                kind=kind,
+                detail=clean_dict(detail),
+            )
+        )
+
+    async def _direct(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction now, again if a timeline ``seq`` collided.
+
+        The background writer (here or in the controller) may append to the
+        same call between our read of its last ``seq`` and our insert; the
+        unique constraint refuses the second, and a new try reads afresh.
+        """
+        for attempt in range(1, _DIRECT_TRIES + 1):
+            try:
+                async with self._reader().begin() as conn:
+                    return await body(conn)
+            except sa_exc.IntegrityError:
+                if attempt == _DIRECT_TRIES:
+                    raise
+                logger.info("call_log.direct_write_retried", attempt=attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _timeline(
@@ -898,6 +1288,60 @@ def _summary(row: Any, compliance: dict[str, str] | None = None) -> CallSummary:
         outcome=row.outcome,
         state=row.state,
     )
+
+
+_FOLLOWUP_COLUMNS = (
+    FollowUpRow.id,
+    FollowUpRow.call_id,
+    FollowUpRow.kind,
+    FollowUpRow.text,
+    FollowUpRow.number,
+    FollowUpRow.owner,
+    FollowUpRow.queue,
+    FollowUpRow.created_at,
+    FollowUpRow.due,
+    FollowUpRow.state,
+    FollowUpRow.done_at,
+    FollowUpRow.done_by,
+    FollowUpRow.overdue_flagged_at,
+    FollowUpRow.attempts,
+    FollowUpRow.last_attempt_call_id,
+)
+
+
+def _epoch_of(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _followup(row: Any) -> FollowUp:
+    return FollowUp(
+        id=row.id,
+        call_id=row.call_id,
+        kind=row.kind,
+        text=row.text,
+        number=row.number,
+        owner=row.owner,
+        queue=row.queue,
+        created_at=row.created_at.timestamp(),
+        due=row.due,
+        state=row.state,
+        done_at=_epoch_of(row.done_at),
+        done_by=row.done_by,
+        overdue_flagged_at=_epoch_of(row.overdue_flagged_at),
+        attempts=row.attempts,
+        last_attempt_call_id=row.last_attempt_call_id,
+    )
+
+
+def _iso_day(value: date | str) -> str:
+    """A due day as ISO text for the record; anything that is not a day is refused."""
+    if isinstance(value, datetime):
+        raise TypeError(f"due must be a date, not a datetime: {value!r}")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        return date.fromisoformat(value.strip()).isoformat()
+    raise TypeError(f"due must be a date or an ISO date string, got {value!r}")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -142,6 +142,8 @@ class Service:
             await self.controller.drain(timeout=2.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.desk is not None:
+            await self.desk.close()
         if self.accounts is not None:
             await self.accounts.close()
         if self.phones is not None:

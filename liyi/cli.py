@@ -1,7 +1,8 @@
 """The ``liyi`` command line.
 
 Commands: ``demo`` (everything against the simulator), ``run`` (against a
-real Asterisk), ``check-config``, ``calls`` (the call log), ``prompts``
+real Asterisk), ``check-config``, ``calls`` (the call log), ``followups``
+(promises and callbacks to keep, R8), ``report``, ``agents``, ``prompts``
 (build and install the prompt audio). Errors are one clear line on stderr
 and a non-zero exit status; tracebacks are for bugs only.
 """
@@ -15,6 +16,7 @@ import datetime as dt
 import json
 import signal
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,7 @@ def _compliance_line(compliance: dict[str, Any]) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.date):  # datetimes too
         return value.isoformat()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -179,6 +181,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 
 def print_call(record: Any, tz: Any, *, events: bool = False) -> None:
+    """A call as text: its fields, timeline, compliance record and follow-ups."""
     print(f"call {record.id}")
     print(f"  caller       {record.caller_number or '-'} {record.caller_name or ''}".rstrip())
     print(f"  first ring   {_fmt_time(record.created_at, tz)}")
@@ -204,6 +207,14 @@ def print_call(record: Any, tz: Any, *, events: bool = False) -> None:
                  if k.endswith("_at") and isinstance(v, (int, float)) else v
                  for k, v in evidence.items()}
         print(f"  {rule:4} {status:15} {json.dumps(shown, ensure_ascii=False)}")
+    followups = getattr(record, "followups", ())
+    if followups:
+        today = _now().astimezone(tz).date()
+        print("follow-ups")
+        for f in followups:
+            print(f"  {f.id[:8]:8}  due {f.due.isoformat()}  "
+                  f"{_cell(_state_label(f.status(today)), 12)}  {_owner_label(f)}  "
+                  f"{f.number or '-'}  {f.text or '-'}")
 
 
 def _fmt_detail(key: str, value: Any, start: dt.datetime | None) -> str:
@@ -211,6 +222,129 @@ def _fmt_detail(key: str, value: Any, start: dt.datetime | None) -> str:
     if key.endswith("_at") and isinstance(value, (int, float)) and start is not None:
         return f"{key}=+{value - start.timestamp():.2f}s"
     return f"{key}={value}"
+
+
+def _state_label(status: str) -> str:
+    return "逾期 OVERDUE" if status == "overdue" else status
+
+
+def _owner_label(followup: Any) -> str:
+    """The agent who owns it, or the queue an unowned callback waits in."""
+    if followup.owner:
+        return str(followup.owner)
+    return f"callback queue {followup.queue or 'general'}"
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` cut and padded to ``width`` terminal columns, so CJK text keeps columns aligned."""
+    out, used = [], 0
+    for ch in text.replace("\n", " "):
+        w = _width(ch)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + " " * (width - used)
+
+
+def _now() -> dt.datetime:
+    """The current instant (one place, so tests can pin "today")."""
+    return dt.datetime.now(dt.UTC)
+
+
+def cmd_followups(args: argparse.Namespace) -> int:
+    """Follow-ups to keep (R8): overdue first, then open by due day; ``done ID`` closes one.
+
+    "Today" is the center's local date (``company.timezone``). Listing also
+    flags follow-ups newly overdue, so the call log gets its "followup-overdue"
+    entry and R8 verdict even when the controller is not running.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    settings = _settings(args.config, args.db)
+    tz = settings.callflow.tz
+    now = _now()
+    today = now.astimezone(tz).date()
+
+    async def go() -> int:
+        from db import AmbiguousFollowUpId, CallStore
+
+        store = CallStore(settings.database_url)
+        await store.start()
+        try:
+            if args.action == "done":
+                return await _followup_done(store, args.id, now, tz, settings.database_url,
+                                            AmbiguousFollowUpId)
+            flagged = await store.flag_overdue(today=today, at=now.timestamp())
+            followups = await store.list_followups(owner=args.owner, include_done=args.all,
+                                                   today=today)
+        finally:
+            await store.close()
+        if flagged:
+            print(f"flagged {len(flagged)} newly overdue follow-up{'s' if len(flagged) > 1 else ''}"
+                  " in the call log (timeline entry, R8 broken)", file=sys.stderr)
+        if args.json:
+            for f in followups:
+                from dataclasses import asdict
+
+                print(json.dumps(_jsonable({**asdict(f), "status": f.status(today)}),
+                                 ensure_ascii=False))
+            return 0
+        whose = f" for {args.owner}" if args.owner else ""
+        if not followups:
+            what = "follow-ups" if args.all else "open follow-ups"
+            print(f"no {what}{whose} in {settings.database_url}")
+            return 0
+        overdue = sum(f.status(today) == "overdue" for f in followups)
+        print(f"today {today.isoformat()} ({settings.callflow.timezone}): {len(followups)} "
+              f"follow-up{'s' if len(followups) > 1 else ''}{whose}, {overdue} overdue")
+        print(f"{_cell('id', 8)}  {_cell('due', 10)}  {_cell('state', 12)}  "
+              f"{_cell('owner', 22)}  {_cell('number', 14)}  {_cell('text', 30)}  call")
+        for f in followups:
+            print(f"{_cell(f.id, 8)}  {f.due.isoformat()}  {_cell(_state_label(f.status(today)), 12)}"
+                  f"  {_cell(_owner_label(f), 22)}  {_cell(f.number or '-', 14)}  "
+                  f"{_cell(f.text or '-', 30)}  {f.call_id[:12]}")
+        return 0
+
+    try:
+        return asyncio.run(go())
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"call log unavailable ({settings.database_url}): {exc.__class__.__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return 1
+
+
+async def _followup_done(store: Any, followup_id: str | None, now: dt.datetime, tz: Any,
+                         url: str, ambiguous: type[Exception]) -> int:
+    """``liyi followups done ID``: mark one follow-up done by "admin"."""
+    if not followup_id:
+        print("usage: liyi followups done ID", file=sys.stderr)
+        return 2
+    try:
+        found = await store.get_followup(followup_id)
+    except ambiguous as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if found is None:
+        print(f"no follow-up {followup_id!r} in {url}", file=sys.stderr)
+        return 1
+    if found.state == "done":
+        when = (_fmt_time(dt.datetime.fromtimestamp(found.done_at, dt.UTC), tz)
+                if found.done_at is not None else "-")
+        print(f"follow-up {found.id} was already done (by {found.done_by or '-'} at {when})")
+        return 0
+    done = await store.complete_followup(found.id, by="admin", at=now.timestamp())
+    if done is None:
+        print(f"follow-up {found.id} disappeared before it could be marked done", file=sys.stderr)
+        return 1
+    print(f"follow-up {done.id} done by {done.done_by}: {done.text or '-'} "
+          f"(due {done.due.isoformat()}, call {done.call_id})")
+    return 0
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
@@ -351,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--config")
     ag.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
     ag.set_defaults(fn=cmd_agents)
+
+    fu = sub.add_parser("followups",
+                        help="promises and callbacks to keep (R8): overdue first; `done ID` closes one")
+    fu.add_argument("action", nargs="?", choices=["list", "done"], default="list")
+    fu.add_argument("id", nargs="?", help="with done: the follow-up's id or a unique prefix")
+    fu.add_argument("--all", action="store_true", help="also the follow-ups already done")
+    fu.add_argument("--owner", help="only this agent's follow-ups (and unowned callbacks)")
+    fu.add_argument("--json", action="store_true", help="one JSON object per follow-up")
+    fu.add_argument("--config")
+    fu.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
+    fu.set_defaults(fn=cmd_followups)
 
     pr = sub.add_parser("prompts", help="build prompt audio from scripts_zh/, or install it")
     pr.add_argument("action", choices=["build", "install"])

@@ -22,14 +22,26 @@ from typing import Any, TextIO
 from ari_handlers.simulator import AgentScript, AsteriskSimulator, CallerScript
 from callflow import commands as c
 from callflow.calendar import WorkCalendar
-from callflow.config import AgentConfig, RingCadence
+from callflow.config import AgentConfig, QueueConfig, RingCadence
+from callflow.flow import GREETING, MENU, QUEUE, RECORD_NAME, Flow, Step
 from liyi.app import Service
 from liyi.settings import AsteriskSettings, Settings
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "recordings" / "liyi"
 
-RULE_NAMES = {"R1": "三声内接听", "R2": "问候语", "R3": "来电信息", "R4": "等待", "R6": "转接",
-              "R7": "离开需许可", "R9": "客户先挂机", "R10": "记录"}
+RULE_NAMES = {"R1": "三声内接听", "R2": "问候语", "R3": "来电信息", "R4": "等待", "R5": "排队",
+              "R6": "转接", "R7": "离开需许可", "R8": "结束与承诺", "R9": "客户先挂机",
+              "R10": "记录"}
+
+#: The demo's open flow: the key menu of the example config, every branch to any agent.
+DEMO_FLOW = Flow("open", "greeting", (
+    Step("greeting", GREETING, next="main"),
+    Step("main", MENU, prompt="menu-main", keys=(("1", "consult"), ("2", "repair"), ("3", "consult")),
+         default="consult", repeat=2, timeout_seconds=4.0),
+    Step("consult", QUEUE),
+    Step("repair", RECORD_NAME, prompt="name-ask", max_seconds=4.0, next="consult"),
+))
+MENU_1 = {"menu-main": "1"}  # most demo callers know what they want
 
 
 @dataclass(frozen=True)
@@ -150,44 +162,90 @@ def _transfer(outcome: str) -> Callable[[DemoCall], Awaitable[None]]:
     return drive
 
 
+async def _close_and_call_back(d: DemoCall) -> None:
+    """R8: a promise with its due date, the closing question, thanks; then the callback."""
+    await d.until(lambda: d.heard("connected") >= 1)
+    agent = d.first_agent()
+    await d.agent(agent, "caller-info", caller_name="郑先生", purpose="发票问题")
+    await d.pause(1.0)
+    await d.agent(agent, "promise", text="三个工作日后给您答复", working_days="3")
+    await d.agent(agent, "end-call", ask_more="1")
+    await d.until(lambda: d.heard_prompt("closing-more"))
+    await d.pause(1.5)  # "没有了，谢谢"
+    await d.agent(agent, "end-call", ask_more="0")
+    await asyncio.wait_for(d.call.ended.wait(), 60)
+    # The follow-up is kept: the agent calls back from the panel, their own phone rings first.
+    await asyncio.sleep(0.5)
+    store = d.desk.store if hasattr(d.desk, "store") else None
+    if store is None:
+        return
+    await store.flush()
+    promised = [f for f in await store.list_followups(owner=agent, today=d.desk.today())
+                if f.number == d.call.caller_number and f.kind == "promise"]
+    if not promised:
+        raise RuntimeError("the promise is not in the follow-ups")
+    d.sim.customer(d.call.caller_number, answer_after=1.5 * d.k, hang_up_after=3.0 * d.k)
+    await d.agent(agent, "place-callback", followup_id=promised[0].id)
+    deadline = time.monotonic() + 60
+    while not any(c.ended.is_set() for c in d.sim.calls_to(d.call.caller_number)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the callback did not reach the customer")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the callback's record reaches the log
+
+
 def scenarios(fast: bool) -> list[Scenario]:
     k = 0.2 if fast else 1.0  # how long people take to do things
     answers = AgentScript(answer_after=1.5 * k)
     return [
         Scenario("普通来电 ordinary call", "13800138000", "张先生",
-                 CallerScript(hang_up_after_connected=3.0 * k),
+                 CallerScript(hang_up_after_connected=3.0 * k, keys_on=MENU_1),
                  lambda order: {name: answers for name in order}, drive=_note_caller),
         Scenario("振铃中挂机 caller hangs up while ringing", "13911112222", "",
                  CallerScript(hang_up_while_ringing_after=0.4 * k if not fast else 0.05),
                  lambda order: {name: answers for name in order}),
         Scenario("三声未接转下一位 agent lets it ring 3 times, next agent", "02188886666", "李女士",
-                 CallerScript(hang_up_after_connected=2.0 * k),
+                 CallerScript(hang_up_after_connected=2.0 * k, keys_on=MENU_1),
                  lambda order: {order[0]: AgentScript(answer_after=None),
                                 **{name: answers for name in order[1:]}}, drive=_note_caller),
         Scenario("坐席先挂机 agent hangs up first", "075566667777", "王先生",
-                 CallerScript(hang_up_after_prompt=("closing-thanks", 1.5 * k)),
+                 CallerScript(hang_up_after_prompt=("closing-thanks", 1.5 * k), keys_on=MENU_1),
                  lambda order: {name: AgentScript(answer_after=1.5 * k, hang_up_after=2.0 * k)
                                 for name in order}, drive=_note_caller),
         Scenario("等待在时限内 hold kept within its limit", "13612345678", "赵女士",
-                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 CallerScript(max_seconds=300, keys_on=MENU_1), lambda order: {n: answers for n in order},
                  drive=_hold_kept),
         Scenario("等待到时限 hold reaches its limit (*1 key code, then a 30 s hold)",
-                 "13787654321", "钱先生", CallerScript(max_seconds=300),
+                 "13787654321", "钱先生", CallerScript(max_seconds=300, keys_on=MENU_1),
                  lambda order: {n: answers for n in order}, drive=_hold_limit),
         Scenario("热转接：接受 warm transfer accepted", "13511112222", "孙先生",
-                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 CallerScript(max_seconds=300, keys_on=MENU_1), lambda order: {n: answers for n in order},
                  drive=_transfer("accepted")),
         Scenario("热转接：无人接听 warm transfer, target does not answer", "13533334444", "孙先生",
-                 CallerScript(max_seconds=300),
+                 CallerScript(max_seconds=300, keys_on=MENU_1),
                  lambda order: {order[0]: answers, **{n: AgentScript(answer_after=None)
                                                       for n in order[1:]}},
                  drive=_transfer("no-answer")),
         Scenario("热转接：对方拒接 warm transfer declined", "13555556666", "孙先生",
-                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 CallerScript(max_seconds=300, keys_on=MENU_1), lambda order: {n: answers for n in order},
                  drive=_transfer("declined")),
         Scenario("热转接：客户不同意 caller refuses the transfer", "13577778888", "孙先生",
-                 CallerScript(max_seconds=300), lambda order: {n: answers for n in order},
+                 CallerScript(max_seconds=300, keys_on=MENU_1), lambda order: {n: answers for n in order},
                  drive=_transfer("refused")),
+        Scenario("菜单：报修并录下姓名 menu key 2, the caller's name recorded (R3)", "13688889999",
+                 "周先生", CallerScript(hang_up_after_connected=3.0 * k, keys_on={"menu-main": "2"}),
+                 lambda order: {name: answers for name in order}, drive=_note_caller),
+        Scenario("排队过长：登记回电 long wait, the caller leaves a callback number (R5)",
+                 "13722223333", "吴女士",
+                 CallerScript(max_seconds=300, keys_on={**MENU_1, "callback-offer": "1",
+                                                         "callback-confirm": "1"},
+                              hang_up_after_prompt=("callback-recorded", 1.0 * k)),
+                 lambda order: {name: AgentScript(answer_after=None) for name in order}),
+        Scenario("结束通话并承诺答复 agent closes with the question, promises a reply (R8)",
+                 "13844445555", "郑先生",
+                 CallerScript(max_seconds=300, keys_on=MENU_1,
+                              hang_up_after_prompt=("closing-thanks", 1.5 * k)),
+                 lambda order: {name: answers for name in order}, drive=_close_and_call_back),
     ]
 
 
@@ -261,8 +319,13 @@ def demo_settings(base: Settings, *, fast: bool) -> Settings:
         cfg = replace(cfg, cadence=RingCadence(on=0.1, off=0.4), answer_guard_seconds=0.03,
                       agent_retry_seconds=0.2)
     # The demo always shows the open flow, whatever today is on the center's calendar.
+    k = 0.2 if fast else 1.0
+    queue = QueueConfig(announce="position", announce_every_seconds=10.0 * k,
+                        max_wait_seconds=25.0 * k, offer_timeout_seconds=6.0,
+                        number_timeout_seconds=8.0)
     return replace(base, callflow=replace(cfg, agents=agents, open_hours=(), holidays=frozenset(),
-                                          calendar=WorkCalendar()))
+                                          calendar=WorkCalendar(), open_flow=DEMO_FLOW,
+                                          departments=(), queue=queue))
 
 
 async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = sys.stdout,

@@ -69,7 +69,31 @@ def _lines(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -
     return out
 
 
+def _duplicate_keys(node: yaml.Node, path: str = "") -> list[ConfigProblem]:
+    """Keys written twice in one mapping: YAML silently keeps the last, so the admin's
+    first one (a flow step copied and not renamed, say) would vanish without a word."""
+    found: list[ConfigProblem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue  # a complex key (``? [a, b]``): no dotted path to name it by
+            sub = f"{path}.{key.value}" if path else str(key.value)
+            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                found.append(ConfigProblem(sub, "written twice in the same mapping — YAML "
+                                           "would keep only the last one",
+                                           key.start_mark.line + 1))
+            seen.add(key.value)
+            found += _duplicate_keys(value, sub)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{path}[{i}]")
+    return found
+
+
 def _with_line(problem: ConfigProblem, lines: dict[str, int]) -> ConfigProblem:
+    if problem.line:
+        return problem
     path = problem.path
     while path:
         if path in lines:
@@ -82,6 +106,8 @@ def _with_line(problem: ConfigProblem, lines: dict[str, int]) -> ConfigProblem:
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[str, int], list[ConfigProblem]]:
+    """The file's data (None when it cannot be read at all), its lines by dotted path, and
+    the problems found in reading it (keys written twice are reported with the data)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -95,7 +121,9 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int], list[ConfigProblem]]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         return None, {}, [ConfigProblem(str(path), f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]
-    return (data if data is not None else {}), (_lines(node) if node is not None else {}), []
+    if node is None:
+        return (data if data is not None else {}), {}, []
+    return (data if data is not None else {}), _lines(node), _duplicate_keys(node)
 
 
 def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str] | None = None,
@@ -170,12 +198,14 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None, *,
     if path is None:
         data: Any = {"company": {"name": "礼仪客服中心"}}
         lines: dict[str, int] = {}
+        read_problems: list[ConfigProblem] = []
     else:
-        data, lines, problems = read_yaml(path)
-        if problems:
-            raise ConfigError(problems)
+        data, lines, read_problems = read_yaml(path)
+        if data is None:
+            raise ConfigError(read_problems)
     settings, problems = parse_settings(data, env, known_prompts=known_prompts,
                                         source=str(path) if path else "(defaults)")
+    problems = read_problems + problems
     if problems or settings is None:
         located = [_with_line(p, lines) for p in problems]
         raise ConfigError(sorted(located, key=lambda p: p.line or 0))

@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from callflow import commands as c
 from callflow import events as e
+from callflow.queueing import WaitingLine
 from callflow.config import MEDIA_PREFIX, CallFlowConfig
 from callflow.engine import CallEngine
 from callflow.roster import Roster
@@ -204,6 +205,10 @@ class World:
         self._dials: dict[str, int] = {}  # agent -> times rung
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
+        self.line = WaitingLine()  # as the controller keeps it: first come, first served (R5)
+        self.recordings: list[tuple[float, str, c.Record]] = []
+        self.followups: list[c.RecordFollowUp] = []
+        self.name_seconds: float | None = 2.0  # how long a caller takes to say their name
 
     # -- scripting ----------------------------------------------------------
 
@@ -428,6 +433,7 @@ class World:
         for command in engine.handle(event):
             self.issued.append(Issued(self.now, call_id, command))
             self._apply(call_id, command, followups)
+        self._sync_line(call_id)
         for followup in followups:  # the roster answers at once, in the same loop turn
             self._deliver(call_id, followup)
 
@@ -492,13 +498,44 @@ class World:
         elif isinstance(cmd, c.CancelTimer):
             self._timers.pop((call_id, cmd.name), None)
         elif isinstance(cmd, c.RequestAgent):
-            agent = self.roster.pick(call_id, skip=cmd.skip, only=cmd.only, now=self.now)
-            followups.append(
-                e.AgentPicked(at=self.now, agent=agent.name, endpoint=agent.endpoint)
-                if agent else e.NoAgentFree(at=self.now))
+            followups.append(self._request_agent(call_id, cmd))
         elif isinstance(cmd, c.ReleaseAgent):
-            self.roster.release(cmd.agent, call_id=call_id, now=self.now)
+            self.roster.release(cmd.agent, call_id=call_id, now=self.now,
+                                wrap_up_seconds=cmd.wrap_up_seconds)
+        elif isinstance(cmd, c.Record):
+            self.recordings.append((self.now, call_id, cmd))
+            if self.name_seconds is None:  # Asterisk never reports the recording's end
+                return
+            seconds = min(cmd.max_seconds, self.name_seconds)
+
+            def recorded(name: str = cmd.name) -> None:
+                if line.alive:
+                    self._deliver(call_id, e.RecordingFinished(at=self.now, recording_name=name,
+                                                               duration_seconds=seconds))
+            self._schedule(self.now + seconds + 0.5, recorded)
+        elif isinstance(cmd, c.RecordFollowUp):
+            self.followups.append(cmd)
         # Log and CallEnded only need recording, which _deliver did.
+
+    def _sync_line(self, call_id: str) -> None:
+        engine = self.engines[call_id]
+        self.line.set(call_id, engine.waiting_queue, since=engine.facts.queued_at or 0.0,
+                      first=engine.facts.requeued, ringing=engine.being_offered)
+
+    def _request_agent(self, call_id: str, cmd: c.RequestAgent) -> e.Event:
+        self._sync_line(call_id)
+        waiting = self.line.place(call_id) is not None
+        agent = None
+        if not (waiting and self.line.waiting_before(call_id)):
+            agent = self.roster.pick(call_id, skip=cmd.skip, only=cmd.only, now=self.now)
+        if agent is not None:
+            return e.AgentPicked(at=self.now, agent=agent.name, endpoint=agent.endpoint)
+        if not waiting:
+            return e.NoAgentFree(at=self.now)
+        handle = self.config.queue_for(cmd.queue).expected_handle_seconds
+        return e.NoAgentFree(at=self.now, ahead=self.line.ahead(call_id),
+                             expected_wait_seconds=self.line.expected_wait(
+                                 call_id, agents=self.roster.staffed(cmd.only), handle_seconds=handle))
 
     def _play(self, call_id: str, cmd: c.Play) -> None:
         line = self.lines[call_id]

@@ -69,22 +69,24 @@ class TestDemoAndCallLog:
         out = io.StringIO()
         ended = asyncio.run(run_demo(settings, once=True, fast=True, out=out))
         text = out.getvalue()
-        assert len(ended) == 10
-        assert text.count("compliance: R1") == 10
+        assert len(ended) == 14  # 13 inbound calls and one callback
+        assert text.count("compliance: R1") == 14
         assert "did not go as planned" not in text
         for step in ("agent-no-answer", "agent-hung-up-first", "hold-started", "hold-limit-reached",
                      "transfer-completed", "outcome=no-answer", "outcome=declined",
-                     "outcome=consent-refused"):
+                     "outcome=consent-refused", "menu-choice", "name-recorded",
+                     "queue-announced", "callback-recorded", "closing-question",
+                     "followup-promised", "callback-connected"):
             assert step in text, step
         assert "BROKEN" not in text
         firsts = sorted(e.first_hangup for e in ended.values())
-        assert firsts.count("agent") == 1 and firsts.count("caller") == 9
+        assert firsts.count("agent") == 1 and firsts.count("caller") == 13
 
         capsys.readouterr()
         assert cli.main(["calls", "--json", "--limit", "50", "--db", str(db)]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         calls = [json.loads(line) for line in lines]
-        assert len(calls) == 10
+        assert len(calls) == 14
         assert {c["outcome"] for c in calls} == {"completed", "abandoned-ringing"}
         assert all(c["compliance"]["R10"] == "kept" for c in calls)
         assert any(c["compliance"].get("R6") == "kept" for c in calls)

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from callflow.config import (
+    CALLBACK_PROMPTS,
     DEFAULT_BANDS,
+    QUEUE_PROMPTS,
     AgentConfig,
     CallFlowConfig,
     ConfigProblem,
@@ -30,7 +32,7 @@ HOLD_AND_TRANSFER_PROMPTS = {f"hold-announce-{s}" for s in range(30, 301, 30)} |
     "transfer-consent", "transfer-announce", "transfer-failed"}
 KNOWN_PROMPTS = {"greeting-morning", "greeting-noon", "greeting-afternoon", "greeting-evening",
                  "greeting-closed", "ring-wait", "closing-thanks", "closing-more",
-                 *HOLD_AND_TRANSFER_PROMPTS}
+                 *HOLD_AND_TRANSFER_PROMPTS, *QUEUE_PROMPTS, *CALLBACK_PROMPTS}
 
 
 def good() -> dict[str, Any]:

@@ -595,6 +595,11 @@ SAMPLE_EVENTS: list[e.Event] = [
     e.NoteAdded(at=T0 + 17, agent="agent1", text="客户询问退货进度"),
     e.CallerInfoUpdated(at=T0 + 18, agent="agent1", caller_name="张三", purpose="退货",
                         wanted="售后"),
+    e.RecordingFinished(at=T0 + 19, recording_name="c1-name", duration_seconds=2.5),
+    e.RecordingFailed(at=T0 + 20, recording_name="c1-name", cause="hangup"),
+    e.EndCallRequested(at=T0 + 21, agent="agent1", ask_more=True),
+    e.FollowUpPromised(at=T0 + 22, agent="agent1", text="三个工作日后给您答复", working_days=3),
+    e.NoAgentFree(at=T0 + 23, ahead=2, expected_wait_seconds=240.0),
 ]
 
 

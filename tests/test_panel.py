@@ -50,6 +50,7 @@ def base_view(agent: str) -> dict[str, Any]:
         "departments": [{"name": "售后", "number": "8001"}],
         "agents": [{"name": "agent1", "state": "available"},
                    {"name": "agent2", "state": "available"}],
+        "promise_working_days": 3, "max_working_days": 30, "followups": [],
     }
 
 
@@ -420,6 +421,134 @@ class TestActions:
                                        headers={"Content-Type": "application/json",
                                                 "X-CSRF-Token": csrf})
         assert resp.status == 400
+
+
+class TestClosingAndFollowUpActions:
+    """R8 from the panel: ending with or without the question, promises, follow-ups."""
+
+    async def test_end_call_with_and_without_the_question(self, world: World) -> None:
+        """end-call passes ask_more 1 or 0; the forms send 1 for a ticked box, 0 for the closing box."""
+        await world.sign_in("agent1")
+        csrf = await world.page_csrf()
+        assert (await world.act("end-call", {"ask_more": "1"}, csrf=csrf)).status == 200
+        assert (await world.act("end-call", {"ask_more": 0}, csrf=csrf)).status == 200
+        assert (await world.act("end-call", {}, csrf=csrf)).status == 200  # unticked: no question
+        ticked = await world.client.post("/panel/action", allow_redirects=False, data={
+            "action": "end-call", "ask_more": "1", "csrf": csrf})
+        closing_box = await world.client.post("/panel/action", allow_redirects=False, data={
+            "action": "end-call", "ask_more": "0", "csrf": csrf, "agent": "agent2"})
+        more = await world.client.post("/panel/action", allow_redirects=False, data={
+            "action": "resume", "ask_more": "0", "csrf": csrf})
+        assert ticked.status == closing_box.status == more.status == 303
+        assert world.desk.acts == [
+            ("agent1", "end-call", {"ask_more": "1"}), ("agent1", "end-call", {"ask_more": "0"}),
+            ("agent1", "end-call", {"ask_more": "0"}), ("agent1", "end-call", {"ask_more": "1"}),
+            ("agent1", "end-call", {"ask_more": "0"}), ("agent1", "resume", {})]
+
+    async def test_promise_reaches_the_desk(self, world: World) -> None:
+        """A promise passes its stripped text and working days for the signed-in agent only."""
+        await world.sign_in("agent1")
+        resp = await world.act("promise", {"text": " 三个工作日后给您答复 ", "working_days": 3,
+                                           "owner": "agent2"},
+                               csrf=await world.page_csrf(), agent="agent2")
+        assert resp.status == 200
+        assert world.desk.acts == [("agent1", "promise",
+                                    {"text": "三个工作日后给您答复", "working_days": "3"})]
+
+    async def test_followup_actions_reach_the_desk(self, world: World) -> None:
+        """已完成 and 回电 pass the follow-up id (a uuid, or call id + "-f1") for the session's agent."""
+        other = second_client(world)
+        try:
+            await world.sign_in("agent1")
+            await world.sign_in("agent2", client=other)
+            csrf1, csrf2 = await world.page_csrf(), await world.page_csrf(other)
+            fid = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+            assert (await world.act("followup-done", {"followup_id": fid}, csrf=csrf1)).status == 200
+            assert (await world.act("place-callback", {"followup_id": "c0ffee000001-f1"},
+                                    csrf=csrf2, client=other)).status == 200
+            # agent1's session with agent2's token: refused like every other action.
+            assert (await world.act("place-callback", {"followup_id": fid}, csrf=csrf2)).status == 403
+        finally:
+            await other.close()
+        assert world.desk.acts == [("agent1", "followup-done", {"followup_id": fid}),
+                                   ("agent2", "place-callback", {"followup_id": "c0ffee000001-f1"})]
+
+    @pytest.mark.parametrize("action", ["end-call", "promise", "followup-done", "place-callback"])
+    async def test_new_actions_need_the_csrf_token(self, world: World, action: str) -> None:
+        """Without the session's token each R8 action is a 403 and never reaches the desk."""
+        await world.sign_in("agent1")
+        params = {"ask_more": "1", "text": "答复", "working_days": "3", "followup_id": "abc"}
+        resp = await world.act(action, params, csrf=None)
+        assert resp.status == 403 and "CSRF" in (await resp.json())["message"]
+        form = await world.client.post("/panel/action", allow_redirects=False,
+                                       data={"action": action, **params})
+        assert form.status == 403
+        assert world.desk.acts == []
+
+    @pytest.mark.parametrize(("action", "params", "fragment"), [
+        ("end-call", {"ask_more": "yes"}, "ask_more must be 0 or 1"),
+        ("end-call", {"ask_more": True}, "must be text"),
+        ("promise", {"text": "答复", "working_days": "0"}, "from 1 to 30"),
+        ("promise", {"text": "答复", "working_days": "31"}, "from 1 to 30"),
+        ("promise", {"text": "答复", "working_days": "2.5"}, "from 1 to 30"),
+        ("promise", {"text": "答复", "working_days": "-1"}, "from 1 to 30"),
+        ("promise", {"text": "答复", "working_days": "３"}, "from 1 to 30"),  # full-width digit
+        ("promise", {"text": "答复"}, "working_days is required"),
+        ("promise", {"text": "  ", "working_days": "3"}, "text is required"),
+        ("promise", {"text": "答" * 201, "working_days": "3"}, "承诺内容 promise 太长"),
+        ("followup-done", {}, "followup_id is required"),
+        ("followup-done", {"followup_id": "../etc/passwd"}, "[0-9a-f-]"),
+        ("followup-done", {"followup_id": "ABCDEF"}, "[0-9a-f-]"),
+        ("place-callback", {"followup_id": "abc' OR 1=1"}, "[0-9a-f-]"),
+        ("place-callback", {"followup_id": "a" * 65}, "[0-9a-f-]"),
+        ("place-callback", {"followup_id": ["abc"]}, "must be text"),
+    ])
+    async def test_bad_params_refused_before_the_desk(
+        self, world: World, action: str, params: dict[str, Any], fragment: str
+    ) -> None:
+        """Invalid R8 params are a 400 with a reason and never reach the desk."""
+        await world.sign_in("agent1")
+        resp = await world.act(action, params, csrf=await world.page_csrf())
+        assert resp.status == 400
+        assert fragment in (await resp.json())["message"]
+        assert world.desk.acts == []
+
+    async def test_working_days_bound_comes_from_the_desk(self, world: World) -> None:
+        """The promise's upper bound is the view's max_working_days (config followups.max_working_days)."""
+        world.desk.views["agent1"]["max_working_days"] = 5
+        await world.sign_in("agent1")
+        csrf = await world.page_csrf()
+        refused = await world.act("promise", {"text": "答复", "working_days": "6"}, csrf=csrf)
+        assert refused.status == 400 and "from 1 to 5" in (await refused.json())["message"]
+        assert (await world.act("promise", {"text": "答复", "working_days": "5"},
+                                csrf=csrf)).status == 200
+
+    async def test_the_page_has_the_r8_controls(self, world: World) -> None:
+        """The page offers 结束通话 with the question ticked, the closing buttons, the promise form."""
+        await world.sign_in("agent1")
+        text = await (await world.client.get("/panel")).text()
+        assert re.search(r'<input type="checkbox" name="ask_more" id="end-ask-more" value="1"\s+'
+                         r"checked>", text)
+        assert "先询问「请问您还有其他问题吗？」" in text
+        for needle in ('id="btn-end-call"', 'id="btn-end-call-confirm"', "没有了 — 结束",
+                       'id="btn-closing-resume"', "还有问题 — 继续", 'id="btn-promise"',
+                       'value="三个工作日后给您答复"', 'id="followups"', 'id="callback-opening"',
+                       "请先报公司名称和您的姓名"):
+            assert needle in text, needle
+
+    async def test_followups_reach_the_panel_in_the_view(self, world: World) -> None:
+        """The view's follow-ups and callback parts travel over the socket unchanged."""
+        await world.sign_in("agent1")
+        ws = await world.client.ws_connect("/panel/ws", headers={"Origin": world.origin})
+        await receive(ws)
+        item = {"id": "c0ffee000001-f1", "kind": "promise", "text": HOSTILE, "number": "138",
+                "due": "2026-01-14", "status": "overdue", "owner": "agent1", "queue": "",
+                "call_id": "c0ffee000001"}
+        world.desk.views["agent1"]["followups"] = [item]
+        world.desk.push("agent1")
+        pushed = await receive(ws)
+        assert pushed["view"]["followups"] == [item]
+        await ws.close()
 
 
 async def receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:

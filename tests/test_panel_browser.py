@@ -3,7 +3,9 @@
 A scripted fake desk plays one call with shortened timers: it rings agent1,
 is answered, goes on hold (a hold lasts 12 s here, so the 10-second alert
 comes after 2 s), is resumed, and is warm-transferred to agent2 with the
-caller's consent, agent2's acceptance and the handover. The panel is served
+caller's consent, agent2's acceptance and the handover. It also keeps
+follow-ups (R8): promises made on a call get a working-day due date, and a
+callback from the list rings the agent, then dials the customer. The panel is served
 by the real admin app on 127.0.0.1 with real argon2 accounts on SQLite.
 
 Set ``LIYI_PANEL_SCREENSHOTS=/some/dir`` to keep a screenshot of each state.
@@ -16,16 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 from argon2 import PasswordHasher
 
+from callflow.calendar import WorkCalendar
 from db.accounts import AgentAccounts
 from db.records import CallRecord, CallSummary
 from web import create_app
@@ -46,6 +52,12 @@ PASSWORDS = {"agent1": "agent1-secret", "agent2": "agent2-secret"}
 HOLD_SECONDS = 12.0  # how long a hold really lasts in the fake, whatever its limit
 RING_SECONDS = 0.4  # until a phone is picked up
 SHOTS = os.environ.get("LIYI_PANEL_SCREENSHOTS")
+CENTER_TZ = ZoneInfo("Asia/Shanghai")
+OPENING_LINE = "您好，我是礼仪客服中心的agent1，关于您反映的问题给您回电。"
+
+
+def center_today() -> dt.date:
+    return dt.datetime.now(CENTER_TZ).date()
 HOSTILE = "<img src=x onerror=\"window.__pwned=1\">"
 
 
@@ -59,6 +71,8 @@ class ScriptedDesk:
         self.notes: list[tuple[str, str]] = []
         self.subscribers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         self.acts: list[tuple[str, str, dict[str, str]]] = []
+        self.followups: list[dict[str, Any]] = []
+        self.heard: list[str] = []  # prompts the callers heard (R8 closing)
         self._n = 0
 
     # -- the Desk protocol
@@ -85,16 +99,28 @@ class ScriptedDesk:
                 "stage": tr["stage"], "consent": tr["consent"]}
             if out["transfer"] and out["transfer"]["role"] == "target":
                 out["hold"] = None  # the hold is the first agent's business
+            out["closing"] = copy.deepcopy(call.get("closing"))
+            out["callback"] = copy.deepcopy(call.get("callback"))
         return {
             "agent": agent, "state": self.agents[agent], "call": out,
             "script": self._script(agent, call),
             "hold_limits": [30, 60, 90, 120, 150, 180], "default_hold_limit": 60,
             "departments": [{"name": "售后服务部", "number": "8001"}],
             "agents": [{"name": n, "state": s} for n, s in self.agents.items()],
+            "promise_working_days": 3, "max_working_days": 30,
+            "followups": [copy.deepcopy(f) for f in self.followups
+                          if f["owner"] in (agent, "") and f["status"] != "done"],
         }
 
     async def act(self, agent: str, action: str, params: dict[str, str]) -> tuple[bool, str]:
         self.acts.append((agent, action, dict(params)))
+        if action in ("followup-done", "place-callback"):
+            found = [f for f in self.followups if f["id"] == params["followup_id"]]
+            if not found or found[0]["owner"] not in (agent, ""):
+                return False, "没有这个跟进事项 · no such follow-up"
+            result = getattr(self, "_" + action.replace("-", "_"))(agent, found[0])
+            self._push_all()
+            return result  # type: ignore[no-any-return]
         call_id = self.agent_call[agent]
         call = self.calls.get(call_id) if call_id else None
         if call is None:
@@ -110,6 +136,10 @@ class ScriptedDesk:
         if call is None:
             return "等待来电 · waiting for a call"
         name = call["caller_name"] or "XX先生/小姐"
+        if call.get("callback"):
+            return "回电：请先报公司名称和您的姓名，不要先问对方姓名。"
+        if call.get("closing"):
+            return "请问您还有其他问题吗？"
         tr = call["transfer"]
         if tr is not None and agent == tr["to"]:
             if tr["stage"] == "done":
@@ -138,7 +168,8 @@ class ScriptedDesk:
         call_id = f"call-{self._n}"
         self.calls[call_id] = {"call_id": call_id, "caller_number": number,
                                "caller_name": caller_name, "purpose": "", "wanted": "",
-                               "since": time.time(), "hold": None, "transfer": None}
+                               "since": time.time(), "hold": None, "transfer": None,
+                               "closing": None, "callback": None}
         self.agent_call[agent] = call_id
         self.agents[agent] = "ringing"
         self._push_all()
@@ -185,6 +216,9 @@ class ScriptedDesk:
         return True, f"客户已进入等待，时限 {limit} 秒 · caller on hold"
 
     def _resume(self, agent: str, call: dict[str, Any], params: dict[str, str]) -> tuple[bool, str]:
+        if call.get("closing"):
+            call["closing"] = None
+            return True, "客户还有问题，继续通话 · the caller has more: go on"
         if self.agents[agent] != "holding":
             return False, "没有等待中的客户 · nobody on hold"
         call["hold"] = None
@@ -257,6 +291,63 @@ class ScriptedDesk:
     def _note(self, agent: str, call: dict[str, Any], params: dict[str, str]) -> tuple[bool, str]:
         self.notes.append((call["call_id"], params["text"]))
         return True, "备注已保存 · note saved"
+
+    # -- R8: closing, promises, follow-ups, callbacks
+
+    def _end_call(self, agent: str, call: dict[str, Any],
+                  params: dict[str, str]) -> tuple[bool, str]:
+        if params["ask_more"] == "1":
+            call["closing"] = {"stage": "asked"}
+            self.heard.append("closing-more")
+            return True, "客户听到「请问您还有其他问题吗？」· the caller was asked"
+        call["closing"] = None
+        self.heard.append("closing-thanks")
+        self.agents[agent] = "available"  # released; the caller's line stays open (R9)
+        self.agent_call[agent] = None
+        return True, "客户听到感谢语，您已离开通话 · the caller was thanked; you are free"
+
+    def add_followup(self, *, owner: str, text: str, due: dt.date, number: str,
+                     call_id: str = "", kind: str = "promise") -> dict[str, Any]:
+        item = {"id": str(uuid.uuid4()), "kind": kind, "text": text, "number": number,
+                "due": due.isoformat(), "owner": owner, "queue": "", "call_id": call_id,
+                "status": "overdue" if due < center_today() else "open"}
+        self.followups.append(item)
+        return item
+
+    def _promise(self, agent: str, call: dict[str, Any],
+                 params: dict[str, str]) -> tuple[bool, str]:
+        due = WorkCalendar().add_working_days(center_today(), int(params["working_days"]))
+        self.add_followup(owner=agent, text=params["text"], due=due,
+                          number=call["caller_number"], call_id=call["call_id"])
+        return True, f"已记录承诺，答复期限 {due.isoformat()} · promise recorded, due {due.isoformat()}"
+
+    def _followup_done(self, agent: str, item: dict[str, Any]) -> tuple[bool, str]:
+        item["status"] = "done"
+        return True, "已标记完成 · follow-up done"
+
+    def _place_callback(self, agent: str, item: dict[str, Any]) -> tuple[bool, str]:
+        """Agent first (their phone rings), then the customer is dialled, then connected."""
+        if self.agent_call[agent] is not None:
+            return False, "请先结束当前通话 · finish your current call first"
+        self._n += 1
+        call_id = f"call-{self._n}"
+        callback = {"stage": "agent-ringing", "number": item["number"],
+                    "opening_line": OPENING_LINE, "followup_id": item["id"]}
+        self.calls[call_id] = {"call_id": call_id, "caller_number": item["number"],
+                               "caller_name": "", "purpose": item["text"], "wanted": "",
+                               "since": time.time(), "hold": None, "transfer": None,
+                               "closing": None, "callback": callback}
+        self.agent_call[agent] = call_id
+        self.agents[agent] = "callback"
+
+        def stage(name: str) -> None:
+            callback["stage"] = name
+            self._push_all()
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(RING_SECONDS, stage, "dialing")
+        loop.call_later(3 * RING_SECONDS, stage, "connected")
+        return True, "正在呼叫您的话机 · ringing your phone"
 
 
 class EmptyLog:
@@ -429,6 +520,108 @@ class TestPanelInBrowser:
         await p1.click("#btn-leave")
         await expect(badge).to_have_attribute("data-state", "available")
         assert desk.notes == [("call-1", "客户查询订单，已转售后")]
+        assert bw.errors == []
+
+    async def test_a_promise_on_the_call_then_the_callback_from_the_list(
+        self, bw: BrowserWorld
+    ) -> None:
+        """The agent promises a reply during a call and sees it in the list with its working-day
+        due date (an overdue one stays first and red), ends the call, then clicks 回电 and sees the
+        opening line and the callback's stages; 已完成 takes a follow-up off the list."""
+        desk = bw.desk
+        old = desk.add_followup(owner="agent1", text="核实退款进度", number="13900139000",
+                                due=center_today() - dt.timedelta(days=3))
+        page = await bw.page()
+        await bw.sign_in(page, "agent1", PASSWORDS["agent1"])
+        await expect(page.locator("#conn")).to_have_class("conn live")
+        items = page.locator("#followups > li")
+        await expect(items).to_have_count(1)
+        await expect(items.first).to_have_attribute("data-status", "overdue")
+        await expect(items.first.locator(".fu-status")).to_contain_text("逾期")
+        color = await items.first.locator(".fu-status").evaluate(
+            "el => getComputedStyle(el).backgroundColor")
+        assert color == "rgb(207, 34, 46)", color  # --bad: red
+        await expect(page.locator(f"#fu-callback-{old['id']}")).to_be_enabled()
+        await expect(page.locator("#btn-promise")).to_be_disabled()
+
+        desk.ring("agent1", "13800138000", caller_name="张先生")
+        await expect(page.locator("#state-badge")).to_have_attribute("data-state", "on-call")
+        await expect(page.locator(f"#fu-callback-{old['id']}")).to_be_disabled()  # on a call
+        await expect(page.locator("#promise-days")).to_have_value("3")
+        await expect(page.locator("#promise-text")).to_have_value("三个工作日后给您答复")
+        await page.fill("#promise-days", "5")  # the words follow the days until edited
+        await expect(page.locator("#promise-text")).to_have_value("五个工作日后给您答复")
+        await expect(page.locator("#promise-ask")).to_contain_text("五个工作日后我们会给您答复")
+        await page.fill("#promise-days", "3")
+        await expect(page.locator("#promise-text")).to_have_value("三个工作日后给您答复")
+        await page.click("#btn-promise")
+        due = WorkCalendar().add_working_days(center_today(), 3).isoformat()
+        await expect(page.locator("#promise-result")).to_contain_text(f"答复期限 {due}")
+        await expect(items).to_have_count(2)
+        await expect(items.first).to_have_attribute("data-status", "overdue")  # still first
+        promise = items.nth(1)
+        await expect(promise).to_have_attribute("data-status", "open")
+        await expect(promise.locator(".fu-due")).to_have_text(f"到期 {due}")
+        await expect(promise.locator(".fu-text")).to_have_text("三个工作日后给您答复")
+        assert desk.acts[-1] == ("agent1", "promise", {"text": "三个工作日后给您答复",
+                                                       "working_days": "3"})
+        new_id = await promise.get_attribute("data-id")
+        await shot(page, "11-promise")
+
+        # End without the question; the agent is free, then places the callback.
+        await page.uncheck("#end-ask-more")
+        await page.click("#btn-end-call")
+        await expect(page.locator("#state-badge")).to_have_attribute("data-state", "available")
+        assert desk.heard == ["closing-thanks"]
+        await page.click(f"#fu-callback-{new_id}")
+        await expect(page.locator("#state-badge")).to_have_attribute("data-state", "callback")
+        await expect(page.locator("#callback-box")).to_be_visible()
+        await expect(page.locator("#callback-box")).to_contain_text("请先报公司名称和您的姓名")
+        await expect(page.locator("#callback-opening")).to_have_text(OPENING_LINE)
+        await expect(page.locator("#callback-number")).to_have_text("13800138000")
+        await expect(page.locator("#callback-stage")).to_contain_text("正在拨打客户")
+        await expect(page.locator("#callback-stage")).to_contain_text("客户已接通")
+        await expect(page.locator("#btn-end-call")).to_be_enabled()
+        await shot(page, "12-callback")
+        assert desk.acts[-1] == ("agent1", "place-callback", {"followup_id": new_id})
+
+        await page.click(f"#fu-done-{old['id']}")
+        await expect(items).to_have_count(1)
+        await expect(items.first).to_have_attribute("data-id", str(new_id))
+        assert bw.errors == []
+
+    async def test_ending_with_the_question_then_nothing_more(self, bw: BrowserWorld) -> None:
+        """结束通话 with the question ticked asks the caller, the agent stays on; 还有问题 goes back
+        to the call; asked again, 没有了 — 结束 thanks the caller and frees the agent."""
+        desk = bw.desk
+        page = await bw.page()
+        await bw.sign_in(page, "agent1", PASSWORDS["agent1"])
+        await expect(page.locator("#conn")).to_have_class("conn live")
+        desk.ring("agent1", "13800138000", caller_name="李女士")
+        badge = page.locator("#state-badge")
+        await expect(badge).to_have_attribute("data-state", "on-call")
+        await expect(page.locator("#end-ask-more")).to_be_checked()
+        await expect(page.locator("#closing-box")).to_be_hidden()
+        await page.click("#btn-end-call")
+        await expect(page.locator("#closing-box")).to_be_visible()
+        await expect(page.locator("#closing-box")).to_contain_text("请问您还有其他问题吗？")
+        await expect(page.locator("#script")).to_have_text("请问您还有其他问题吗？")
+        await expect(badge).to_have_attribute("data-state", "on-call")  # still on the line
+        await expect(page.locator("#btn-end-call")).to_be_disabled()
+        await expect(page.locator("#btn-hold")).to_be_disabled()
+        await shot(page, "13-closing-asked")
+        await page.click("#btn-closing-resume")
+        await expect(page.locator("#closing-box")).to_be_hidden()
+        await expect(page.locator("#btn-end-call")).to_be_enabled()
+        await page.click("#btn-end-call")
+        await expect(page.locator("#closing-box")).to_be_visible()
+        await page.click("#btn-end-call-confirm")
+        await expect(badge).to_have_attribute("data-state", "available")
+        await expect(page.locator("#closing-box")).to_be_hidden()
+        assert desk.heard == ["closing-more", "closing-more", "closing-thanks"]
+        assert [(a, p) for _, a, p in desk.acts] == [
+            ("end-call", {"ask_more": "1"}), ("resume", {}), ("end-call", {"ask_more": "1"}),
+            ("end-call", {"ask_more": "0"})]
         assert bw.errors == []
 
     async def test_wrong_password_refused_in_the_browser(self, bw: BrowserWorld) -> None:

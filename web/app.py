@@ -4,6 +4,8 @@ Routes::
 
     GET /                  live calls and agents (if a LiveView is given), recent calls
     GET /calls/{id}        one call (id or unique prefix); ``?events=1`` shows raw events
+    GET /followups         follow-ups (R8), overdue first; ``?all=1`` with done, ``?owner=``
+    GET /api/followups     the same as JSON (each with its ``status`` today)
     GET /api/calls         JSON list, ``?limit=&offset=``
     GET /api/calls/{id}    JSON record with timeline and compliance
     GET /healthz           ``{"ok": true}``
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -33,7 +35,14 @@ from zoneinfo import ZoneInfo
 import structlog
 from aiohttp import web
 
-from db.records import AmbiguousCallId, CallRecord, CallSummary, ComplianceMark, TimelineEntry
+from db.records import (
+    AmbiguousCallId,
+    CallRecord,
+    CallSummary,
+    ComplianceMark,
+    FollowUp,
+    TimelineEntry,
+)
 from web import pages
 from web.panel import Desk, PanelAccounts, PanelOptions, add_panel_routes
 
@@ -64,6 +73,14 @@ class CallLog(Protocol):
     async def list_calls(self, limit: int = 20, offset: int = 0) -> list[CallSummary]: ...
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
+
+
+class FollowUpLog(Protocol):
+    """The read the follow-ups page needs (``db.CallStore`` provides it)."""
+
+    async def list_followups(
+        self, *, owner: str | None = None, include_done: bool = False, today: date
+    ) -> list[FollowUp]: ...
 
 
 class LiveView(Protocol):
@@ -134,6 +151,8 @@ def create_app(
     app.router.add_get("/calls/{call_id}", call_detail)
     app.router.add_get("/api/calls", api_calls)
     app.router.add_get("/api/calls/{call_id}", api_call)
+    app.router.add_get("/followups", followups)
+    app.router.add_get("/api/followups", api_followups)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     app.on_response_prepare.append(_security_headers)
@@ -292,7 +311,67 @@ async def call_detail(request: web.Request) -> web.Response:
         raise _NotFound(call_id)
     show_events = request.query.get("events", "") not in ("", "0", "false", "no")
     return _html(pages.call_page(site_title=cfg.title, call=record, show_events=show_events,
-                                 tz=cfg.tz))
+                                 tz=cfg.tz, now=cfg.now()))
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "") not in ("", "0", "false", "no")
+
+
+async def _followups(request: web.Request, today: date) -> list[FollowUp]:
+    """The follow-ups the query asks for; a store without follow-ups counts as unavailable."""
+    cfg = request.app[CONFIG_KEY]
+    owner = request.query.get("owner") or None
+    lister = getattr(cfg.store, "list_followups", None)
+
+    async def query() -> list[FollowUp]:
+        if lister is None:
+            raise RuntimeError("this call log keeps no follow-ups")
+        found: list[FollowUp] = await lister(owner=owner, include_done=_flag(request, "all"),
+                                             today=today)
+        return found
+
+    return await _read(request, "list_followups", query())
+
+
+def _today(cfg: _Config) -> tuple[datetime, date]:
+    """Now, and the center's date now: what decides that a follow-up is overdue."""
+    now = cfg.now()
+    return now, now.astimezone(cfg.tz).date()
+
+
+async def followups(request: web.Request) -> web.Response:
+    """``/followups``: promises and callbacks to keep, overdue first and highlighted (R8).
+
+    Read-only, like the rest of the admin pages: it shows what is overdue
+    (by the center's date) but does not flag it in the log; the controller
+    and ``liyi followups`` do that.
+    """
+    cfg = request.app[CONFIG_KEY]
+    now, today = _today(cfg)
+    found = await _followups(request, today)
+    return _html(pages.followups_page(
+        site_title=cfg.title, followups=found, today=today,
+        include_done=_flag(request, "all"), owner=request.query.get("owner") or None,
+        tz=cfg.tz, now=now,
+    ))
+
+
+async def api_followups(request: web.Request) -> web.Response:
+    """``/api/followups``: the same list as JSON, each with its status on the center's today."""
+    cfg = request.app[CONFIG_KEY]
+    _, today = _today(cfg)
+    found = await _followups(request, today)
+    return _json({"today": today.isoformat(),
+                  "followups": [followup_json(f, today) for f in found]})
+
+
+def followup_json(followup: FollowUp, today: date) -> dict[str, Any]:
+    """A follow-up as JSON-ready values: due as an ISO date, times as epoch seconds."""
+    out = {name: getattr(followup, name) for name in followup.__dataclass_fields__}
+    out["due"] = followup.due.isoformat()
+    out["status"] = followup.status(today)
+    return out
 
 
 # ------------------------------------------------------------------ JSON
@@ -356,4 +435,9 @@ def record_json(call: CallRecord) -> dict[str, Any]:
             rule: {"status": mark.status, "evidence": mark.evidence}
             for rule, mark in call.compliance.items()
         },
+        "followups": [
+            {**{name: getattr(f, name) for name in f.__dataclass_fields__},
+             "due": f.due.isoformat()}
+            for f in call.followups
+        ],
     }

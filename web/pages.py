@@ -17,12 +17,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from db.records import CallRecord, CallSummary, ComplianceMark, TimelineEntry
+from db.records import CallRecord, CallSummary, ComplianceMark, FollowUp, TimelineEntry
 
 # Rules shown as badges in the list of calls: the ones scored on every call.
 LIST_RULES = ("R1", "R2", "R3", "R4", "R6", "R7", "R9", "R10")
@@ -264,7 +264,8 @@ def layout(site_title: str, page_title: str, body: str, *, refresh: bool) -> str
         f"{refresh_head}"
         "</head>\n<body>\n"
         f'<header class="top"><a class="brand" href="/">{esc(site_title)}</a>'
-        '<span class="sub">通话记录 · Call log</span>'
+        '<nav class="sub"><a class="sub" href="/">通话记录 · Call log</a> · '
+        '<a class="sub" href="/followups">跟进 · Follow-ups</a></nav>'
         '<span id="stale" class="stale" hidden>连接中断，数据可能已过时 · connection lost</span>'
         "</header>\n"
         f'<main id="main">\n{body}\n</main>\n'
@@ -462,8 +463,18 @@ def _timeline_rows(
     return rows
 
 
-def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinfo) -> Page:
-    """``/calls/{id}``: the call's fields, compliance record and timeline."""
+def call_page(
+    *,
+    site_title: str,
+    call: CallRecord,
+    show_events: bool,
+    tz: tzinfo,
+    now: datetime | None = None,
+) -> Page:
+    """``/calls/{id}``: the call's fields, compliance record, follow-ups and timeline.
+
+    ``now`` decides which follow-ups are overdue (the center's date at that instant).
+    """
     answered = call.answered_at
     answered_after = ""
     if answered is not None:
@@ -517,6 +528,15 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
         )
     )
 
+    followups_html = ""
+    if call.followups:
+        today = (now or datetime.now(UTC)).astimezone(tz).date()
+        followups_html = (
+            '<section class="panel"><h2>跟进 · Follow-ups</h2>'
+            + _followups_table(call.followups, today, tz, with_call=False)
+            + "</section>"
+        )
+
     n_events = sum(1 for e in call.timeline if e.source == "event")
     entries = [e for e in call.timeline if show_events or e.source != "event"]
     toggle = (
@@ -538,6 +558,7 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
     body = (
         header
         + f'<section class="panel"><h2>合规 · Compliance</h2>{compliance}</section>'
+        + followups_html
         + '<section class="panel"><div class="heading-row"><h2>时间线 · Timeline</h2>'
         + f'<span class="muted">相对首次振铃 · relative to the first ring</span>{toggle}</div>'
         + timeline
@@ -545,6 +566,113 @@ def call_page(*, site_title: str, call: CallRecord, show_events: bool, tz: tzinf
     )
     title = f"通话 {call.caller_number or call.id[:8]}"
     return Page(layout(site_title, title, body, refresh=call.ended_at is None))
+
+
+# ------------------------------------------------------------------ follow-ups (R8)
+
+FOLLOWUP_STATUS = {
+    "overdue": '<span class="badge broken">逾期 OVERDUE</span>',
+    "open": '<span class="pill busy">待办 open</span>',
+    "done": '<span class="badge kept">已完成 done</span>',
+}
+FOLLOWUP_KINDS = {"promise": "承诺 promise", "callback": "回拨 callback"}
+
+
+def owner_cell(followup: FollowUp) -> str:
+    """Who keeps it: the agent, or the queue an unowned callback waits in."""
+    if followup.owner:
+        return esc(followup.owner)
+    return f'<span class="muted">回拨队列 callback queue</span> {esc(followup.queue or "general")}'
+
+
+def _epoch_time(epoch: float | None, tz: tzinfo) -> str:
+    return DASH if epoch is None else local_time(datetime.fromtimestamp(epoch, UTC), tz)
+
+
+def _followups_table(
+    followups: Sequence[FollowUp], today: date, tz: tzinfo, *, with_call: bool
+) -> str:
+    rows = []
+    for f in followups:
+        status = f.status(today)
+        due = esc(f.due.isoformat())
+        if status == "overdue":
+            due = f'<span class="warn">{due}</span>'
+        done = (
+            f'<span class="muted">{esc(f.done_by)} {esc(_epoch_time(f.done_at, tz))}</span>'
+            if f.state == "done"
+            else (f'<span class="muted">回拨 {f.attempts} 次 attempts</span>' if f.attempts else "")
+        )
+        cells = [
+            f'<td class="nowrap">{FOLLOWUP_STATUS.get(status, esc(status))} {done}</td>',
+            f'<td class="nowrap">{due}</td>',
+            f"<td>{owner_cell(f)}</td>",
+            f'<td class="mono nowrap">{esc(f.number)}</td>',
+            f'<td class="nowrap">{esc(FOLLOWUP_KINDS.get(f.kind, f.kind))}</td>',
+            f'<td class="detail">{esc(f.text)}</td>',
+            f'<td class="nowrap">{esc(_epoch_time(f.created_at, tz))}</td>',
+        ]
+        if with_call:
+            cells.append(
+                f'<td><a class="mono" href="{attr(call_href(f.call_id))}">'
+                f"{esc(f.call_id[:8])}</a></td>"
+            )
+        cells.append(f'<td class="mono" title="{attr(f.id)}">{esc(f.id[:8])}</td>')
+        rows.append(f'<tr class="followup {attr(status)}">{"".join(cells)}</tr>')
+    head = ["状态 State", "到期 Due", "负责人 Owner", "号码 Number", "类型 Kind",
+            "承诺 Promise", "创建 Made"]
+    if with_call:
+        head.append("通话 Call")
+    head.append("编号 ID")
+    return _table(head, rows, cls="followups")
+
+
+def followups_page(
+    *,
+    site_title: str,
+    followups: Sequence[FollowUp],
+    today: date,
+    include_done: bool,
+    owner: str | None,
+    tz: tzinfo,
+    now: datetime,
+) -> Page:
+    """``/followups``: promises and callbacks to keep, overdue first (highlighted).
+
+    Read-only, like every admin page: an admin marks one done with ``liyi
+    followups done ID`` (or an agent from the panel).
+    """
+    overdue = sum(1 for f in followups if f.status(today) == "overdue")
+    whose = f" · {owner}" if owner else ""
+    if followups:
+        table = _followups_table(followups, today, tz, with_call=True)
+    else:
+        table = (
+            '<p class="empty">没有待办的跟进 · no open follow-ups</p>'
+            if not include_done
+            else '<p class="empty">没有跟进记录 · no follow-ups</p>'
+        )
+    notice = (
+        f'<p class="notice">{overdue} 项跟进已逾期 · {overdue} follow-up'
+        f'{"s" if overdue != 1 else ""} overdue</p>'
+        if overdue
+        else ""
+    )
+    toggle = (
+        '<a class="btn" href="/followups">只看待办 open only</a>'
+        if include_done
+        else '<a class="btn" href="/followups?all=1">包括已完成 include done</a>'
+    )
+    body = (
+        '<section class="panel"><div class="heading-row">'
+        f"<h2>跟进 · Follow-ups{esc(whose) if whose else ''}</h2>"
+        f'<span class="muted">今天 today {esc(today.isoformat())} · 逾期优先 overdue first'
+        f" · 更新于 {esc(local_time(now, tz)[11:])}</span>{toggle}</div>"
+        f"{notice}{table}"
+        '<p class="legend">标记完成：<span class="mono">liyi followups done ID</span>'
+        " · mark one done with the command line, or from the agent panel</p></section>"
+    )
+    return Page(layout(site_title, "跟进 Follow-ups", body, refresh=True))
 
 
 # ------------------------------------------------------------------ errors

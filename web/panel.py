@@ -62,8 +62,11 @@ PRE_SESSION_COOKIE = "liyi_panel_pre"
 COOKIE_PATH = "/panel"
 CSRF_HEADER = "X-CSRF-Token"
 HOLD_STEP = 30  # hold limits are whole half-minutes
-MAX_TEXT = 200  # caller name, purpose, wanted, hold reason, target
+MAX_TEXT = 200  # caller name, purpose, wanted, hold reason, target, promise
 MAX_NOTE = 4000
+MAX_FOLLOWUP_ID = 64
+DEFAULT_PROMISE_DAYS = 3  # "三个工作日后给您答复" when the desk does not say
+DEFAULT_MAX_WORKING_DAYS = 30
 
 # Which params each action takes, and which of them must be non-empty.
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -78,11 +81,18 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "leave": (),
     "note": ("text",),
     "caller-info": ("caller_name", "purpose", "wanted"),
+    "end-call": ("ask_more",),
+    "promise": ("text", "working_days"),
+    "followup-done": ("followup_id",),
+    "place-callback": ("followup_id",),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "hold": ("reason", "limit_seconds"),
     "transfer": ("target",),
     "note": ("text",),
+    "promise": ("text", "working_days"),
+    "followup-done": ("followup_id",),
+    "place-callback": ("followup_id",),
 }
 FIELD_LABELS = {
     "reason": "等待原因 hold reason",
@@ -92,7 +102,12 @@ FIELD_LABELS = {
     "caller_name": "来电者姓名 caller name",
     "purpose": "来电目的 purpose",
     "wanted": "要找的人或部门 person or department wanted",
+    "ask_more": "先询问 ask first",
+    "working_days": "工作日数 working days",
+    "followup_id": "跟进编号 follow-up id",
 }
+# A param whose meaning depends on the action: (action, key) → label.
+ACTION_FIELD_LABELS = {("promise", "text"): "承诺内容 promise"}
 
 CSRF_MESSAGE = (
     "安全校验失败：页面已过期或请求来源不明，请刷新页面后重试。"
@@ -108,7 +123,8 @@ class Desk(Protocol):
     ``view(agent)`` returns::
 
         {"agent": str,
-         "state": "available"|"ringing"|"on-call"|"holding"|"transfer"|"wrap-up"|"offline",
+         "state": "available"|"ringing"|"on-call"|"holding"|"transfer"|"wrap-up"|
+                  "callback"|"offline",
          "call": None | {"call_id", "caller_number", "caller_name", "purpose", "wanted",
                          "since" (epoch),
                          "hold": None | {"reason", "limit_seconds", "started_at",
@@ -116,10 +132,27 @@ class Desk(Protocol):
                          "transfer": None | {"role": "first"|"target", "target",
                                              "stage": "consent"|"ringing"|"consult"|
                                                       "accepted"|"done"|"failed",
-                                             "consent": bool}},
+                                             "consent": bool},
+                         # R8: "asked": the caller heard "请问您还有其他问题吗？" and the
+                         # agent is on the line (the panel offers 没有了/还有问题);
+                         # other stages (e.g. "thanked") are for information only
+                         "closing": None | {"stage": "asked"|"thanked", ...},
+                         # R8: a callback this agent places (state "callback")
+                         "callback": None | {"stage": "agent-ringing"|"dialing"|"connected"|
+                                                      "closing"|"no-answer"|"failed",
+                                             "number", "opening_line", "followup_id"}},
          "script": str,                      # the line for the moment
          "hold_limits": [30, 60, ...], "default_hold_limit": 60,
-         "departments": [{"name", "number"}], "agents": [{"name", "state"}]}
+         "departments": [{"name", "number"}], "agents": [{"name", "state"}],
+         # R8 follow-ups: the promise form's default and bound, and the agent's list
+         # (their own and unowned callbacks; overdue first, then by due date)
+         "promise_working_days": 3, "max_working_days": 30,
+         "followups": [{"id", "kind": "promise"|"callback", "text", "number",
+                        "due" (ISO date), "status": "open"|"overdue"|"done",
+                        "owner" ("" = any agent), "queue", "call_id"}]}
+
+    Keys added later are optional: a desk without them gives an empty list
+    and the panel's defaults (3 working days, at most 30).
 
     ``subscribe(agent, on_update)`` calls ``on_update`` (on the event loop's
     thread) with each new view of that agent, or with ``{"kind": "notice",
@@ -127,10 +160,17 @@ class Desk(Protocol):
     that unsubscribes.
 
     ``act(agent, action, params)`` → ``(ok, message shown to the agent)``;
-    actions and their params: ``hold(reason, limit_seconds)``, ``resume``,
+    actions and their params: ``hold(reason, limit_seconds)``, ``resume``
+    (also "the caller has more to ask" after ``end-call`` asked),
     ``transfer(target: agent name or "dept:<name>")``, ``consent``,
     ``complete-transfer``, ``cancel-transfer``, ``accept``, ``decline``,
-    ``leave``, ``note(text)``, ``caller-info(caller_name, purpose, wanted)``.
+    ``leave``, ``note(text)``, ``caller-info(caller_name, purpose, wanted)``,
+    ``end-call(ask_more: "1"|"0")`` (R8: "1" asks "请问您还有其他问题吗？" first,
+    "0" thanks the caller and releases the agent), ``promise(text,
+    working_days: "1".."max_working_days")`` (R8: a reply promised during the
+    call; the message should name the due date), ``followup-done(followup_id)``
+    and ``place-callback(followup_id)`` (ids are ``[0-9a-f-]``; the desk checks
+    the follow-up is the agent's or an unowned callback).
     Params arrive as stripped strings already checked by the panel.
     """
 
@@ -654,23 +694,65 @@ def _check_params(name: str, raw: Mapping[str, Any], agent: str, desk: Desk) -> 
         value = raw.get(key)
         if value is None:
             continue
+        label = _label(name, key)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _Refused(f"{FIELD_LABELS[key]} 格式有误 · must be text")
+            raise _Refused(f"{label} 格式有误 · must be text")
         text = str(value).strip()
-        limit = MAX_NOTE if key == "text" else MAX_TEXT
+        limit = MAX_NOTE if (name, key) == ("note", "text") else MAX_TEXT
         if len(text) > limit:
-            raise _Refused(f"{FIELD_LABELS[key]} 太长（最多 {limit} 字）"
-                           f"· too long (at most {limit})")
+            raise _Refused(f"{label} 太长（最多 {limit} 字）· too long (at most {limit})")
         params[key] = text
     for key in REQUIRED.get(name, ()):
         if not params.get(key):
-            raise _Refused(f"请填写{FIELD_LABELS[key]} · {key} is required")
+            raise _Refused(f"请填写{_label(name, key)} · {key} is required")
     if name == "hold":
         params["limit_seconds"] = str(_check_hold_limit(params["limit_seconds"],
                                                         _hold_maximum(desk, agent)))
     if name == "transfer":
         _check_target(params["target"], agent, desk)
+    if name == "end-call":
+        params["ask_more"] = _check_ask_more(params.get("ask_more", ""))
+    if name == "promise":
+        params["working_days"] = str(_check_working_days(params["working_days"],
+                                                         _working_days_maximum(desk, agent)))
+    if "followup_id" in params:
+        _check_followup_id(params["followup_id"])
     return params
+
+
+def _label(action_name: str, key: str) -> str:
+    return ACTION_FIELD_LABELS.get((action_name, key), FIELD_LABELS[key])
+
+
+def _check_ask_more(text: str) -> str:
+    """R8: "1" asks "请问您还有其他问题吗？" first; "0" (or a form's unticked box) closes."""
+    if text in ("", "0"):
+        return "0"
+    if text in ("1", "on"):  # "on": a checkbox without a value attribute
+        return "1"
+    raise _Refused("先询问 须为 0 或 1 · ask_more must be 0 or 1")
+
+
+def _working_days_maximum(desk: Desk, agent: str) -> int:
+    try:
+        return int(desk.view(agent).get("max_working_days") or DEFAULT_MAX_WORKING_DAYS)
+    except Exception:  # noqa: BLE001 - the desk will judge the days itself
+        return DEFAULT_MAX_WORKING_DAYS
+
+
+def _check_working_days(text: str, maximum: int) -> int:
+    """R8: a promise falls due a whole number of working days on, within the configured bound."""
+    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else -1
+    if not 1 <= days <= maximum:
+        raise _Refused(f"工作日数须为 1 到 {maximum} 的整数。"
+                       f"Working days must be a whole number from 1 to {maximum}.")
+    return days
+
+
+def _check_followup_id(text: str) -> None:
+    """Follow-up ids are hex with dashes (a uuid or its prefix): nothing else reaches the store."""
+    if len(text) > MAX_FOLLOWUP_ID or not all(ch in "0123456789abcdef-" for ch in text):
+        raise _Refused("跟进编号格式有误 · the follow-up id must be [0-9a-f-]")
 
 
 def _hold_maximum(desk: Desk, agent: str) -> int:
@@ -844,11 +926,12 @@ def message_html(*, title: str, heading: str, message: str) -> str:
 
 
 def _button(action_name: str, label: str, hint: str, *, cls: str = "",
-            form: str = "") -> str:
+            form: str = "", button_id: str = "") -> str:
+    """A submit button for one action; its id is ``btn-<action>`` unless two share an action."""
     form_attr = f' form="{attr(form)}"' if form else ""
     return (
         f'<button type="submit" name="action" value="{attr(action_name)}" '
-        f'id="btn-{attr(action_name)}" class="{attr(cls)}" disabled{form_attr}>'
+        f'id="{attr(button_id or "btn-" + action_name)}" class="{attr(cls)}" disabled{form_attr}>'
         f'{esc(label)}<span class="en">{esc(hint)}</span></button>'
     )
 
@@ -887,6 +970,26 @@ def panel_html(*, title: str, agent: str, csrf: str, tz_name: str, flash: str = 
   <p id="script" class="script-line">—</p>
   <p id="script-hint" class="script-hint" hidden></p>
 </section>
+<section class="card closing-card" id="closing-box" hidden aria-live="polite">
+  <h2>结束通话 <span class="en">Closing</span> <span class="rule">R8</span></h2>
+  <p class="closing-question">“请问您还有其他问题吗？”</p>
+  <p class="hint">客户已听到询问，您仍在通话中 <span class="en">— the caller heard the
+    question; you are still on the line</span></p>
+  <form method="post" action="/panel/action" class="actions" id="closing-form">{token}
+    <input type="hidden" name="ask_more" value="0">
+    {_button("end-call", "没有了 — 结束", "Nothing more: thank and end", cls="primary",
+             button_id="btn-end-call-confirm")}
+    {_button("resume", "还有问题 — 继续", "More questions: go on", button_id="btn-closing-resume")}
+  </form>
+</section>
+<section class="card callback-card" id="callback-box" hidden aria-live="polite">
+  <h2>回电 <span class="en">Callback</span> <span class="rule">R8</span></h2>
+  <p class="callback-lead">请先报公司名称和您的姓名 <span class="en">— say the company and
+    your name first; do not ask theirs first</span></p>
+  <p id="callback-opening" class="callback-opening">—</p>
+  <p>客户号码 <span class="en">number</span>: <strong id="callback-number">—</strong></p>
+  <p id="callback-stage" class="stage"></p>
+</section>
 <section class="card hold-card" id="hold-box" hidden>
   <h2>等待中 <span class="en">Caller on hold</span></h2>
   <div class="hold-row"><div id="hold-countdown" class="countdown">0:00</div>
@@ -914,6 +1017,12 @@ def panel_html(*, title: str, agent: str, csrf: str, tz_name: str, flash: str = 
   <p>目标 <span class="en">target</span>: <strong id="transfer-target-shown"></strong></p>
   <p id="transfer-stage" class="stage"></p>
   <p>客户同意 <span class="en">caller consent</span>: <strong id="transfer-consent"></strong></p>
+</section>
+<section class="card followups-card" id="followups-box">
+  <h2>跟进事项 <span class="en">Follow-ups</span> <span class="rule">R8</span>
+    <span id="followups-count" class="count"></span></h2>
+  <p id="followups-empty" class="muted">暂无待办跟进 <span class="en">— nothing to follow up</span></p>
+  <ul id="followups" class="followups"></ul>
 </section>
 <section class="card">
   <h2>消息 <span class="en">Messages</span></h2>
@@ -968,6 +1077,27 @@ def panel_html(*, title: str, agent: str, csrf: str, tz_name: str, flash: str = 
   <textarea name="text" id="note-text" rows="3" maxlength="4000"
     placeholder="客户所说及要求 · what the caller said and asked for"></textarea>
   <div class="actions">{_button("note", "添加备注", "Add note")}</div>
+</form>
+<form method="post" action="/panel/action" class="card" id="promise-form">{token}
+  <h2>承诺回复 <span class="en">Promise a reply</span> <span class="rule">R8</span></h2>
+  <p class="hint">先致歉并告知答复时间 <span class="en">— apologise and give a reply time:</span>
+    <span id="promise-ask" class="ask">“不好意思，麻烦您耐心等待一下，三个工作日后我们会给您答复。”</span></p>
+  <label>承诺内容 <span class="en">Promise</span>
+    <input name="text" id="promise-text" maxlength="200" autocomplete="off"
+      value="三个工作日后给您答复"></label>
+  <label>工作日 <span class="en">Working days</span>
+    <input type="number" name="working_days" id="promise-days" min="1" max="30" step="1"
+      value="3"></label>
+  <div class="actions">{_button("promise", "承诺回复", "Record promise", cls="primary")}</div>
+  <p id="promise-result" class="promise-result" role="status" hidden></p>
+</form>
+<form method="post" action="/panel/action" class="card" id="end-form">{token}
+  <h2>结束通话 <span class="en">End the call</span> <span class="rule">R8 · R9</span></h2>
+  <label class="check"><input type="checkbox" name="ask_more" id="end-ask-more" value="1"
+    checked> 先询问「请问您还有其他问题吗？」 <span class="en">ask first</span></label>
+  <div class="actions">{_button("end-call", "结束通话", "End call", cls="danger")}</div>
+  <p class="hint">客户听到「感谢您的来电，欢迎您随时来电。」，线路保持到客户挂机
+    <span class="en">— the caller hears the thanks; the line stays open until they hang up</span></p>
 </form>
 <form method="post" action="/panel/action" class="card" id="leave-form">{token}
   <div class="actions">{_button("leave", "离开通话", "Leave call", cls="danger")}</div>

@@ -21,6 +21,7 @@
     "holding": ["等待中", "Holding"],
     "transfer": ["转接中", "Transferring"],
     "wrap-up": ["整理中", "Wrap-up"],
+    "callback": ["回电中", "Callback"],
     "offline": ["离线", "Offline"]
   };
   var STAGES = {
@@ -39,6 +40,24 @@
     "failed": "转接已取消 · the transfer was called off"
   };
   var CN_NUM = ["零", "一", "两", "三", "四", "五", "六", "七", "八", "九", "十"];
+  var CN_DIGIT = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"];
+  // R8: a callback is placed agent first, then the customer (the agent speaks first).
+  var CALLBACK_STAGES = {
+    "agent-ringing": "正在呼叫您的话机，请接听 · ringing you: pick up",
+    "dialing": "正在拨打客户 · dialling the customer",
+    "connected": "客户已接通：请先报公司名称和您的姓名 · connected: introduce yourself first",
+    "closing": "正在结束回电 · closing",
+    "no-answer": "客户未接听 · no answer",
+    "failed": "回电未能接通 · the callback failed"
+  };
+  var FOLLOWUP_STATUS = {
+    "overdue": ["逾期", "overdue"],
+    "open": ["待办", "open"],
+    "done": ["已完成", "done"]
+  };
+  var FOLLOWUP_KINDS = { "promise": ["承诺", "promise"], "callback": ["回电请求", "callback"] };
+  var DEFAULT_PROMISE_DAYS = 3;
+  var DEFAULT_MAX_DAYS = 30;
 
   var view = null;
   var offset = 0; // server clock minus browser clock, seconds
@@ -46,6 +65,8 @@
   var lastCallId = null;
   var lastLimits = "";
   var lastTargets = "";
+  var lastFollowups = null;
+  var lastPromiseDefaults = "";
   var busy = false;
 
   function $(id) { return document.getElementById(id); }
@@ -75,6 +96,14 @@
     var mm = m <= 10 ? CN_NUM[m] : String(m);
     return mm + (s ? "分半钟" : "分钟");
   }
+  function cnCount(n) {
+    if (n <= 10) { return CN_NUM[n]; }
+    var tens = Math.floor(n / 10), ones = n % 10;
+    if (tens >= 10) { return String(n); }
+    return (tens === 1 ? "" : CN_DIGIT[tens]) + "十" + (ones ? CN_DIGIT[ones] : "");
+  }
+  function promiseText(days) { return cnCount(days) + "个工作日后给您答复"; }
+  function promiseDays() { return parseInt($("promise-days").value, 10) || 0; }
   function localTime(epoch) {
     try {
       return new Date(epoch * 1000).toLocaleTimeString("zh-CN", { timeZone: TZ, hour12: false });
@@ -217,6 +246,139 @@
     });
   }
 
+  // R8: the promise form's defaults come from the config; reset for every new call.
+  function renderPromiseDefaults(v, newCall) {
+    var def = Number(v.promise_working_days) || DEFAULT_PROMISE_DAYS;
+    var max = Number(v.max_working_days) || DEFAULT_MAX_DAYS;
+    var key = def + "|" + max;
+    var days = $("promise-days");
+    days.max = String(max);
+    if (key === lastPromiseDefaults && !newCall) { return; }
+    lastPromiseDefaults = key;
+    days.value = String(def);
+    $("promise-text").value = promiseText(def);
+    $("promise-days").setAttribute("data-last", String(def));
+    renderPromiseAsk();
+    if (newCall) { show("promise-result", false); }
+  }
+
+  function renderPromiseAsk() {
+    var days = promiseDays();
+    $("promise-ask").textContent = "“不好意思，麻烦您耐心等待一下，" +
+      (days > 0 ? cnCount(days) : "三") + "个工作日后我们会给您答复。”";
+  }
+
+  // The text follows the number of days until the agent writes their own words.
+  function onPromiseDays() {
+    var days = promiseDays();
+    var input = $("promise-days");
+    var last = parseInt(input.getAttribute("data-last") || "0", 10);
+    var textInput = $("promise-text");
+    if (days > 0 && last > 0 && textInput.value === promiseText(last)) {
+      textInput.value = promiseText(days);
+    }
+    if (days > 0) { input.setAttribute("data-last", String(days)); }
+    renderPromiseAsk();
+  }
+
+  function sortedFollowups(items) {
+    var rank = { "overdue": 0, "open": 1, "done": 2 };
+    return items.map(function (f, i) { return [f, i]; }).sort(function (a, b) {
+      var ra = rank[a[0].status] === undefined ? 1 : rank[a[0].status];
+      var rb = rank[b[0].status] === undefined ? 1 : rank[b[0].status];
+      if (ra !== rb) { return ra - rb; }
+      var da = String(a[0].due || ""), db = String(b[0].due || "");
+      if (da !== db) { return da < db ? -1 : 1; }
+      return a[1] - b[1];
+    }).map(function (pair) { return pair[0]; });
+  }
+
+  function span(cls, value) {
+    var el = document.createElement("span");
+    el.className = cls;
+    el.textContent = value;
+    return el;
+  }
+
+  function followupButton(action, id, label, hint, cls) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.name = "action";
+    b.value = action;
+    b.className = cls || "";
+    b.id = (action === "place-callback" ? "fu-callback-" : "fu-done-") + id;
+    b.setAttribute("data-followup", id);
+    b.appendChild(document.createTextNode(label));
+    b.appendChild(span("en", hint));
+    b.addEventListener("click", function () {
+      if (b.disabled) { return; }
+      send(action, { followup_id: id }, b);
+    });
+    return b;
+  }
+
+  // R8: the agent's follow-ups, overdue ones first and flagged red.
+  function renderFollowups(v) {
+    var items = sortedFollowups((v.followups || []).slice());
+    var key = JSON.stringify(items);
+    if (key !== lastFollowups) {
+      lastFollowups = key;
+      var list = $("followups");
+      list.textContent = "";
+      items.forEach(function (f) {
+        var id = String(f.id || "");
+        var status = FOLLOWUP_STATUS[f.status] ? f.status : "open";
+        var li = document.createElement("li");
+        li.className = "followup " + status;
+        li.setAttribute("data-status", status);
+        li.setAttribute("data-id", id);
+        var head = document.createElement("div");
+        head.className = "fu-head";
+        var st = FOLLOWUP_STATUS[status];
+        head.appendChild(span("fu-status", st[0] + " " + st[1]));
+        head.appendChild(span("fu-due", "到期 " + (f.due || "—")));
+        var kind = FOLLOWUP_KINDS[f.kind] || [String(f.kind || ""), ""];
+        head.appendChild(span("fu-kind", kind[0] + " " + kind[1]));
+        li.appendChild(head);
+        li.appendChild(span("fu-text", f.text || "—"));
+        var meta = [];
+        if (f.number) { meta.push("号码 " + f.number); }
+        meta.push(f.owner ? "负责 " + f.owner : "任何坐席 any agent" + (f.queue ? " · " + f.queue : ""));
+        li.appendChild(span("fu-meta", meta.join(" · ")));
+        var actions = document.createElement("div");
+        actions.className = "actions";
+        actions.appendChild(followupButton("place-callback", id, "回电", "Call back", "primary"));
+        actions.appendChild(followupButton("followup-done", id, "已完成", "Done", ""));
+        li.appendChild(actions);
+        list.appendChild(li);
+      });
+      var open = items.filter(function (f) { return f.status !== "done"; }).length;
+      var overdue = items.filter(function (f) { return f.status === "overdue"; }).length;
+      $("followups-count").textContent = items.length ?
+        (open + " 待办" + (overdue ? " · " + overdue + " 逾期" : "")) : "";
+      $("followups-count").classList.toggle("bad", overdue > 0);
+      show("followups-empty", items.length === 0);
+    }
+    var free = v.state === "available";
+    items.forEach(function (f) {
+      var id = String(f.id || "");
+      enable("fu-callback-" + id, free && !!f.number && f.status !== "done");
+      enable("fu-done-" + id, f.status !== "done");
+    });
+  }
+
+  function renderCallback(v, call) {
+    var cb = call && call.callback;
+    var on = !!cb || v.state === "callback";
+    show("callback-box", on);
+    if (!on) { return; }
+    cb = cb || {};
+    text("callback-opening", cb.opening_line || "您好，我是……（公司名称），我是" + ME + "。");
+    text("callback-number", cb.number || (call && call.caller_number));
+    text("callback-stage", CALLBACK_STAGES[cb.stage] || cb.stage);
+    $("callback-box").setAttribute("data-stage", cb.stage || "");
+  }
+
   function render() {
     var v = view;
     if (!v) { return; }
@@ -227,6 +389,9 @@
     var role = tr ? tr.role : null;
     var stage = tr ? tr.stage : null;
     var active = !!tr && ACTIVE_STAGES.indexOf(stage) >= 0;
+    var asked = !!(call && call.closing && call.closing.stage === "asked");
+    var cb = call && call.callback;
+    var newCall = !!call && call.call_id !== lastCallId; // a new conversation: fresh forms
 
     var badge = $("state-badge");
     var label = STATES[state] || [state, ""];
@@ -267,16 +432,22 @@
       text("consult-stage", TARGET_STAGES[stage] || stage);
     }
 
+    // R8: the caller was asked whether they have more; the agent answers with a button.
+    show("closing-box", asked);
+    renderCallback(v, call);
+
     renderLimits(v);
     renderTargets(v);
+    renderPromiseDefaults(v, newCall);
     renderCallerFields(call);
     renderAsk();
+    renderFollowups(v);
 
     var canTalk = !!call && (state === "on-call" || state === "holding");
     enable("btn-caller-info", !!call);
-    enable("btn-hold", !!call && state === "on-call" && !active);
+    enable("btn-hold", !!call && state === "on-call" && !active && !asked);
     enable("btn-resume", state === "holding" && !active);
-    enable("btn-transfer", canTalk && !active && role !== "target");
+    enable("btn-transfer", canTalk && !active && !asked && role !== "target");
     enable("btn-consent", role === "first" && stage === "consent" && !tr.consent);
     enable("btn-complete-transfer", role === "first" && stage === "accepted");
     enable("btn-cancel-transfer", role === "first" && active);
@@ -284,6 +455,11 @@
     enable("btn-decline", role === "target" && (stage === "ringing" || stage === "consult"));
     enable("btn-leave", !!call && state !== "ringing" && !active);
     enable("btn-note", !!call);
+    var talking = state === "on-call" || (state === "callback" && !!cb && cb.stage === "connected");
+    enable("btn-end-call", !!call && talking && !active && !asked && role !== "target");
+    enable("btn-end-call-confirm", asked);
+    enable("btn-closing-resume", asked);
+    enable("btn-promise", !!call && (talking || state === "holding"));
     tick();
   }
 
@@ -326,6 +502,13 @@
 
   function collect(form, action) {
     var params = {};
+    if (action === "end-call") {
+      // The closing box's button closes; the end-call form asks first when ticked.
+      params.ask_more = form.id === "closing-form" ? "0" : ($("end-ask-more").checked ? "1" : "0");
+    } else if (action === "promise") {
+      params.text = $("promise-text").value;
+      params.working_days = $("promise-days").value;
+    }
     if (action === "hold") {
       params.reason = $("hold-reason").value;
       params.limit_seconds = String(chosenLimit());
@@ -358,6 +541,12 @@
       var body = pair[1] || {};
       message(body.message || (body.ok ? "已完成 done" : "未完成 not done"), body.ok ? "ok" : "err");
       if (body.ok && action === "note") { $("note-text").value = ""; }
+      if (action === "promise") {
+        var result = $("promise-result");
+        result.textContent = body.message || "";
+        result.className = "promise-result " + (body.ok ? "ok" : "err");
+        result.hidden = !body.message;
+      }
       if (body.ok && action === "caller-info") {
         lastServer.caller_name = params.caller_name;
         lastServer.purpose = params.purpose;
@@ -380,6 +569,7 @@
     });
   });
   $("hold-form").addEventListener("change", renderAsk);
+  $("promise-days").addEventListener("input", onPromiseDays);
   $("limit-custom").addEventListener("focus", function () { $("limit-custom-choice").checked = true; renderAsk(); });
 
   // ------------------------------------------------------------ WebSocket
