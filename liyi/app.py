@@ -21,6 +21,8 @@ from ari_handlers.controller import CallObserver, Controller
 from callflow.roster import Roster
 from liyi.settings import AsteriskSettings, Settings
 
+FOLLOWUP_CHECK_SECONDS = 60.0
+
 log = structlog.get_logger("liyi.app")
 
 
@@ -65,6 +67,7 @@ class Service:
         self.web_url: str | None = None
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
+        self._followup_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         from db import CallStore  # imported here: the CLI's light commands need no DB stack
@@ -85,8 +88,35 @@ class Service:
         if ast.ami_host:
             await self._start_phones(roster)
         self._task = asyncio.get_running_loop().create_task(self.controller.run(self.stop_event))
+        self._followup_watch = asyncio.get_running_loop().create_task(self._watch_followups())
         if self.web_enabled:
             await self._start_web()
+
+    async def _watch_followups(self) -> None:
+        """Flag promises that passed their due date (R8), in the log and on the agents' panels.
+
+        Checked at start and then every ``FOLLOWUP_CHECK_SECONDS``; the day is
+        the center's local date, so a promise due today is overdue from
+        tomorrow's first check. A failed check (database down) is retried at
+        the next one; nothing here touches a live call.
+        """
+        cfg = self.settings.callflow
+        while not self.stop_event.is_set():
+            try:
+                now = time.time()
+                flagged = await self.store.flag_overdue(today=cfg.local_time(now).date(), at=now)
+            except Exception as exc:
+                log.warning("followups.check_failed", error=str(exc))
+                flagged = []
+            for followup in flagged:
+                log.warning("followup.overdue", followup_id=followup.id, call_id=followup.call_id,
+                            owner=followup.owner or "(callback queue)", due=followup.due.isoformat())
+            if flagged and self.desk is not None:
+                self.desk.followups_changed()
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), FOLLOWUP_CHECK_SECONDS)
+            except TimeoutError:
+                pass
 
     async def _start_phones(self, roster: Roster) -> None:
         from ari_handlers.ami_client import AgentPhones, PhoneState
@@ -138,6 +168,8 @@ class Service:
         self.stop_event.set()
         if self._task is not None:
             await asyncio.wait([self._task], timeout=5.0)
+        if self._followup_watch is not None:
+            await asyncio.wait([self._followup_watch], timeout=5.0)
         if self.controller is not None:
             await self.controller.drain(timeout=2.0)
         if self._runner is not None:

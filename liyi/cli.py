@@ -70,6 +70,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(settings, once=args.once, fast=args.fast)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """What a caller would hear at a moment, with the keys they press; no phone, no Asterisk."""
+    from liyi.prompts import render_text
+    from liyi.simulate import PromptClock, describe_day, parse_moment, render, simulate
+
+    path = args.config
+    if path is None and Path("liyi.yaml").exists():
+        path = "liyi.yaml"
+    settings = _settings(path)
+    cfg = settings.callflow
+    try:
+        at = parse_moment(args.at, cfg)
+    except ValueError as exc:
+        print(f"--at {exc}", file=sys.stderr)
+        return 2
+    keys = args.keys or ""
+    bad = [k for k in keys if k not in "0123456789*#"]
+    if bad:
+        print(f"--keys {keys!r}: only 0-9, * and # can be pressed on a phone", file=sys.stderr)
+        return 2
+
+    def text_of(name: str) -> str:
+        try:
+            return render_text(name, cfg.company, SCRIPTS_DIR)
+        except Exception:  # a prompt with no text: say so in the output rather than fail
+            return "(no text)"
+
+    clock = PromptClock(RECORDINGS_DIR / "liyi", text_of)
+    outcome = simulate(cfg, at, keys, caller_number=args.caller, prompt_clock=clock, text_of=text_of)
+    print(f"config: {path or '(built-in defaults)'}")
+    for line in render(outcome, describe_day(at, cfg)):
+        print(line)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from liyi.app import Service
     from liyi.logging_setup import configure
@@ -455,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--log-level", default="info")
     r.set_defaults(fn=cmd_run)
+
+    sm = sub.add_parser("simulate", help="what a caller would hear at a given time, and where "
+                                         "the call would go (no phone needed)")
+    sm.add_argument("--at", required=True, help='the center\'s local time, e.g. "2026-12-01 19:30"')
+    sm.add_argument("--keys", default="", help="keys the caller presses when asked, e.g. 2 or 1#")
+    sm.add_argument("--caller", default="13800138000", help="the caller's number (caller id)")
+    sm.add_argument("--config", help="the config to simulate (default ./liyi.yaml if present)")
+    sm.set_defaults(fn=cmd_simulate)
 
     cc = sub.add_parser("check-config", help="validate a config file and list every problem")
     cc.add_argument("file")

@@ -91,6 +91,7 @@ ACTIONS: dict[str, Callable[[str, float, dict[str, str]], e.AgentEvent]] = {
 #: Follow-up actions go to the call log and the controller, not to a call's engine.
 FOLLOWUP_ACTIONS = ("followup-done", "place-callback")
 REFRESH_SECONDS = 60.0
+FLUSH_WAIT_SECONDS = 2.0  # how long a follow-up write may take before the lists reload
 
 
 class FollowUpLike(Protocol):
@@ -327,7 +328,24 @@ class AgentDesk:
         agent's list. (The promise's owner is told its due date by the engine's
         "followup" notice.) ``followup`` is accepted and not needed.
         """
-        self._schedule(self.refresh_followups())
+        self._schedule(self._refresh_after_write())
+
+    async def _refresh_after_write(self) -> None:
+        """Let the controller's queued write reach the database, then reload the lists.
+
+        The call log group-commits: ``followup_added`` only queues the row, so
+        reading at once would miss the follow-up just promised and the panel
+        would show it only at the next periodic refresh. A log that cannot
+        commit (database down) is waited for at most ``FLUSH_WAIT_SECONDS``;
+        the lists are reloaded anyway (and again at the next refresh).
+        """
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            try:
+                await flush(timeout=FLUSH_WAIT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the refresh still runs
+                log.warning("desk.followups_flush_failed", error=repr(exc))
+        await self.refresh_followups()
 
     def _schedule(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` on the event loop, kept referenced until done; without a loop, skip it."""

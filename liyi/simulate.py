@@ -31,7 +31,7 @@ NAME_SECONDS = 2.0
 LOG_NOTES = {
     "menu-repeat": "… {why}: the menu again · 重复菜单",
     "menu-default": "… no choice after the repeats: default route → {to}",
-    "callback-declined": "… callback declined ({how}): back to {source}",
+    "callback-declined": "… callback declined ({how})",
     "callback-not-confirmed": "… number not confirmed: no callback recorded",
     "callback-recorded": "✓ callback recorded for {number}, due {due}",
     "name-not-recorded": "… name not recorded ({why})",
