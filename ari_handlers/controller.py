@@ -432,7 +432,8 @@ class Controller:
         self._write(
             "call_ended", call.call_id, ended_at=ended.at, first_hangup=ended.first_hangup,
             outcome=call.outcome or "completed", compliance=ended.compliance,
-            summary={"agent": facts.agent, "agents_rung": [o.agent for o in facts.offers]},
+            summary={"agent": facts.agent, "agents_rung": [o.agent for o in facts.offers],
+                     "queue": facts.queue},
         )
         for observer in self.observers:
             _notify(observer.on_end, call.call_id, facts.caller_number, ended)

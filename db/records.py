@@ -72,6 +72,7 @@ class CallSummary:
     outcome: str | None
     state: str | None
     compliance: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None  # the queue waited in ("" = the general queue); None: never queued
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

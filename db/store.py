@@ -846,7 +846,7 @@ class CallStore:
             .offset(offset)
         )
         query = (
-            select(*_SUMMARY_COLUMNS)
+            select(*_SUMMARY_COLUMNS, Call.summary)
             .order_by(Call.created_at.desc(), Call.id.desc())
             .limit(limit)
             .offset(offset)
@@ -856,7 +856,7 @@ class CallStore:
     async def open_calls(self) -> list[CallSummary]:
         """Calls without an end, oldest first: what a restarted controller must reconcile."""
         query = (
-            select(*_SUMMARY_COLUMNS)
+            select(*_SUMMARY_COLUMNS, Call.summary)
             .where(Call.ended_at.is_(None))
             .order_by(Call.created_at, Call.id)
         )
@@ -1287,7 +1287,15 @@ def _summary(row: Any, compliance: dict[str, str] | None = None) -> CallSummary:
         agent=row.agent,
         outcome=row.outcome,
         state=row.state,
+        queue=_queue_of(getattr(row, "summary", None)),
     )
+
+
+def _queue_of(summary: Any) -> str | None:
+    """The queue a call waited in, from its summary ("" = the general queue; None: never queued)."""
+    if isinstance(summary, dict) and isinstance(summary.get("queue"), str):
+        return str(summary["queue"])
+    return None
 
 
 _FOLLOWUP_COLUMNS = (

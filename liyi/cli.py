@@ -410,7 +410,7 @@ def _prompts(args: argparse.Namespace, prompts: Any) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Compliance rates per agent and per day (R12), from the calls in the log."""
+    """Compliance rates per agent, per queue or per day (R12), from the calls in the log."""
     from callflow.compliance import rates
 
     settings = _settings(args.config, args.db)
@@ -431,8 +431,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"no ended calls yet in {settings.database_url}")
         return 0
     by = args.by
-    rows = [((c.agent or "—") if by == "agent" else c.created_at.astimezone(tz).strftime("%Y-%m-%d"),
-             c.compliance) for c in calls]
+
+    def key(call: Any) -> str:
+        if by == "agent":
+            return call.agent or "—"
+        if by == "queue":  # R12: rates per queue ("all" = the general queue)
+            return "—" if call.queue is None else (call.queue or "all")
+        return str(call.created_at.astimezone(tz).strftime("%Y-%m-%d"))
+
+    rows = [(key(c), c.compliance) for c in calls]
     table = rates(rows)
     rules = sorted({r for cells in table.values() for r in cells}, key=lambda r: int(r[1:]))
     if args.json:
@@ -513,8 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--events", action="store_true", help="with show: also the raw engine events")
     c.set_defaults(fn=cmd_calls)
 
-    rp = sub.add_parser("report", help="compliance rates per agent or per day (R12)")
-    rp.add_argument("--by", choices=["agent", "day"], default="agent")
+    rp = sub.add_parser("report", help="compliance rates per agent, queue or day (R12)")
+    rp.add_argument("--by", choices=["agent", "queue", "day"], default="agent")
     rp.add_argument("--limit", type=int, default=10000, help="how many recent calls to count")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--config")

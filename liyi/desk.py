@@ -45,6 +45,7 @@ SCRIPT_LINES = {
     "closing": "请问您还有其他问题吗？ — 感谢您的来电，欢迎您随时来电。",
     "closing-asked": "请问您还有其他问题吗？ — 客户没有了请点「没有了 — 结束」，还有问题请点「还有问题 — 继续」。",
     "callback": "回电：请先报公司名称和您的姓名，不要先问对方姓名。",
+    "wrap-up": "整理时间：补全来电记录、备注和承诺的跟进事项；结束后再接新来电。",
     "offline": "您的话机未注册：请检查软电话。",
 }
 
@@ -153,6 +154,7 @@ class AgentDesk:
         self._followups: dict[str, list[dict[str, Any]]] = {}  # agent -> their list, cached
         self._refreshes: dict[str, int] = {}  # agent -> number of the latest refresh started
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._wrap_up_pushes: dict[str, float] = {}
         self._ticker: asyncio.Task[None] | None = None
 
     # -- Desk protocol ------------------------------------------------------
@@ -164,6 +166,9 @@ class AgentDesk:
         status = self.controller.roster.get(agent)
         found = self.controller.call_of_agent(agent)
         state = "offline" if status is None or not status.registered else "available"
+        if state == "available" and status is not None and status.in_wrap_up(self.clock()):
+            state = "wrap-up"  # R5: the agent's wrap-up time after a call; no call offered
+            self._push_when_wrap_up_ends(agent, status.wrap_up_until)
         call_view: dict[str, Any] | None = None
         script_key = state
         if found is not None:
@@ -437,6 +442,17 @@ class AgentDesk:
                 listener(view)
             except Exception:  # a broken panel connection must not break a call
                 log.exception("desk.push_failed", agent=agent)
+
+    def _push_when_wrap_up_ends(self, agent: str, until: float) -> None:
+        """Show "available" again the moment the wrap-up time is over."""
+        if self._wrap_up_pushes.get(agent) == until:
+            return
+        self._wrap_up_pushes[agent] = until
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_later(max(0.0, until - self.clock()) + 0.05, self.push, agent)
 
     def push_all(self) -> None:
         for agent in list(self._listeners):

@@ -148,3 +148,32 @@ class TestReport:
         assert report["rates"]["agent2"]["R1"]["rate"] == 1.0
         assert cli.main(["report", "--by", "day", "--db", str(db)]) == 0
         assert "2026-" in capsys.readouterr().out
+
+    def test_report_by_queue(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi report --by queue` gives each queue's R5 rate; calls that never queued are "—"."""
+        import asyncio
+
+        from db import CallStore
+
+        db = tmp_path / "log.db"
+
+        async def fill() -> None:
+            store = CallStore(f"sqlite+aiosqlite:///{db}")
+            await store.start()
+            for i, (queue, r5) in enumerate([("报修", "kept"), ("报修", "broken"), ("", "kept"),
+                                             (None, "not_applicable")]):
+                store.call_started(f"c{i}", channel_id=f"ch{i}", caller_number="1",
+                                   caller_name="", created_at=1795400000.0 + i)
+                store.call_ended(f"c{i}", ended_at=1795400010.0 + i, first_hangup="caller",
+                                 outcome="completed", summary={"queue": queue},
+                                 compliance={"R5": {"status": r5, "evidence": {}}})
+            await store.flush()
+            await store.close()
+
+        asyncio.run(fill())
+        capsys.readouterr()
+        assert cli.main(["report", "--by", "queue", "--json", "--db", str(db)]) == 0
+        rates = json.loads(capsys.readouterr().out)["rates"]
+        assert rates["报修"]["R5"]["rate"] == 0.5
+        assert rates["all"]["R5"]["rate"] == 1.0
+        assert rates["—"]["R5"]["rate"] == -1.0

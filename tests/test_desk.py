@@ -29,6 +29,24 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
 
 
 class TestAgentDesk:
+    async def test_wrap_up_is_shown_then_available_again(self, tmp_path: Path) -> None:
+        """After a call an agent with wrap-up time sees "wrap-up", then "available" when it ends."""
+        from callflow.config import AgentConfig
+
+        agents = (AgentConfig("agent1", "PJSIP/agent1", wrap_up_seconds=0.6),)
+        async with running_world(tmp_path, agents=("agent1",)) as world:
+            world.service.controller.config = replace(world.service.controller.config,
+                                                      agents=agents)
+            desk = world.service.desk
+            seen: list[str] = []
+            desk.subscribe("agent1", lambda view: seen.append(view["state"]))
+            call = await world.sim.place_call("13800138000", script=CallerScript(
+                hang_up_after_connected=0.2, max_seconds=20))
+            await asyncio.wait_for(call.ended.wait(), 10)
+            await _until(lambda: "wrap-up" in seen)
+            assert desk.view("agent1")["state"] == "wrap-up"
+            await _until(lambda: seen[-1] == "available", timeout=5)
+
     async def test_panels_follow_a_rollover(self, tmp_path: Path) -> None:
         """The agent who let it ring is shown available again; the one who answered sees the caller."""
         async with running_world(tmp_path) as world:

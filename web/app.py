@@ -6,6 +6,8 @@ Routes::
     GET /calls/{id}        one call (id or unique prefix); ``?events=1`` shows raw events
     GET /followups         follow-ups (R8), overdue first; ``?all=1`` with done, ``?owner=``
     GET /api/followups     the same as JSON (each with its ``status`` today)
+    GET /report            compliance rates (R12) ``?by=agent|queue|day`` over ``?days=N``
+    GET /api/report        the same as JSON
     GET /api/calls         JSON list, ``?limit=&offset=``
     GET /api/calls/{id}    JSON record with timeline and compliance
     GET /healthz           ``{"ok": true}``
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -35,6 +37,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from aiohttp import web
 
+from callflow.compliance import rates
 from db.records import (
     AmbiguousCallId,
     CallRecord,
@@ -54,6 +57,14 @@ API_DEFAULT_LIMIT = 20
 API_MAX_LIMIT = 200
 # Offsets past this are surely a typo or a probe; refuse them rather than scan.
 MAX_OFFSET = 10_000_000
+# The compliance report (R12): its groupings, as ``liyi report --by`` takes them.
+REPORT_GROUPINGS = ("agent", "queue", "day")
+REPORT_DEFAULT_DAYS = 30
+REPORT_MAX_DAYS = 3660
+# The report reads at most this many recent calls (like ``liyi report --limit``), so that
+# a page view cannot turn into a scan of years of calls; the page says when it stopped.
+REPORT_MAX_CALLS = 10_000
+REPORT_CHUNK = 1000
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -100,12 +111,13 @@ class _Config:
     """What the handlers share; kept on the app under one key."""
 
     def __init__(self, store: CallLog, live: LiveView | None, title: str, tz: tzinfo,
-                 now: Callable[[], datetime]) -> None:
+                 now: Callable[[], datetime], report_max_calls: int = REPORT_MAX_CALLS) -> None:
         self.store = store
         self.live = live
         self.title = title
         self.tz = tz
         self.now = now
+        self.report_max_calls = report_max_calls
 
 
 CONFIG_KEY = web.AppKey("liyi_web_config", _Config)
@@ -137,22 +149,28 @@ def create_app(
     desk: Desk | None = None,
     accounts: PanelAccounts | None = None,
     panel_options: PanelOptions | None = None,
+    report_max_calls: int = REPORT_MAX_CALLS,
 ) -> web.Application:
     """The admin web app over ``store``; times are shown in ``timezone`` (the center's clock).
 
+    ``report_max_calls`` caps how many recent calls one view of ``/report`` reads.
     With both ``desk`` (the controller's live calls per agent) and ``accounts``
     (agents' passwords, ``db.accounts.AgentAccounts``) the agent panel is
     served under ``/panel`` too.
     """
     tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
     app = web.Application(middlewares=[_errors_middleware])
-    app[CONFIG_KEY] = _Config(store, live, title, tz, now)
+    if report_max_calls < 1:
+        raise ValueError(f"report_max_calls must be at least 1, got {report_max_calls}")
+    app[CONFIG_KEY] = _Config(store, live, title, tz, now, report_max_calls)
     app.router.add_get("/", index)
     app.router.add_get("/calls/{call_id}", call_detail)
     app.router.add_get("/api/calls", api_calls)
     app.router.add_get("/api/calls/{call_id}", api_call)
     app.router.add_get("/followups", followups)
     app.router.add_get("/api/followups", api_followups)
+    app.router.add_get("/report", report)
+    app.router.add_get("/api/report", api_report)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     app.on_response_prepare.append(_security_headers)
@@ -372,6 +390,122 @@ def followup_json(followup: FollowUp, today: date) -> dict[str, Any]:
     out["due"] = followup.due.isoformat()
     out["status"] = followup.status(today)
     return out
+
+
+# ------------------------------------------------------------------ compliance report (R12)
+
+
+def report_key(call: CallSummary, by: str, tz: tzinfo) -> str:
+    """The group a call counts in, with ``liyi report``'s keys.
+
+    agent: the agent's name, "—" if none; queue: the queue waited in, "all"
+    for the general queue, "—" if the caller never queued; day: the date of
+    the first ring on the center's clock.
+    """
+    if by == "agent":
+        return call.agent or "—"
+    if by == "queue":
+        return "—" if call.queue is None else (call.queue or "all")
+    return _aware(call.created_at).astimezone(tz).strftime("%Y-%m-%d")
+
+
+def _aware(at: datetime) -> datetime:
+    """The log gives aware UTC; a naive value from another ``CallLog`` is taken as UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _report_by(request: web.Request) -> str:
+    by = request.query.get("by") or "agent"
+    if by not in REPORT_GROUPINGS:
+        raise _BadRequest(
+            f"by must be one of {', '.join(REPORT_GROUPINGS)}, got {by!r}"
+        )
+    return by
+
+
+async def _recent_calls(
+    request: web.Request, since: datetime, cap: int
+) -> tuple[list[CallSummary], bool, bool]:
+    """Calls that first rang at or after ``since``, newest first, reading at most ``cap`` calls.
+
+    Reads in chunks and stops at the first call older than ``since`` (the
+    log is ordered by first ring), so a short window costs a short read.
+    Returns the calls, whether the cap cut the window short, and whether
+    older calls exist (for the empty message).
+    """
+    cfg = request.app[CONFIG_KEY]
+    read: list[CallSummary] = []
+    while len(read) <= cap:  # one call past the cap tells whether the cap cut anything
+        want = min(REPORT_CHUNK, cap + 1 - len(read))
+        chunk = await _read(request, "list_calls", cfg.store.list_calls(want, len(read)))
+        read.extend(chunk)
+        if len(chunk) < want or (chunk and _aware(chunk[-1].created_at) < since):
+            break
+    capped = len(read) > cap and _aware(read[cap].created_at) >= since
+    older = any(_aware(c.created_at) < since for c in read)
+    seen: set[str] = set()  # a call logged between two chunks shifts the offsets by one
+    window = []
+    for call in read[:cap]:
+        if _aware(call.created_at) >= since and call.id not in seen:
+            seen.add(call.id)
+            window.append(call)
+    return window, capped, older
+
+
+async def _report(request: web.Request) -> pages.ComplianceReport:
+    """Rates per group over the ended calls of the last ``days`` days on the center's calendar.
+
+    "Last N days" is today and the N-1 days before it, counted by the
+    center's date, so ``?by=day&days=7`` has at most seven rows.
+    """
+    cfg = request.app[CONFIG_KEY]
+    by = _report_by(request)
+    days = _int_param(request, "days", REPORT_DEFAULT_DAYS, 1, REPORT_MAX_DAYS)
+    today = cfg.now().astimezone(cfg.tz).date()
+    first_day = today - timedelta(days=days - 1)
+    since = datetime.combine(first_day, time.min, tzinfo=cfg.tz)
+    calls, capped, older = await _recent_calls(request, since, cfg.report_max_calls)
+    ended = [c for c in calls if c.ended_at is not None]  # a live call is not scored yet
+    keyed = [(report_key(c, by, cfg.tz), dict(c.compliance)) for c in ended]
+    counts: dict[str, int] = {}
+    for key, _ in keyed:
+        counts[key] = counts.get(key, 0) + 1
+    totals = rates([("", statuses) for _, statuses in keyed]).get("", {})
+    return pages.ComplianceReport(
+        by=by, days=days, first_day=first_day, today=today, calls=len(ended),
+        rates=rates(keyed), counts=counts, totals=totals, capped=capped,
+        max_calls=cfg.report_max_calls, older_calls=older,
+    )
+
+
+async def report(request: web.Request) -> web.Response:
+    """``/report``: compliance rates (kept / judged per rule) per agent, queue or day (R12)."""
+    cfg = request.app[CONFIG_KEY]
+    data = await _report(request)
+    return _html(pages.report_page(site_title=cfg.title, report=data, tz=cfg.tz, now=cfg.now()))
+
+
+async def api_report(request: web.Request) -> web.Response:
+    """``/api/report``: the same numbers as JSON, shaped like ``liyi report --json`` plus more.
+
+    ``rates[group][rule]`` is ``{"kept", "broken", "rate"}``; ``rate`` is -1
+    when the rule never applied (as in ``callflow.compliance.rates``).
+    """
+    cfg = request.app[CONFIG_KEY]
+    data = await _report(request)
+    return _json({
+        "by": data.by,
+        "days": data.days,
+        "from": data.first_day.isoformat(),
+        "to": data.today.isoformat(),
+        "timezone": str(cfg.tz),
+        "calls": data.calls,
+        "rates": data.rates,
+        "calls_per_group": data.counts,
+        "totals": data.totals,
+        "capped": data.capped,
+        "max_calls": data.max_calls,
+    })
 
 
 # ------------------------------------------------------------------ JSON

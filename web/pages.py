@@ -265,7 +265,8 @@ def layout(site_title: str, page_title: str, body: str, *, refresh: bool) -> str
         "</head>\n<body>\n"
         f'<header class="top"><a class="brand" href="/">{esc(site_title)}</a>'
         '<nav class="sub"><a class="sub" href="/">通话记录 · Call log</a> · '
-        '<a class="sub" href="/followups">跟进 · Follow-ups</a></nav>'
+        '<a class="sub" href="/followups">跟进 · Follow-ups</a> · '
+        '<a class="sub" href="/report">合规 · Report</a></nav>'
         '<span id="stale" class="stale" hidden>连接中断，数据可能已过时 · connection lost</span>'
         "</header>\n"
         f'<main id="main">\n{body}\n</main>\n'
@@ -673,6 +674,191 @@ def followups_page(
         " · mark one done with the command line, or from the agent panel</p></section>"
     )
     return Page(layout(site_title, "跟进 Follow-ups", body, refresh=True))
+
+
+# ------------------------------------------------------------------ compliance report (R12)
+
+# The rules a call's compliance record scores (R11 has no machine evidence, R12 is this page).
+REPORT_RULES = ("R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10")
+# A rate below these is marked: red ("bad") and amber ("warn"); an admin scans for colour.
+REPORT_BAD_BELOW = 0.80
+REPORT_WARN_BELOW = 0.95
+REPORT_GROUP_LABELS = {
+    "agent": ("坐席", "Agent"),
+    "queue": ("队列", "Queue"),
+    "day": ("日期", "Day"),
+}
+RateCell = Mapping[str, float | int]
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceReport:
+    """Compliance rates of the ended calls in a window, grouped one way.
+
+    ``rates`` and ``totals`` are ``callflow.compliance.rates`` cells
+    (``kept``, ``broken``, ``rate``; -1 when never judged); ``counts`` is
+    ended calls per group. ``capped``: the read stopped at ``max_calls``
+    before the window's start, so older days are missing.
+    ``older_calls``: the log has calls before the window.
+    """
+
+    by: str
+    days: int
+    first_day: date
+    today: date
+    calls: int
+    rates: Mapping[str, Mapping[str, RateCell]]
+    counts: Mapping[str, int]
+    totals: Mapping[str, RateCell]
+    capped: bool
+    max_calls: int
+    older_calls: bool
+
+
+def report_href(by: str, days: int) -> str:
+    """URL of the report grouped ``by`` over ``days`` days."""
+    return f"/report?by={quote(by, safe='')}&days={days}"
+
+
+def percent(kept: int, judged: int) -> str:
+    """``kept / judged`` to a tenth of a percent; a breach never shows as 100 %, a keep never as 0 %."""
+    if kept == judged:
+        return "100%"
+    if kept == 0:
+        return "0%"
+    tenths = min(999, max(1, round(1000 * kept / judged)))
+    return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths / 10:.1f}%"
+
+
+def rate_cell(rule: str, cell: RateCell | None) -> str:
+    """One rule's rate in a group: percentage and kept/judged, marked by how bad it is.
+
+    A rule that never applied shows "–" (no rate, not 100 %).
+    """
+    kept = int(cell["kept"]) if cell else 0
+    broken = int(cell["broken"]) if cell else 0
+    judged = kept + broken
+    name = RULE_NAMES.get(rule, "")
+    if not judged:
+        tip = f"{rule} {name}: 从未适用 never applied"
+        return f'<td class="rate na" title="{attr(tip)}">–</td>'
+    ratio = kept / judged
+    level = "bad" if ratio < REPORT_BAD_BELOW else "warn" if ratio < REPORT_WARN_BELOW else "ok"
+    tip = f"{rule} {name}: {kept} kept, {broken} broken"
+    return (
+        f'<td class="rate {level}" title="{attr(tip)}">{esc(percent(kept, judged))}'
+        f' <span class="frac">{kept}/{judged}</span></td>'
+    )
+
+
+def _group_cell(by: str, key: str) -> str:
+    """A group's name, with a hint for the keys that are not names ("all", "—")."""
+    if by == "queue" and key == "all":
+        return f'{esc(key)} <span class="muted">通用队列 general queue</span>'
+    if by == "queue" and key == "—":
+        return f'{DASH} <span class="muted">未排队 never queued</span>'
+    if by == "agent" and key == "—":
+        return f'{DASH} <span class="muted">无坐席 no agent</span>'
+    return f'<span class="{"mono" if by == "day" else "name"}">{esc(key)}</span>'
+
+
+def _report_rules(report: ComplianceReport) -> list[str]:
+    """R1…R10 always (so tables line up), then any other rule the log holds."""
+    extra = {rule for cells in report.rates.values() for rule in cells} - set(REPORT_RULES)
+    return [*REPORT_RULES, *sorted(extra, key=_rule_order)]
+
+
+def _report_order(by: str, keys: Iterable[str]) -> list[str]:
+    """Days newest first; names alphabetically with the "—" group last."""
+    if by == "day":
+        return sorted(keys, reverse=True)
+    return sorted(keys, key=lambda k: (k == "—", k))
+
+
+def _report_table(report: ComplianceReport) -> str:
+    rules = _report_rules(report)
+    zh, en = REPORT_GROUP_LABELS[report.by]
+    head = (
+        f'<th>{zh} {en}</th><th class="count">通话 Calls</th>'
+        + "".join(f'<th class="rate" title="{attr(RULE_NAMES.get(r, ""))}">{esc(r)}</th>'
+                  for r in rules)
+    )
+    rows = []
+    for key in _report_order(report.by, report.rates):
+        cells = "".join(rate_cell(rule, report.rates[key].get(rule)) for rule in rules)
+        rows.append(
+            f'<tr class="report-row"><td class="group">{_group_cell(report.by, key)}</td>'
+            f'<td class="count">{report.counts.get(key, 0)}</td>{cells}</tr>'
+        )
+    total = "".join(rate_cell(rule, report.totals.get(rule)) for rule in rules)
+    foot = (
+        f'<tr class="report-total"><th>合计 Total</th><td class="count">{report.calls}</td>'
+        f"{total}</tr>"
+    )
+    return (
+        '<div class="table-wrap"><table class="report">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        f"<tfoot>{foot}</tfoot></table></div>"
+    )
+
+
+def _report_tab(by: str, report: ComplianceReport) -> str:
+    """One tab: the same window grouped ``by``; the shown grouping is marked current."""
+    href = attr(report_href(by, report.days))
+    label = f"按{REPORT_GROUP_LABELS[by][0]} · by {by}"
+    if by == report.by:
+        return f'<a class="tab active" aria-current="page" href="{href}">{label}</a>'
+    return f'<a class="tab" href="{href}">{label}</a>'
+
+
+def report_page(*, site_title: str, report: ComplianceReport, tz: tzinfo, now: datetime) -> Page:
+    """``/report``: kept / judged per rule for each agent, queue or day (R12).
+
+    One grouping at a time, chosen by tabs; a form sets how many days back.
+    Not auto-refreshed: it reads up to thousands of calls.
+    """
+    tabs = "".join(_report_tab(by, report) for by in REPORT_GROUP_LABELS)
+    form = (
+        '<form class="report-days" method="get" action="/report">'
+        f'<input type="hidden" name="by" value="{attr(report.by)}">'
+        '<label>最近 last <input type="number" name="days" min="1" '
+        f'value="{report.days}" required> 天 days</label> '
+        '<button class="btn" type="submit">更新 update</button></form>'
+    )
+    window = (
+        f"{esc(report.first_day.isoformat())} – {esc(report.today.isoformat())}"
+        f" · {report.calls} 通已结束 ended call{'s' if report.calls != 1 else ''}"
+        f" · 更新于 {esc(local_time(now, tz)[11:])}"
+    )
+    notice = (
+        f'<p class="notice">只读取了最近 {report.max_calls} 通电话，更早的未计入 · only the most '
+        f"recent {report.max_calls} calls were read; older ones in this window are not counted. "
+        "Choose fewer days for a complete count.</p>"
+        if report.capped
+        else ""
+    )
+    if report.calls:
+        table = _report_table(report)
+    elif report.older_calls:
+        table = (
+            f'<p class="empty">最近 {report.days} 天没有已结束的通话 · no ended calls in the last '
+            f"{report.days} day{'s' if report.days != 1 else ''}</p>"
+        )
+    else:
+        table = '<p class="empty">还没有已结束的通话 · no ended calls yet</p>'
+    body = (
+        '<section class="panel"><div class="heading-row">'
+        "<h2>合规率 · Compliance report</h2>"
+        f'<span class="muted">{window}</span>{form}</div>'
+        f'<nav class="tabs">{tabs}</nav>{notice}{table}'
+        '<p class="legend">比率 = 遵守 ÷ 判定（遵守 + 违反）· rate = kept ÷ judged (kept + broken);'
+        " – 从未适用 never applied · "
+        f'<span class="rate-key bad">&lt; {REPORT_BAD_BELOW:.0%}</span> '
+        f'<span class="rate-key warn">&lt; {REPORT_WARN_BELOW:.0%}</span> '
+        "悬停查看规则 · hover a cell for the rule · 命令行 "
+        '<span class="mono">liyi report --by agent|queue|day</span></p></section>'
+    )
+    return Page(layout(site_title, "合规 Report", body, refresh=False))
 
 
 # ------------------------------------------------------------------ errors
