@@ -24,8 +24,8 @@ from ari_handlers.ari_client import AriClient, AriError
 from ari_handlers.translate import BadEvent, translate
 from callflow import commands as c
 from callflow import events as e
-from callflow.config import DEFAULT_APP_NAME, CallFlowConfig
 from callflow.callback import CallbackEngine
+from callflow.config import DEFAULT_APP_NAME, CallFlowConfig
 from callflow.engine import CallEngine
 from callflow.queueing import WaitingLine
 from callflow.replay import event_to_dict

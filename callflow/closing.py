@@ -94,6 +94,15 @@ class ClosingFlow(QueueWaiting):
         return [*self._let_agent_go(hang_up=True, outcome="completed"),
                 *self._on_caller_gone_closing(ev)]
 
+    def _on_caller_gone_closing(self, ev: e.Event) -> Commands:
+        if not self._is_caller(channel_of(ev)):
+            return []
+        f = self.facts
+        if f.first_hangup is None:
+            f.first_hangup = "caller"
+        outcome = "after-hours" if self._closed_flow else "completed"
+        return [self._log(ev.at, "caller-hung-up", while_state="closing"), *self._end(ev.at, outcome)]
+
     # -- promises (R8) ----------------------------------------------------------
 
     def _on_promise(self, ev: e.FollowUpPromised) -> Commands:

@@ -10,6 +10,7 @@ machine can judge and is not scored.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from callflow.config import CallFlowConfig
@@ -272,12 +273,12 @@ def score_r5(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
         return _r(BROKEN, reason="the service ended a waiting call", **evidence)
     if waited is None:
         return _r(NOT_APPLICABLE, reason="the wait has no end", **evidence)
-    if q.callback_offer and waited > q.max_wait_seconds + QUEUE_SLACK_SECONDS:
-        if not offers or offers[0] > q.max_wait_seconds + QUEUE_SLACK_SECONDS:
-            return _r(BROKEN, reason="no callback offered after the maximum wait", **evidence)
+    late = q.max_wait_seconds + QUEUE_SLACK_SECONDS
+    if q.callback_offer and waited > late and (not offers or offers[0] > late):
+        return _r(BROKEN, reason="no callback offered after the maximum wait", **evidence)
     if q.announce != "none":
         informed = [0.0, *sorted(announcements + offers), waited]
-        longest = max(b - a for a, b in zip(informed, informed[1:]))
+        longest = max(b - a for a, b in pairwise(informed))
         evidence["longest_uninformed_seconds"] = round(longest, 3)
         if longest > q.announce_every_seconds + QUEUE_SLACK_SECONDS:
             return _r(BROKEN, reason="the caller waited without a position or wait announcement",

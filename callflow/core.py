@@ -352,7 +352,7 @@ class EngineCore:
         if QUEUE_MAX not in self._tokens and q.callback_offer and f.callback is None:
             # the first wait counts from joining the queue; a new wait (requeued, or the
             # caller chose to keep waiting) gets a whole max wait before the next offer
-            since = f.queued_at if first else at
+            since = f.queued_at if first and f.queued_at is not None else at
             out.append(self._timer(QUEUE_MAX, since + q.max_wait_seconds))
         return out
 

@@ -342,15 +342,6 @@ class CallEngine(ClosingFlow):
             self._timer(RELEASE_CONFIRM, ev.at + RELEASE_CONFIRM_SECONDS),
         ]
 
-    def _on_caller_gone_closing(self, ev: e.Event) -> Commands:
-        if not self._is_caller(channel_of(ev)):
-            return []
-        f = self.facts
-        if f.first_hangup is None:
-            f.first_hangup = "caller"
-        outcome = "after-hours" if self._closed_flow else "completed"
-        return [self._log(ev.at, "caller-hung-up", while_state="closing"), *self._end(ev.at, outcome)]
-
     def _on_released(self, ev: e.Event) -> Commands:
         if isinstance(ev, e.TimerFired) or self._is_caller(channel_of(ev)):
             return self._end(ev.at, "idle-released")

@@ -67,7 +67,7 @@ class FlowSteps(TransferFlow):
     # -- play ---------------------------------------------------------------
 
     def _on_step_prompt_end(self, ev: e.Event) -> Commands:
-        mine, result = self._prompt_done(ev)
+        mine, _ = self._prompt_done(ev)
         if not mine:
             return []
         return [*self._prompt_finished(ev.at), *self._next_step(ev.at)]

@@ -198,7 +198,7 @@ class TransferFlow(HoldFlow):
             if self.facts.name_recording:  # R3/R6: the target hears who is calling
                 out.append(self._play_to(ev.channel_id, (f"recording:{self.facts.name_recording}",)))
         else:
-            media = ("sound:liyi/transfer-announce",)
+            media: tuple[str, ...] = ("sound:liyi/transfer-announce",)
             if self.facts.name_recording:
                 media += (f"recording:{self.facts.name_recording}",)
             out.append(self._play_to(ev.channel_id, media))

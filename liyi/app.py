@@ -105,7 +105,7 @@ class Service:
             try:
                 now = time.time()
                 flagged = await self.store.flag_overdue(today=cfg.local_time(now).date(), at=now)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 — a database outage must not stop the watch
                 log.warning("followups.check_failed", error=str(exc))
                 flagged = []
             for followup in flagged:

@@ -94,7 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def text_of(name: str) -> str:
         try:
             return render_text(name, cfg.company, SCRIPTS_DIR)
-        except Exception:  # a prompt with no text: say so in the output rather than fail
+        except Exception:  # noqa: BLE001 — a prompt with no text: say so rather than fail
             return "(no text)"
 
     clock = PromptClock(RECORDINGS_DIR / "liyi", text_of)
@@ -432,14 +432,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     by = args.by
 
-    def key(call: Any) -> str:
+    def group_of(call: Any) -> str:
         if by == "agent":
             return call.agent or "—"
         if by == "queue":  # R12: rates per queue ("all" = the general queue)
             return "—" if call.queue is None else (call.queue or "all")
         return str(call.created_at.astimezone(tz).strftime("%Y-%m-%d"))
 
-    rows = [(key(c), c.compliance) for c in calls]
+    rows = [(group_of(c), c.compliance) for c in calls]
     table = rates(rows)
     rules = sorted({r for cells in table.values() for r in cells}, key=lambda r: int(r[1:]))
     if args.json:

@@ -225,4 +225,4 @@ def _spoken(names: list[str], text_of: Callable[[str], str]) -> Iterator[str]:
 
 
 def _prompt_name(media: str) -> str:
-    return media[len(MEDIA_PREFIX):] if media.startswith(MEDIA_PREFIX) else media
+    return media.removeprefix(MEDIA_PREFIX)

@@ -47,9 +47,9 @@ from zoneinfo import ZoneInfo
 
 from callflow import commands as c
 from callflow import events as e
-from callflow.queueing import WaitingLine
 from callflow.config import MEDIA_PREFIX, CallFlowConfig
 from callflow.engine import CallEngine
+from callflow.queueing import WaitingLine
 from callflow.roster import Roster
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -68,10 +68,10 @@ class TestQueue:
 
     @pytest.mark.parametrize(("key", "value", "message"), [
         ("announce", "music", "'music' — must be one of position, wait, both (R5)"),
-        ("announce", "none", "none — a waiting caller must hear their position or the expected "
-                             "wait (R5); use position, wait or both"),
-        ("callback_offer", False, "false — after the maximum wait the caller must be offered a "
-                                  "callback or to keep waiting (R5)"),
+        ("announce", "none", ("none — a waiting caller must hear their position or the expected "
+                              "wait (R5); use position, wait or both")),
+        ("callback_offer", False, ("false — after the maximum wait the caller must be offered a "
+                                   "callback or to keep waiting (R5)")),
         ("announce_every_seconds", 10, "10 — must be 15..300 (R5: a waiting caller hears where they are)"),
         ("max_wait_seconds", 3600, "3600 — must be 30..1800 (R5: no long waits in the queue)"),
         ("max_wait_seconds", 20, "20 — must be 30..1800 (R5: no long waits in the queue)"),

@@ -17,7 +17,7 @@ from typing import Any
 from ari_handlers.simulator import CallerScript
 from callflow.config import Department, QueueConfig
 from callflow.flow import GREETING, MENU, QUEUE, RECORD_NAME, Flow, Step
-from tests.e2e_world import World, running_world
+from tests.e2e_world import running_world
 
 MENU_FLOW = Flow("open", "greeting", (
     Step("greeting", GREETING, next="main"),

@@ -8,6 +8,7 @@ checks what the caller heard, where the call went, and what was logged.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -127,7 +128,7 @@ class TestName:
         world.run(T0 + 3)
         world.press("c1", menu_ends(world) + 1, "2")
         world.run(T0 + 40)
-        (at, _, record), = world.recordings
+        ((_, _, record),) = world.recordings
         assert record.name == "c1-name" and record.channel_id == world.lines["c1"].channel_id
         assert engine.facts.name_recording == "c1-name"
         assert world.logs("c1", "name-recorded")
@@ -175,7 +176,7 @@ class TestQueue:
         world.run(T0 + 130)
         times = [entry.at for entry in world.logs("c1", "queue-announced")]
         assert len(times) >= 4
-        assert all(25 <= b - a <= 35 for a, b in zip(times, times[1:]))
+        assert all(25 <= b - a <= 35 for a, b in itertools.pairwise(times))
         queued = world.first_time("c1", c.StartMusic)
         assert queued is not None and world.silent_spans("c1", queued, world.now) == []
 
