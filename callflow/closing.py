@@ -71,6 +71,8 @@ class ClosingFlow(QueueWaiting):
     def _on_agent_wait_over(self, ev: e.TimerFired) -> Commands:
         """The caller stays silent after the thanks: free the agent, keep the caller's line open."""
         agent = self.agent
+        if self.facts.first_hangup is None:
+            self.facts.first_hangup = "agent"  # the agent's side ended first; the caller's line stays
         return [*self._let_agent_go(hang_up=True, outcome="completed"),
                 self._log(ev.at, "agent-released-after-closing", agent=agent,
                           waited_seconds=AGENT_WAIT_AFTER_THANKS_SECONDS)]
@@ -78,6 +80,8 @@ class ClosingFlow(QueueWaiting):
     def _on_leave_in_closing(self, ev: e.LeaveRequested) -> Commands:
         if not self._is_current_agent(ev.agent):
             return self._stray(ev)
+        if self.facts.first_hangup is None:
+            self.facts.first_hangup = "agent"
         return [*self._cancel(AGENT_RELEASE), *self._let_agent_go(hang_up=True, outcome="completed"),
                 self._log(ev.at, "agent-left-after-closing", agent=ev.agent, via="request")]
 

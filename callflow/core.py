@@ -124,6 +124,7 @@ class EngineCore:
         self._callback_number = ""
         self._callback_source = ""  # caller-id | keyed
         self._callback_due = False  # the maximum wait passed while an agent's phone rang
+        self._told_in_line = False
         self._followups = 0
 
     # -- public -----------------------------------------------------------
@@ -341,6 +342,7 @@ class EngineCore:
             f.queue = self._queue_name
         self._tried.clear()
         self._waiting_logged = False
+        self._told_in_line = False  # the first "no agent free" is announced at once
         q = self.config.queue_for(self._queue_name)
         out = [
             *self._start_music(at),
@@ -349,6 +351,9 @@ class EngineCore:
                       max_wait_seconds=q.max_wait_seconds),
             self._request_agent(),
         ]
+        if QUEUE_ANNOUNCE not in self._tokens and q.announce != "none":
+            # told at the interval even while agents ring out one after another (R5)
+            out.append(self._timer(QUEUE_ANNOUNCE, at + q.announce_every_seconds))
         if QUEUE_MAX not in self._tokens and q.callback_offer and f.callback is None:
             # the first wait counts from joining the queue; a new wait (requeued, or the
             # caller chose to keep waiting) gets a whole max wait before the next offer

@@ -52,7 +52,7 @@ class QueueWaiting(FlowSteps):
         if ev.expected_wait_seconds >= 0:
             self._expected_wait = ev.expected_wait_seconds
         q = self.config.queue_for(self._queue_name)
-        if q.announce == "none" or QUEUE_ANNOUNCE in self._tokens or self._ahead < 0:
+        if q.announce == "none" or self._told_in_line or self._ahead < 0:
             return []
         self.facts.announce_every_seconds = q.announce_every_seconds
         return self._announce(ev.at)
@@ -66,12 +66,16 @@ class QueueWaiting(FlowSteps):
         if self._playback is not None:
             return [again]  # something is being said to the caller already
         prompts: list[str] = []
-        if q.announce in ("position", "both") and self._ahead >= 0:
-            prompts.append(queue_ahead_prompt(self._ahead))
+        ahead = self._ahead
+        if ahead < 0 and self.being_offered:
+            ahead = 0  # no figures yet, but an agent is being rung for them: they are next
+        if q.announce in ("position", "both") and ahead >= 0:
+            prompts.append(queue_ahead_prompt(ahead))
         if q.announce in ("wait", "both") and self._expected_wait >= 0:
             prompts.append(queue_wait_prompt(self._expected_wait))
         if not prompts:
-            return [again]
+            prompts.append("queue-continue")  # nothing known yet: "请您继续稍候", never silence
+        self._told_in_line = True
         self.facts.queue_announcements.append((at, "+".join(prompts)))
         return [*self._stop_caller_audio(at), *self._play(at, tuple(prompts), "queue-announce"), again,
                 self._log(at, "queue-announced", prompts=prompts, ahead=self._ahead,
