@@ -399,20 +399,6 @@ class CallEngine(ClosingFlow):
         return [self._log(at, "keycode", agent=agent, keys=action.keys, action=action.kind),
                 *self._dispatch(request)]
 
-    # -- what agents write down (R3, R10) -------------------------------------
-
-    def _on_note(self, ev: e.NoteAdded) -> Commands:
-        self.facts.notes.append((ev.at, ev.agent, ev.text))
-        return [self._log(ev.at, "note", agent=ev.agent, text=ev.text)]
-
-    def _on_caller_info(self, ev: e.CallerInfoUpdated) -> Commands:
-        f = self.facts
-        f.stated_name = ev.caller_name.strip() or f.stated_name
-        f.purpose = ev.purpose.strip() or f.purpose
-        f.wanted = ev.wanted.strip() or f.wanted
-        f.info_updated_at = ev.at
-        return [self._log(ev.at, "caller-info", agent=ev.agent, caller_name=f.stated_name,
-                          purpose=f.purpose, wanted=f.wanted)]
 
 
 def _caller_id(f: CallFacts) -> str:
