@@ -585,8 +585,7 @@ class CallbackEngine(EngineCore):
         days = ev.working_days or fu.promise_working_days
         if not 1 <= days <= fu.max_working_days:
             return self._refuse(ev, f"a reply time must be 1…{fu.max_working_days} working days")
-        today = self.config.local_time(ev.at).date()
-        due = self.config.calendar.add_working_days(today, days).isoformat()
+        due = self.config.due_date(ev.at, days).isoformat()
         self._promises += 1
         followup_id = f"{self.call_id}-f{self._promises}"
         self.record.promises.append({"followup_id": followup_id, "at": ev.at, "working_days": days,

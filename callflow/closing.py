@@ -120,7 +120,7 @@ class ClosingFlow(QueueWaiting):
             return self._refuse(ev, "say what was promised")
         if not 1 <= days <= limit:
             return self._refuse(ev, f"a reply time must be 1..{limit} working days")
-        due = self._due_date(ev.at, days)
+        due = self.config.due_date(ev.at, days)
         self._followups += 1
         followup_id = f"{self.call_id}-f{self._followups}"
         f.promises.append({"followup_id": followup_id, "text": text, "due": due.isoformat(),

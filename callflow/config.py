@@ -314,6 +314,17 @@ class CallFlowConfig:
                 names.update(MENU_PROMPTS)
         return names
 
+    def due_date(self, epoch: float, working_days: int) -> dt.date:
+        """The due date of a promise made at ``epoch``: that many working days on (R8).
+
+        Counted from the center's local day on its calendar (weekends,
+        holidays, 调休); 0 means today if it is a working day, else the next one.
+        """
+        today = self.local_time(epoch).date()
+        if working_days <= 0:
+            return today if self.calendar.is_working_day(today) else self.calendar.add_working_days(today, 1)
+        return self.calendar.add_working_days(today, working_days)
+
     def queue_for(self, department: str) -> QueueConfig:
         """The queue settings of a department ("" = the general queue)."""
         dept = self.department(department) if department else None

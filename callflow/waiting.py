@@ -13,8 +13,6 @@ number of working days later.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from callflow import commands as c
 from callflow import events as e
 from callflow.config import queue_ahead_prompt, queue_wait_prompt
@@ -229,7 +227,7 @@ class QueueWaiting(FlowSteps):
     def _callback_confirmed(self, at: float) -> Commands:
         f = self.facts
         days = self.config.followups.callback_working_days
-        due = self._due_date(at, days)
+        due = self.config.due_date(at, days)
         self._followups += 1
         followup_id = f"{self.call_id}-f{self._followups}"
         f.callback = {"number": self._callback_number, "source": self._callback_source,
@@ -247,11 +245,3 @@ class QueueWaiting(FlowSteps):
                          due=due.isoformat(), working_days=days)]
         self._callback_from = ""
         return out + self._start_closing(at, reason="callback", prompts=("callback-recorded",))
-
-    def _due_date(self, at: float, working_days: int) -> dt.date:
-        """``working_days`` working days after the local day of ``at`` (0: today, if a working day)."""
-        today = self.config.local_time(at).date()
-        cal = self.config.calendar
-        if working_days <= 0:
-            return today if cal.is_working_day(today) else cal.add_working_days(today, 1)
-        return cal.add_working_days(today, working_days)

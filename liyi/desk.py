@@ -240,7 +240,7 @@ class AgentDesk:
                                "working days out of range")
             if not clean_text(params.get("text", ""), 200):
                 return False, "请填写承诺内容 · the promise needs words"
-            due = self.config.calendar.add_working_days(self.today(), days)
+            due = self.config.due_date(self.clock(), days)
         event = build(agent, self.clock(), params)
         if not self.controller.agent_request(event):
             return False, "您当前没有通话 · you are not on a call"
