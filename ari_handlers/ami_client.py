@@ -5,7 +5,7 @@ about endpoints or device states (trace 11), and ``GET /deviceStates`` lists
 only ARI-controlled states (trace 09). AMI reports every REGISTER and
 un-REGISTER and every device state change of ``PJSIP/agentN``.
 
-How it works (messages as in ``shared/asterisk-traces/09-ami-agent-presence.jsonl``):
+How it works (messages as in ``tests/traces/09-ami-agent-presence.jsonl``):
 
 * After every login (the first and each reconnect) we read the whole truth:
   ``PJSIPShowContacts`` (which endpoints have a contact) and

@@ -3,10 +3,10 @@
 Why this module is thin: the call engine (``callflow/``) decides, this client
 only carries its commands to Asterisk and Asterisk's events back. Every method
 is named after the ARI spec's nickname (snake_case) and sends only paths and
-query parameters that ``shared/asterisk-spec/ari/*.json`` documents;
+query parameters that the ARI spec documents (``tests/spec/ari-digest.json``);
 ``tests/test_ari_client.py`` checks every request against the spec.
 
-Things the real Asterisk 22 traces taught us (``shared/asterisk-traces/``):
+Things the real Asterisk 22 traces taught us (``tests/traces/``):
 
 * Errors are ``{"message": ...}`` except a failed originate, which answers
   ``500 {"error": "Allocation failed"}`` (trace 08). :class:`AriError` reads both.

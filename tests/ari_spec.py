@@ -1,9 +1,11 @@
-"""The ARI API description from ``../shared/asterisk-spec/ari/`` as a checker.
+"""The ARI API description as a checker, read from ``tests/spec/ari-digest.json``.
 
 Both sides of our ARI traffic are checked against it: the simulator may only
 serve routes, parameters and event shapes the real Asterisk documents, and the
-client may only make requests the real Asterisk accepts. Loaded from the
-upstream files (never copied or edited) so an upgrade of the spec is a re-copy.
+client may only make requests the real Asterisk accepts. The digest is made
+from the upstream description (``../shared/asterisk-spec/ari/``, Asterisk
+22.10.1) by ``tests/spec/make_digest.py`` and committed, so a plain clone runs
+these checks too; ``tests/test_spec_digest.py`` fails when it is stale.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "asterisk-spec" / "ari"
+DIGEST = Path(__file__).resolve().parent / "spec" / "ari-digest.json"
 
 _PRIMITIVES = {"string", "boolean", "int", "long", "double", "float", "number", "Date", "object"}
 
@@ -119,25 +121,17 @@ class AriSpec:
 
 
 @lru_cache(maxsize=1)
-def load_spec(spec_dir: Path = SPEC_DIR) -> AriSpec:
-    resources = json.loads((spec_dir / "resources.json").read_text())
-    operations: list[Operation] = []
-    models: dict[str, dict[str, Any]] = {}
-    for api in resources["apis"]:
-        name = api["path"].split("/")[-1].replace("{format}", "json")
-        doc = json.loads((spec_dir / name).read_text())
-        models.update(doc.get("models", {}))
-        for entry in doc.get("apis", []):
-            path = entry["path"]
-            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path))
-            for op in entry.get("operations", []):
-                operations.append(
-                    Operation(
-                        method=op["httpMethod"],
-                        path=path,
-                        nickname=op["nickname"],
-                        params={p["name"]: p for p in op.get("parameters", [])},
-                        regex=re.compile(pattern),
-                    )
-                )
-    return AriSpec(tuple(operations), models)
+def load_spec(digest: Path = DIGEST) -> AriSpec:
+    """The checker over the committed digest (routes in upstream order, every model)."""
+    data = json.loads(digest.read_text(encoding="utf-8"))
+    operations = tuple(
+        Operation(
+            method=route["method"],
+            path=route["path"],
+            nickname=route["nickname"],
+            params=route["parameters"],
+            regex=re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(route["path"]))),
+        )
+        for route in data["routes"]
+    )
+    return AriSpec(operations, data["models"])

@@ -11,7 +11,7 @@ was delivered, and the world keeps track of what each caller is hearing, so a
 test can say "the caller never heard silence while waiting".
 
 How the phones behave follows the real Asterisk 22 traces in
-``shared/asterisk-traces/``: a caller hang-up is StasisEnd then
+``tests/traces/``: a caller hang-up is StasisEnd then
 ChannelDestroyed; an agent who declines is ChannelDestroyed cause 17 (trace
 04 C); an unregistered agent is an originate failure, ``DialFailed`` (04 A);
 an agent who hangs up is StasisEnd then ChannelDestroyed cause 16 (03); a

@@ -1,8 +1,8 @@
 """AgentPhones (panoramisk AMI client) against the simulator's AmiServer over loopback.
 
 The server's bytes are compared with the real Asterisk 22.10.1 session in
-``shared/asterisk-traces/09-ami-agent-presence.jsonl`` (read in place, not
-copied, like ``tests/ari_spec.py`` reads the spec).
+``tests/traces/09-ami-agent-presence.jsonl`` (a copy of the upstream trace, see
+``tests/traces/README.md``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,7 @@ from ari_handlers.ami_client import AgentPhones, AmiLoginError, PhoneState
 from ari_handlers.simulator.ami_server import AmiServer
 
 USER, SECRET = "liyi", "s3cret"
-TRACE_09 = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "asterisk-traces"
-    / "09-ami-agent-presence.jsonl"
-)
+TRACE_09 = Path(__file__).resolve().parent / "traces" / "09-ami-agent-presence.jsonl"
 
 Headers = list[tuple[str, str]]
 

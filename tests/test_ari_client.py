@@ -1,9 +1,9 @@
 """AriClient against a small fake Asterisk that records every request.
 
-The fake answers like Asterisk 22 did in ``shared/asterisk-traces/`` (status
-codes, bodies and error shapes copied from traces 03, 08 and 12), and every
-request the client makes is checked against the ARI spec in
-``shared/asterisk-spec/ari/`` — the client's spec-conformance test.
+The fake answers like Asterisk 22 did in ``tests/traces/`` (status codes,
+bodies and error shapes copied from traces 03, 08 and 12), and every request
+the client makes is checked against the ARI spec (its digest,
+``tests/spec/ari-digest.json``) — the client's spec-conformance test.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why it exists: the controller learns whether an agent's phone is registered
 and idle from AMI (``ari_handlers/ami_client.py``). To test that without a
 real Asterisk, this server speaks the same bytes Asterisk 22.10.1 did in
-``shared/asterisk-traces/09-ami-agent-presence.jsonl``: the banner, ``Key:
+``tests/traces/09-ami-agent-presence.jsonl``: the banner, ``Key:
 Value\\r\\n`` lines ending with a blank line, responses echoing the ActionID,
 list actions framed as ``Response: Success`` + ``EventList: start`` → items
 carrying the ActionID → ``...Complete`` with ``EventList: Complete`` and

@@ -1,6 +1,6 @@
 """The simulator's ARI face: aiohttp REST routes under ``/ari`` and the ``/ari/events`` WebSocket.
 
-Only operations of the ARI spec (``../shared/asterisk-spec/ari``) are routed,
+Only operations of the ARI spec (``tests/spec/ari-digest.json``) are routed,
 each declared once in ``ROUTES`` with the parameters its handler may read;
 ``tests/test_simulator_spec.py`` checks both against the spec. Anything
 else gets Asterisk's own answers: 404 ``Resource not found`` or 405
