@@ -417,7 +417,8 @@ class Controller:
         if entry.kind == "answered":
             self._write("call_updated", call.call_id, answered_at=facts.answered_at,
                         state="greeting")
-        elif entry.kind == "connected":
+        elif entry.kind in ("connected", "transfer-completed"):
+            # after a warm transfer the call is the target's: the log names who served it last
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))

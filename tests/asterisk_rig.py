@@ -452,7 +452,7 @@ class Softphone:
         (self.home / "config").write_text(
             f"poll_method epoll\nsip_listen 127.0.0.1:{self.sip_port}\n"
             f"module_path {mods}\nmodule g711.so\nmodule ausine.so\nmodule aufile.so\n"
-            "module_app account.so\nmodule_app ctrl_tcp.so\n"
+            "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"
             "audio_source ausine,440\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\n"
             "ausrc_srate 48000\nauplay_srate 48000\nausrc_channels 2\nauplay_channels 1\n"
@@ -635,3 +635,90 @@ class LiyiProcess:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._pump, 5)
         return self.proc.returncode or 0
+
+
+# ----------------------------------------------------------------- Asterisk's own log, read back
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float
+    kind: str      # played | moh-start | moh-stop | joined | left | dtmf
+    channel: str
+    detail: str = ""
+
+
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]")
+_LOG_KINDS = (
+    ("played", re.compile(r"<([^>]+)> Playing '([^']+)'")),
+    ("moh-start", re.compile(r"Started music on hold, class '[^']*', on channel '([^']+)'()")),
+    ("moh-stop", re.compile(r"Stopped music on hold on (\S+)()")),
+    ("joined", re.compile(r"Channel (\S+) joined '([^']+)' stasis-bridge <([^>]+)>")),
+    ("left", re.compile(r"Channel (\S+) left '([^']+)' stasis-bridge <([^>]+)>")),
+)
+
+
+def read_log(text: str) -> list[LogLine]:
+    """The lines of Asterisk's `full` log that say what a caller heard and where they were."""
+    out: list[LogLine] = []
+    for line in text.splitlines():
+        t = _LOG_TIME.match(line)
+        if not t:
+            continue
+        at = dt.datetime.strptime(t.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        for kind, pattern in _LOG_KINDS:
+            m = pattern.search(line)
+            if m:
+                detail = m.group(2)
+                if kind in ("joined", "left"):
+                    detail = f"{m.group(3)}|{m.group(2)}"
+                elif kind == "played":
+                    detail = re.sub(r"\.(slin|wav|gsm|ulaw|alaw)\d*$", "", detail)
+                out.append(LogLine(at, kind, m.group(1), detail))
+                break
+    return out
+
+
+def caller_alone_spans(lines: list[LogLine], caller: str, *, end: float) -> list[tuple[float, float]]:
+    """When ``caller`` sat in a mixing bridge with nobody else and no music: silence (R4, R6).
+
+    Built from Asterisk's own bridge and music lines, so it is what the caller got, whatever
+    the controller believed.
+    """
+    members: dict[str, set[str]] = {}
+    music = False
+    where: str | None = None
+    spans: list[tuple[float, float]] = []
+    alone_since: float | None = None
+
+    def alone() -> bool:
+        if where is None or music:
+            return False
+        bridge_id, _, tech = where.partition("|")
+        return "holding" not in tech and members.get(bridge_id, set()) == {caller}
+
+    for line in lines:
+        if line.kind in ("joined", "left"):
+            bridge_id = line.detail.split("|", 1)[0]
+            group = members.setdefault(bridge_id, set())
+            if line.kind == "joined":
+                group.add(line.channel)
+                if line.channel == caller:
+                    where = line.detail
+            else:
+                group.discard(line.channel)
+                if line.channel == caller:
+                    where = None
+        elif line.channel == caller and line.kind == "moh-start":
+            music = True
+        elif line.channel == caller and line.kind == "moh-stop":
+            music = False
+        now_alone = alone()
+        if now_alone and alone_since is None:
+            alone_since = line.at
+        elif not now_alone and alone_since is not None:
+            spans.append((alone_since, line.at))
+            alone_since = None
+    if alone_since is not None:
+        spans.append((alone_since, end))
+    return spans

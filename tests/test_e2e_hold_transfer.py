@@ -136,6 +136,7 @@ class TestWarmTransfer:
         assert connected[0] == "agent1" and connected[-1] == "agent2"
         assert call.hung_up_by == "caller"
         assert "transfer-completed" in log_kinds(record)
+        assert record.agent == "agent2", "the log names the agent who served the caller last"
         assert statuses(record)["R6"] == "kept"
 
     async def test_target_who_does_not_answer_sends_the_caller_back_with_an_apology(self, tmp_path: Path) -> None:

@@ -1,0 +1,440 @@
+"""The etiquette on a real Asterisk 22: SIPp callers, baresip agents, `liyi run`.
+
+Each test starts a private Asterisk from the project's own ``asterisk-conf/``
+(``tests/asterisk_rig.py``), registers the agents' softphones, starts the
+controller as an operator would and places real SIP calls. What is asserted
+is what people on the line got: SIP timings and who sent BYE (SIPp), whether
+and when an agent's phone rang (baresip), the prompts, music and bridges
+Asterisk itself logged, and the call log liyi wrote.
+
+Run only this tier with ``pytest -m asterisk``; without an Asterisk build it
+is skipped with one line saying how to get one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.asterisk_rig import (
+    ARI_PASSWORD,
+    HOW_TO_ENABLE,
+    ROOT,
+    CallerPlan,
+    CallerResult,
+    LiyiProcess,
+    PrivateAsterisk,
+    Softphone,
+    caller_alone_spans,
+    find_prefix,
+    make_test_prompts,
+    read_log,
+    rig_config,
+    run_caller,
+    tools_missing,
+)
+
+PREFIX = find_prefix()
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.skipif(PREFIX is None or bool(tools_missing()),
+                       reason=HOW_TO_ENABLE if PREFIX is None
+                       else f"real-Asterisk tier skipped: {', '.join(tools_missing())} missing "
+                            "(bash .ci/asterisk installs them)"),
+]
+
+CALLER = "PJSIP/carrier-"
+
+
+@pytest.fixture(scope="session")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped prompts cut to 1.2 s, but the department announcement kept whole (issue 8.4)."""
+    dest = tmp_path_factory.mktemp("prompts")
+    make_test_prompts(ROOT / "recordings" / "liyi", dest)
+    shutil.copy(ROOT / "recordings" / "liyi" / "transfer-announce.wav", dest / "transfer-announce.wav")
+    return dest
+
+
+class Rig:
+    """One private Asterisk with its phones and controller, torn down after the test."""
+
+    def __init__(self, home: Path, prompts: Path) -> None:
+        assert PREFIX is not None
+        self.home = home
+        self.ast = PrivateAsterisk(prefix=PREFIX, home=home / "asterisk")
+        self.ast.configure(prompts)
+        self.phones: dict[str, Softphone] = {}
+        self.liyi: LiyiProcess | None = None
+        self.db = home / "calls.db"
+        self.started = time.time()
+
+    async def phone(self, name: str, *, auto_answer: bool = False) -> Softphone:
+        phone = Softphone(name, self.ast, self.home, auto_answer=auto_answer)
+        self.phones[name] = phone
+        await phone.start()
+        return phone
+
+    async def run_liyi(self, **overrides: Any) -> LiyiProcess:
+        self.liyi = LiyiProcess(rig_config(self.ast, self.db, **overrides), self.home)
+        await self.liyi.start()
+        # AMI tells the controller which phones are registered: wait until it knows them all.
+        for name in self.phones:
+            await self.liyi.wait_log(lambda r, n=name: r.get("event") == "agent.phone"
+                                     and r.get("agent") == n and r.get("registered"), 15)
+        return self.liyi
+
+    async def call(self, plan: CallerPlan, name: str = "caller", **kw: Any) -> CallerResult:
+        return await run_caller(self.ast, plan, self.home / "sipp", name=name, **kw)
+
+    async def settle(self, seconds: float = 1.0) -> None:
+        """Let the last hang-ups and log writes land."""
+        await asyncio.sleep(seconds)
+
+    async def calls(self) -> list[Any]:
+        """The call log as liyi wrote it (read after liyi stopped, so every write is flushed)."""
+        if self.liyi is not None:
+            await self.liyi.stop()
+        from db import CallStore
+
+        store = CallStore(f"sqlite+aiosqlite:///{self.db}")
+        await store.start()
+        try:
+            summaries = await store.list_calls(limit=50)
+            return [await store.get_call(s.id) for s in summaries]
+        finally:
+            await store.close()
+
+    def channels_left(self) -> str:
+        out = self.ast.rx("core show channels concise").strip()
+        return out
+
+    def log(self) -> list[Any]:
+        return read_log(self.ast.log_text())
+
+    def played_to_caller(self) -> list[str]:
+        return [line.detail for line in self.log() if line.kind == "played"
+                and line.channel.startswith(CALLER)]
+
+    async def close(self) -> None:
+        if self.liyi is not None:
+            await self.liyi.stop()
+        for phone in self.phones.values():
+            await phone.stop()
+        await asyncio.to_thread(self.ast.stop)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, prompts: Path) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, prompts)
+    await asyncio.to_thread(r.ast.start)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+def incoming(phone: Softphone) -> int:
+    """How many calls reached this agent's phone (auto-answered ones included)."""
+    return sum(1 for ev in phone.events if ev.type in ("CALL_INCOMING",)) or sum(
+        1 for ev in phone.events if ev.type == "CALL_ESTABLISHED")
+
+
+def departments(**agents: list[str]) -> list[dict[str, Any]]:
+    """The shipped departments (咨询 1, 报修 2, 投诉 3) with other agents."""
+    numbers = {"咨询": "1", "报修": "2", "投诉": "3"}
+    return [{"name": name, "number": number, "agents": agents.get(name, ["agent1"])}
+            for name, number in numbers.items()]
+
+
+def menu_key(digit: str, after: float = 2.6) -> tuple[tuple[float, str], ...]:
+    """A menu choice pressed while the (shortened) menu prompt plays, after the greeting."""
+    return ((after, digit),)
+
+
+class TestAnswerAndGreeting:
+    async def test_answer_after_ring_one_tone_then_greeting_then_menu(self, rig: Rig) -> None:
+        """180 at once, 200 OK no earlier than the end of ring 1's tone (1.5 s by default), greeting then menu."""
+        await rig.run_liyi()
+        result = await rig.call(CallerPlan(hang_up_after=4.0))
+        assert result.ok, result.errors
+        ringing = result.response_at("180")
+        answered = result.response_at("200")
+        assert ringing is not None and answered is not None
+        assert ringing - result.invite_at < 0.3
+        assert 1.0 <= answered - result.invite_at <= 1.8, answered - result.invite_at
+        played = rig.played_to_caller()
+        assert played[0].startswith("liyi/greeting-"), played
+        assert played[1] == "liyi/menu-main", played
+        await rig.settle()
+        [call] = await rig.calls()
+        assert call.first_hangup == "caller"
+        assert call.compliance["R1"].status == "kept"
+        assert call.compliance["R2"].status == "kept"
+
+
+class TestAgents:
+    async def test_agent_who_lets_it_ring_three_times_hands_over_to_the_next(self, rig: Rig) -> None:
+        """The first agent's phone rings three rings (≈11 s), then the next agent's rings and answers."""
+        a1 = await rig.phone("agent1")
+        a2 = await rig.phone("agent2")
+        await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=26.0)))
+        first = await asyncio.wait_for(_first_ringing(a1, a2), 15)
+        other = a2 if first is a1 else a1
+        rung = await other.wait_for("CALL_INCOMING", 16)
+        closed = await first.wait_for("CALL_CLOSED", 1)
+        start = next(ev for ev in first.events if ev.type == "CALL_INCOMING")
+        assert 10.0 <= closed.at - start.at <= 12.5, closed.at - start.at
+        assert rung.at - closed.at < 1.5
+        await other.accept()
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.agent == ("agent2" if other is a2 else "agent1")
+        assert record.first_hangup == "caller"
+
+    async def test_agent_hangs_up_first_caller_hears_closing_and_keeps_the_line(self, rig: Rig) -> None:
+        """The agent leaves first: the caller hears the thanks, no BYE comes, the caller hangs up first."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=14.0)))
+        await a1.wait_for("CALL_ESTABLISHED", 12)
+        await asyncio.sleep(2.0)
+        await a1.hangup()
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        assert "liyi/closing-thanks" in rig.played_to_caller()
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.first_hangup == "agent"
+        assert record.compliance["R9"].status == "kept"
+        assert not rig.channels_left()
+
+
+async def _first_ringing(*phones: Softphone) -> Softphone:
+    while True:
+        for phone in phones:
+            if phone.count("CALL_INCOMING"):
+                return phone
+        await asyncio.sleep(0.05)
+
+
+class TestCallerHangsUp:
+    @pytest.mark.parametrize("moment", ["greeting", "menu", "queued", "agent-ringing"])
+    async def test_no_agent_rung_after_the_caller_left(self, rig: Rig, moment: str) -> None:
+        """A caller gone in the greeting, the menu, the queue or while an agent rings: nobody rung after, every leg released, one record."""
+        a1 = await rig.phone("agent1")
+        if moment == "queued":
+            # The only agent is busy on another call, so the caller waits in the queue.
+            await rig.run_liyi(departments=departments(咨询=["agent1"]),
+                               agents=[{"name": "agent1", "endpoint": "PJSIP/agent1"}])
+        else:
+            await rig.run_liyi()
+        plans = {
+            "greeting": CallerPlan(hang_up_after=0.6),
+            "menu": CallerPlan(hang_up_after=2.0),
+            "queued": CallerPlan(keys=menu_key("1"), hang_up_after=4.5),
+            "agent-ringing": CallerPlan(keys=menu_key("1"), hang_up_after=6.0),
+        }
+        if moment == "queued":
+            busy = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=16.0),
+                                                name="busy", ))
+            await a1.wait_for("CALL_INCOMING", 12)
+            await a1.accept()
+            await asyncio.sleep(0.5)
+        rung_before = a1.count("CALL_INCOMING")
+        result = await rig.call(plans[moment])
+        assert result.ok, result.errors
+        left_at = time.time()
+        await asyncio.sleep(12.0)  # longer than a wait notice, a menu timeout and a ring
+        rung_after = [ev for ev in a1.events if ev.type == "CALL_INCOMING" and ev.at > left_at]
+        assert rung_after == [], "an agent was rung for a caller who had hung up"
+        if moment == "agent-ringing":
+            assert a1.count("CALL_INCOMING") == rung_before + 1
+            assert a1.count("CALL_CLOSED") >= 1, "the ringing agent leg was not released"
+        if moment == "queued":
+            await busy
+        await rig.settle()
+        records = await rig.calls()
+        mine = [r for r in records if r.caller_number == "13800138000" and r.created_at.timestamp() >= left_at - 30]
+        assert len(mine) == (2 if moment == "queued" else 1)
+        gone = [r for r in mine if r.agent is None or moment != "queued"][-1]
+        assert gone.ended_at is not None
+        assert gone.first_hangup == "caller"
+        assert gone.outcome != "completed"
+        assert not rig.channels_left(), rig.channels_left()
+
+
+class TestMenu:
+    @pytest.mark.parametrize(("key", "agent"), [("2", "agent2"), ("3", "agent1")])
+    async def test_key_routes_to_the_department_agent(self, rig: Rig, key: str, agent: str) -> None:
+        """Key 2 (报修, after the name) reaches 报修's agent, key 3 (投诉) reaches 投诉's agent."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        a2 = await rig.phone("agent2", auto_answer=True)
+        await rig.run_liyi()
+        result = await rig.call(CallerPlan(keys=menu_key(key), hang_up_after=16.0))
+        assert result.ok, result.errors
+        target, other = (a2, a1) if agent == "agent2" else (a1, a2)
+        assert target.count("CALL_ESTABLISHED") == 1
+        assert other.count("CALL_ESTABLISHED") == 0
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.agent == agent
+        if key == "2":
+            assert "liyi/name-ask" in rig.played_to_caller()
+
+
+class TestHold:
+    async def test_agent_key_code_hold_announces_plays_music_and_reassures(self, rig: Rig) -> None:
+        """*1 on the agent's phone: the caller hears the 30 s limit, music, a reassurance; *0 brings the agent back."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        await rig.run_liyi(hold={"default_limit_seconds": 30, "max_limit_seconds": 300,
+                                 "reassure_every_seconds": 8, "agent_alert_before_seconds": 5,
+                                 "limit_grace_seconds": 10})
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=30.0)))
+        await a1.wait_for("CALL_ESTABLISHED", 12)
+        await asyncio.sleep(1.0)
+        await a1.send_keys("*1")
+        await asyncio.sleep(12.0)
+        await a1.send_keys("*0")
+        result = await call
+        assert result.ok, result.errors
+        played = rig.played_to_caller()
+        assert "liyi/hold-announce-30" in played, played
+        assert "liyi/hold-reassure" in played, played
+        lines = rig.log()
+        announced = next(x.at for x in lines if x.detail == "liyi/hold-announce-30")
+        assert any(x.kind == "moh-start" and x.channel.startswith(CALLER) and x.at > announced
+                   for x in lines)
+        assert "*" not in "".join(x.detail for x in lines if x.kind == "dtmf")
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.compliance["R4"].status == "kept"
+
+
+class TestTransfers:
+    async def _on_call_with_agent1(self, rig: Rig, *, hang_up_after: float,
+                                   keys: tuple[tuple[float, str], ...] = ()
+                                   ) -> tuple[asyncio.Task[CallerResult], Softphone, Softphone]:
+        a1 = await rig.phone("agent1", auto_answer=True)
+        a2 = await rig.phone("agent2")
+        await rig.run_liyi(departments=departments(咨询=["agent1"], 报修=["agent2"], 投诉=["agent1"]))
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1") + keys,
+                                                       hang_up_after=hang_up_after)))
+        await a1.wait_for("CALL_ESTABLISHED", 12)
+        return call, a1, a2
+
+    def _never_alone(self, rig: Rig, result: CallerResult) -> None:
+        lines = rig.log()
+        callers = {x.channel for x in lines if x.channel.startswith(CALLER)}
+        for caller in callers:
+            spans = caller_alone_spans(lines, caller, end=time.time())
+            long = [(round(a - result.invite_at, 1), round(b - a, 1)) for a, b in spans if b - a > 1.0]
+            assert not long, f"the caller sat alone in silence (start s, length s): {long}"
+
+    @pytest.mark.parametrize("target_says", ["accept", "decline"])
+    async def test_warm_transfer_to_an_agent(self, rig: Rig, target_says: str) -> None:
+        """*2 2 #: consent, the target rung while the caller holds; accepted (agent1 hangs up) → caller with agent2, declined → back to agent1."""
+        # The caller agrees with 1 while the consent question plays (agent1 keys *22# at ~7 s).
+        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=40.0,
+                                                       keys=((9.0, "1"),))
+        await asyncio.sleep(2.0)
+        await a1.send_keys("*22#")
+        await a2.wait_for("CALL_INCOMING", 20)
+        await a2.accept()
+        await a2.wait_for("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(1.5)  # consultation with the first agent
+        await a2.send_keys("1" if target_says == "accept" else "2")
+        if target_says == "accept":
+            await asyncio.sleep(1.0)
+            await a1.hangup()  # the first agent completes by hanging up after the acceptance
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        played = rig.played_to_caller()
+        assert "liyi/transfer-consent" in played, played
+        await rig.settle()
+        [record] = await rig.calls()
+        if target_says == "accept":
+            assert record.agent == "agent2"
+            assert a1.count("CALL_CLOSED") == 1, "the first agent was not released after the handoff"
+        else:
+            assert "liyi/transfer-failed" in played, played
+            assert a2.count("CALL_CLOSED") == 1
+        assert record.compliance["R6"].status == "kept"
+        self._never_alone(rig, result)
+
+    async def test_department_target_accepting_during_the_announcement(self, rig: Rig) -> None:
+        """*3 2 #: 报修's agent presses 1 while transfer-announce plays; the caller is never left alone in silence."""
+        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=45.0, keys=((9.0, "1"),))
+        await asyncio.sleep(2.0)
+        await a1.send_keys("*32#")
+        await a2.wait_for("CALL_INCOMING", 20)
+        await a2.accept()
+        await a2.wait_for("CALL_ESTABLISHED", 5)
+        await asyncio.sleep(2.0)  # transfer-announce (10 s) is still playing to agent2
+        await a2.send_keys("1")
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.agent == "agent2"
+        self._never_alone(rig, result)
+        assert record.compliance["R6"].status == "kept"
+
+
+class TestQueueCallback:
+    async def test_long_wait_offers_a_callback_and_keeps_the_line(self, rig: Rig) -> None:
+        """No agent free for max wait: the caller is offered a callback, presses 1 then 1, hears the thanks, hangs up first."""
+        await rig.run_liyi(queue={"announce": "position", "announce_every_seconds": 15,
+                                  "max_wait_seconds": 30, "callback_offer": True,
+                                  "expected_handle_seconds": 180, "offer_timeout_seconds": 8,
+                                  "number_timeout_seconds": 5, "wrap_up_seconds": 0})
+        # The offer comes ~30 s after queueing (~4 s in); 1 = leave a number, then 1 = confirm.
+        plan = CallerPlan(keys=menu_key("1") + ((36.5, "1"), (54.0, "1")), hang_up_after=62.0)
+        result = await rig.call(plan)
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        played = rig.played_to_caller()
+        assert "liyi/callback-offer" in played, played
+        assert "liyi/callback-recorded" in played, played
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.first_hangup == "caller"
+        assert [f.kind for f in record.followups] == ["callback"]
+        assert record.compliance["R5"].status == "kept"
+
+
+class TestFallback:
+    async def test_without_the_controller_the_dialplan_answers_and_rings_agents(self, rig: Rig) -> None:
+        """liyi not running: the fallback answers within ring 1 and rings the agents, never hanging up on the caller."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        result = await rig.call(CallerPlan(hang_up_after=10.0))
+        assert result.ok, result.errors
+        answered = result.response_at("200")
+        assert answered is not None and 1.0 <= answered - result.invite_at <= 2.0
+        assert "liyi/fallback-apology" in rig.played_to_caller()
+        assert a1.count("CALL_ESTABLISHED") == 1
+        assert not result.service_sent_bye
+
+
+async def ari_get(rig: Rig, path: str) -> Any:
+    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth("liyi", ARI_PASSWORD)) as session:
+        async with session.get(f"{rig.ast.ari_url}/ari{path}") as resp:
+            return await resp.json()
+
+
+def _local(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S.%f")[:-3]
