@@ -231,9 +231,9 @@ async def _first_ringing(*phones: Softphone) -> Softphone:
 
 
 class TestCallerHangsUp:
-    @pytest.mark.parametrize("moment", ["greeting", "menu", "queued", "agent-ringing"])
+    @pytest.mark.parametrize("moment", ["greeting", "menu", "wait-notice", "queued", "agent-ringing"])
     async def test_no_agent_rung_after_the_caller_left(self, rig: Rig, moment: str) -> None:
-        """A caller gone in the greeting, the menu, the queue or while an agent rings: nobody rung after, every leg released, one record."""
+        """A caller gone in the greeting, the menu, the wait notice, the queue or while an agent rings: nobody rung after, every leg released, one record."""
         a1 = await rig.phone("agent1")
         if moment == "queued":
             # The only agent is busy on another call, so the caller waits in the queue.
@@ -244,6 +244,7 @@ class TestCallerHangsUp:
         plans = {
             "greeting": CallerPlan(hang_up_after=0.6),
             "menu": CallerPlan(hang_up_after=2.0),
+            "wait-notice": CallerPlan(keys=menu_key("1"), hang_up_after=3.2),
             "queued": CallerPlan(keys=menu_key("1"), hang_up_after=4.5),
             "agent-ringing": CallerPlan(keys=menu_key("1"), hang_up_after=6.0),
         }
@@ -256,7 +257,9 @@ class TestCallerHangsUp:
         rung_before = a1.count("CALL_INCOMING")
         result = await rig.call(plans[moment])
         assert result.ok, result.errors
-        left_at = time.time()
+        bye = result.first(True, "BYE")
+        assert bye is not None
+        left_at = bye.at
         await asyncio.sleep(12.0)  # longer than a wait notice, a menu timeout and a ring
         rung_after = [ev for ev in a1.events if ev.type == "CALL_INCOMING" and ev.at > left_at]
         assert rung_after == [], "an agent was rung for a caller who had hung up"
