@@ -378,22 +378,30 @@ class TestTransfers:
         assert record.compliance["R6"].status == "kept"
         self._never_alone(rig, result)
 
-    async def test_department_target_accepting_during_the_announcement(self, rig: Rig) -> None:
-        """*3 2 #: 报修's agent presses 1 while transfer-announce plays; the caller is never left alone in silence."""
-        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=45.0, keys=((9.0, "1"),))
+    @pytest.mark.parametrize("target_says", ["accept", "decline"])
+    async def test_department_target_answering_during_the_announcement(self, rig: Rig,
+                                                                        target_says: str) -> None:
+        """*3 2 #: 报修's agent presses 1 (or 2) while transfer-announce plays; the caller is never left alone in silence."""
+        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=40.0, keys=((9.0, "1"),))
         await asyncio.sleep(2.0)
         await a1.send_keys("*32#")
         await a2.wait_for("CALL_INCOMING", 20)
         await a2.accept()
         await a2.wait_for("CALL_ESTABLISHED", 5)
         await asyncio.sleep(2.0)  # transfer-announce (10 s) is still playing to agent2
-        await a2.send_keys("1")
+        await a2.send_keys("1" if target_says == "accept" else "2")
         result = await call
         assert result.ok, result.errors
         assert not result.service_sent_bye
         await rig.settle()
         [record] = await rig.calls()
-        assert record.agent == "agent2"
+        if target_says == "accept":
+            assert record.agent == "agent2"
+            assert a1.count("CALL_CLOSED") == 1, "the first agent was not released after the handoff"
+        else:
+            assert record.agent == "agent1"
+            assert "liyi/transfer-failed" in rig.played_to_caller()
+            assert a2.count("CALL_CLOSED") == 1
         self._never_alone(rig, result)
         assert record.compliance["R6"].status == "kept"
 
