@@ -527,7 +527,9 @@ def _type_of(msg: Any) -> str:
 
 
 def _loggable(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k if k not in ("event", "level", "timestamp") else f"_{k}": v for k, v in detail.items()}
+    # keys structlog or the call's own line already use (``state`` is bound in ``_log``)
+    return {k if k not in ("event", "level", "timestamp", "state") else f"_{k}": v
+            for k, v in detail.items()}
 
 
 def _notify(fn: Callable[..., None], *args: Any) -> None:

@@ -227,7 +227,7 @@ class EngineCore:
             return []  # already asking
         self._failed_prompt = ev
         return [self._log(ev.at, "prompt-failed", purpose=self._playback_purpose,
-                          playback_id=ev.playback_id, state=ev.state),
+                          playback_id=ev.playback_id, playback_state=ev.state),
                 c.GetChannel(channel_id=self.facts.caller_channel)]
 
     def _take_checked_prompt(self, ev: e.ChannelChecked) -> e.PlaybackFinished | None:
