@@ -353,7 +353,7 @@ class CallbackEngine(EngineCore):
             return []
         if isinstance(ev, e.DialFailed):
             reason = "unreachable"
-        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request, or on ChannelDestroyed
+        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request or ChannelDestroyed
             reason = "declined"
         else:
             reason = "no-answer"
@@ -408,7 +408,7 @@ class CallbackEngine(EngineCore):
         self._alive.discard(channel)
         if isinstance(ev, e.DialFailed):
             reason, detail = "unreachable", ev.reason
-        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request, or on ChannelDestroyed
+        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request or ChannelDestroyed
             reason, detail = "busy", getattr(ev, "cause_txt", "") or "User busy"
         else:
             reason, detail = "no-answer", getattr(ev, "cause_txt", "")

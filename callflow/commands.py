@@ -82,7 +82,7 @@ class ReleaseIdleLine(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GetChannel(Command):
-    """Ask whether a channel still exists (ARI ``GET /channels/{id}``); answered by ``ChannelChecked``.
+    """Does a channel still exist? ARI ``GET /channels/{id}``; answered by ``ChannelChecked``.
 
     Used when a prompt the flow waits for failed: a failed playback is what a
     caller who hung up leaves behind (trace 13), and also what a missing sound

@@ -231,9 +231,11 @@ class EngineCore:
                 c.GetChannel(channel_id=self.facts.caller_channel)]
 
     def _take_checked_prompt(self, ev: e.ChannelChecked) -> e.PlaybackFinished | None:
-        """The failed prompt a ``ChannelChecked`` answers, if it is still the one the flow waits for."""
+        """The failed prompt a ``ChannelChecked`` answers, if the flow still waits for it."""
         pending, self._failed_prompt = self._failed_prompt, None
-        if pending is None or not self._is_caller(ev.channel_id) or pending.playback_id != self._playback:
+        if pending is None or not self._is_caller(ev.channel_id):
+            return None
+        if pending.playback_id != self._playback:
             return None
         return pending
 

@@ -22,6 +22,10 @@ The rules it makes true:
 - R9: there is no command that hangs up a caller; when the agent leaves first
   the caller hears the closing prompt and the line stays open until they hang
   up, or until the long idle release (``ReleaseIdleLine``, logged).
+- R9, R10: a hang-up counts on its first sign — Asterisk's ChannelHangupRequest,
+  before the failed prompt and StasisEnd (trace 13) — and once; a prompt that
+  ends ``failed`` is not taken as heard: ``GetChannel`` first, so no music
+  starts and no agent rings for a caller who has left.
 
 Agents act through ``AgentEvent``s from the panel, or key codes typed on
 their phone (``keycodes.py``), which become the same events.
@@ -93,10 +97,11 @@ class CallEngine(ClosingFlow):
         failed = self._take_checked_prompt(ev)
         if failed is None or self.ended:
             return []
+        checked = self._log(ev.at, "caller-checked", present=ev.exists,
+                            purpose=self._playback_purpose)
         if ev.exists:
-            return [self._log(ev.at, "caller-checked", present=True, purpose=self._playback_purpose),
-                    *self._dispatch(failed)]
-        out: Commands = [self._log(ev.at, "caller-checked", present=False, purpose=self._playback_purpose)]
+            return [checked, *self._dispatch(failed)]
+        out: Commands = [checked]
         gone = e.ChannelHangupRequest(at=ev.at, channel_id=ev.channel_id)
         if self._repeat_of_gone(gone):
             return out

@@ -56,7 +56,7 @@ class ChannelHangupRequest(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StasisEnd(Event):
-    """A channel left our app: for a caller or an agent, they hung up (if no hang-up request said so first)."""
+    """A channel left our app: a caller or an agent hung up (if no hang-up request said it first)."""
 
     channel_id: str
 
