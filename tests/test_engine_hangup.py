@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from callflow import commands as c
 from callflow import events as e
 from callflow.callback import CallbackEngine
@@ -42,7 +43,8 @@ MENU_FLOW = Flow("open", "greeting", (
 MENU_CFG = CallFlowConfig(agents=AGENTS, departments=(Department("咨询", "1", ("a1", "a2")),),
                           open_flow=MENU_FLOW)
 LONG_GREETING = {"greeting-morning": PromptBehaviour(seconds=16.0)}  # trace 13 plays 16.2 s
-RINGING_OUT = (c.Dial, c.Play, c.StartMusic, c.RequestAgent, c.Bridge, c.Answer)
+# what moving the flow on looks like: a prompt, music, an agent rung or asked for, a bridge
+MOVING_ON = (c.Dial, c.Play, c.StartMusic, c.RequestAgent, c.Bridge, c.Answer)
 
 
 def only_ended(world: World, call_id: str = "c1") -> c.CallEnded:
@@ -146,7 +148,7 @@ class TestFailedPrompt:
         engine, play = greeted_engine()
         out = engine.handle(e.PlaybackFinished(at=T0 + 3, playback_id=play.playback_id, state="failed"))
         assert kinds(out, c.GetChannel) == [c.GetChannel(channel_id=CALLER)]
-        assert not kinds(out, *RINGING_OUT)
+        assert not kinds(out, *MOVING_ON)
         assert logs(out, "prompt-failed")[0].detail["purpose"] == "greeting"
         assert engine.state is CallState.GREETING
 
@@ -155,7 +157,7 @@ class TestFailedPrompt:
         engine, play = greeted_engine()
         engine.handle(e.PlaybackFinished(at=T0 + 3, playback_id=play.playback_id, state="failed"))
         out = engine.handle(e.ChannelChecked(at=T0 + 3.01, channel_id=CALLER, exists=False))
-        assert not kinds(out, *RINGING_OUT)
+        assert not kinds(out, *MOVING_ON)
         (ended,) = kinds(out, c.CallEnded)
         assert ended.first_hangup == "caller"  # type: ignore[attr-defined]
         assert logs(out, "caller-checked")[0].detail["present"] is False
@@ -201,7 +203,7 @@ class TestFailedPrompt:
         out = engine.handle(e.TimerFired(at=timer.at, name=PROMPT, token=timer.token))
         assert kinds(out, c.StartMusic) and kinds(out, c.RequestAgent)
         late = engine.handle(e.ChannelChecked(at=T0 + 31, channel_id=CALLER, exists=True))
-        assert not kinds(late, *RINGING_OUT)  # an answer about a prompt the flow left behind
+        assert not kinds(late, *MOVING_ON)  # an answer about a prompt the flow left behind
 
 
 class TestLegsHangUpRequest:
