@@ -75,10 +75,16 @@ class LiveCall:
     outcome: str = ""
     logged_state: str = ""
     bridges: set[str] = field(default_factory=set)
+    first_channel: str = ""  # the inbound caller's channel, known before the engine saw it
+    caller_gone: bool = False  # a sign of the caller's hang-up has come in (maybe still queued)
 
     @property
     def call_id(self) -> str:
         return self.engine.call_id
+
+    def is_caller(self, channel_id: str) -> bool:
+        """The channel of the party R9 protects: the inbound caller, or a callback's customer."""
+        return bool(channel_id) and channel_id in (self.first_channel, self.engine.caller_channel)
 
 
 class Controller:
@@ -125,6 +131,10 @@ class Controller:
             return
         call = self._find(event, routed.caller_channel)
         if call is not None:
+            if isinstance(event, e.GONE_EVENTS) and call.is_caller(event.channel_id):
+                # Known now, though the call's worker may be busy with earlier events: from
+                # here on nothing is rung or played for a caller who has left (trace 13).
+                call.caller_gone = True
             call.queue.put_nowait(event)
         elif routed.role in ("agent", "leg"):
             # A leg no live call knows (e.g. its caller already left): release it.
@@ -164,7 +174,7 @@ class Controller:
 
     def _start_call(self, event: e.StasisStart) -> None:
         call_id = uuid.uuid4().hex[:12]
-        call = LiveCall(engine=CallEngine(self.config, call_id))
+        call = LiveCall(engine=CallEngine(self.config, call_id), first_channel=event.channel_id)
         self.calls[call_id] = call
         self._by_channel[event.channel_id] = call
         self.calls_started += 1
@@ -262,6 +272,11 @@ class Controller:
     async def _execute(self, call: LiveCall, cmd: c.Command) -> e.Event | None:
         """Carry out one command; return an event to feed back, if the outcome is one."""
         ari = self.ari
+        if call.caller_gone and _needs_the_caller(call, cmd):
+            # The caller's hang-up is queued behind the event that led here: ring no agent,
+            # play nothing to a dead line; the hang-up ends the call next (traces 13, 15).
+            log.info("controller.skipped_caller_gone", command=type(cmd).__name__)
+            return None
         match cmd:
             case c.Ring():
                 await self._safe(ari.ring(cmd.channel_id), "ring")
@@ -288,6 +303,8 @@ class Controller:
                 except (TimeoutError, AriError, OSError) as exc:
                     return e.DialFailed(at=self.clock(), channel_id=cmd.channel_id,
                                         reason=getattr(exc, "message", str(exc)))
+            case c.GetChannel():
+                return await self._check_channel(call, cmd.channel_id)
             case c.Hangup():
                 await self._safe(ari.hangup(cmd.channel_id), "hangup-agent-leg")
             case c.ReleaseIdleLine():
@@ -352,6 +369,20 @@ class Controller:
             case _:
                 log.error("controller.unknown_command", command=type(cmd).__name__)
         return None
+
+    async def _check_channel(self, call: LiveCall, channel_id: str) -> e.ChannelChecked:
+        """Is the channel still there? 404 means gone (trace 13); a caller already known gone is."""
+        exists = True
+        if call.caller_gone and call.is_caller(channel_id):
+            exists = False
+        else:
+            try:
+                exists = await self.ari.get_channel(channel_id) is not None
+            except (TimeoutError, AriError, OSError) as exc:
+                # Cannot tell: take the caller as there, so they are never left in silence;
+                # if they did hang up, that event still ends the call and frees any agent.
+                log.warning("ari.channel_check_failed", channel=channel_id, error=str(exc))
+        return e.ChannelChecked(at=self.clock(), channel_id=channel_id, exists=exists)
 
     def _update_line(self, call: LiveCall) -> None:
         """Keep the caller's place in the waiting line in step with their engine."""
@@ -482,12 +513,24 @@ class Controller:
             await asyncio.wait(tasks, timeout=timeout)
 
 
+def _needs_the_caller(call: LiveCall, cmd: c.Command) -> bool:
+    """Commands that only make sense while the caller is there: ringing agents for them,
+    and anything sent to their own channel."""
+    if isinstance(cmd, (c.Dial, c.RequestAgent)):
+        return True
+    if isinstance(cmd, (c.Ring, c.Answer, c.Play, c.StartMusic, c.Record)):
+        return call.is_caller(cmd.channel_id)
+    return False
+
+
 def _type_of(msg: Any) -> str:
     return str(msg.get("type")) if isinstance(msg, dict) else type(msg).__name__
 
 
 def _loggable(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k if k not in ("event", "level", "timestamp") else f"_{k}": v for k, v in detail.items()}
+    # keys structlog or the call's own line already use (``state`` is bound in ``_log``)
+    return {k if k not in ("event", "level", "timestamp", "state") else f"_{k}": v
+            for k, v in detail.items()}
 
 
 def _notify(fn: Callable[..., None], *args: Any) -> None:

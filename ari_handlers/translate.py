@@ -107,6 +107,15 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         if args and args[0] == "callback":
             return Routed(event, role="leg", call_id=str(args[1]) if len(args) > 1 else "")
         return Routed(event, role="caller")
+    if kind == "ChannelHangupRequest":
+        # The first sign of a hang-up (traces 13, 15): a BYE carries no cause, a CANCEL 127,
+        # our own DELETE 32 with soft. Routed like StasisEnd, to the caller's or the leg's call.
+        cause = msg.get("cause", 0)
+        return Routed(e.ChannelHangupRequest(
+            at=now, channel_id=_channel(msg)["id"],
+            cause=cause if isinstance(cause, int) and not isinstance(cause, bool) else 0,
+            soft=msg.get("soft") is True,
+        ))
     if kind == "StasisEnd":
         return Routed(e.StasisEnd(at=now, channel_id=_channel(msg)["id"]))
     if kind == "ChannelDestroyed":

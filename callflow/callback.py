@@ -192,6 +192,8 @@ class CallbackEngine(EngineCore):
             del self._tokens[event.name]
             timer = _TIMERS.get((self.state, event.name))
             return [] if timer is None else timer(self, event)
+        if self._repeat_of_gone(event):
+            return []  # StasisEnd or ChannelDestroyed after the hang-up request: counted once
         handler = _TABLE.get((self.state, type(event)))
         if handler is None:
             return self._stray_event(event)
@@ -351,7 +353,7 @@ class CallbackEngine(EngineCore):
             return []
         if isinstance(ev, e.DialFailed):
             reason = "unreachable"
-        elif isinstance(ev, e.ChannelDestroyed) and ev.cause == CAUSE_BUSY:
+        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request or ChannelDestroyed
             reason = "declined"
         else:
             reason = "no-answer"
@@ -406,8 +408,8 @@ class CallbackEngine(EngineCore):
         self._alive.discard(channel)
         if isinstance(ev, e.DialFailed):
             reason, detail = "unreachable", ev.reason
-        elif isinstance(ev, e.ChannelDestroyed) and ev.cause == CAUSE_BUSY:
-            reason, detail = "busy", ev.cause_txt
+        elif getattr(ev, "cause", 0) == CAUSE_BUSY:  # on the hang-up request or ChannelDestroyed
+            reason, detail = "busy", getattr(ev, "cause_txt", "") or "User busy"
         else:
             reason, detail = "no-answer", getattr(ev, "cause_txt", "")
         return self._customer_missed(ev.at, reason, detail)
@@ -654,7 +656,7 @@ def score_agent_first(record: CallbackRecord, cfg: CallFlowConfig) -> dict[str, 
 
 S = CallbackState
 Handler = Callable[[CallbackEngine, Any], Commands]
-_GONE = (e.StasisEnd, e.ChannelDestroyed)
+_GONE = e.GONE_EVENTS  # the first of them counts (see EngineCore._repeat_of_gone)
 _LIVE = (S.AGENT_RINGING, S.DIALING, S.CONNECTED, S.CLOSING, S.RELEASING)
 _LEAVE = (e.LeaveRequested, e.EndCallRequested)
 _WITH_AGENT = (S.DIALING, S.CONNECTED)

@@ -81,6 +81,20 @@ class ReleaseIdleLine(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GetChannel(Command):
+    """Does a channel still exist? ARI ``GET /channels/{id}``; answered by ``ChannelChecked``.
+
+    Used when a prompt the flow waits for failed: a failed playback is what a
+    caller who hung up leaves behind (trace 13), and also what a missing sound
+    file gives while the caller is still listening (trace 08). Only Asterisk
+    can tell the two apart, and the flow must not move on (music, agents) for
+    a caller who is gone.
+    """
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Bridge(Command):
     """Create a mixing bridge (with DTMF events) if needed and put channels in it."""
 

@@ -126,6 +126,8 @@ class EngineCore:
         self._callback_due = False  # the maximum wait passed while an agent's phone rang
         self._told_in_line = False
         self._followups = 0
+        self._gone: set[str] = set()  # channels whose first sign of going was handled
+        self._failed_prompt: e.PlaybackFinished | None = None  # waiting for ChannelChecked
 
     # -- public -----------------------------------------------------------
 
@@ -153,6 +155,24 @@ class EngineCore:
             self._offer is not None and self._offer.leg == channel_id
         ) or channel_id in self._old_legs or (
             self._transfer is not None and self._transfer.leg == channel_id)
+
+    # -- channels going: the first sign counts, once ---------------------------
+
+    def _repeat_of_gone(self, event: e.Event) -> bool:
+        """Is this a later sign of a channel already known to be going?
+
+        Asterisk tells of one hang-up up to three times — ChannelHangupRequest,
+        StasisEnd, ChannelDestroyed (traces 01, 13, 15) — and the first is the
+        one that counts: acting on it at once stops agents being rung for a
+        caller who left, and acting only once keeps "who hung up first" true.
+        """
+        if not isinstance(event, e.GONE_EVENTS):
+            return False
+        channel = channel_of(event)
+        if channel in self._gone:
+            return True
+        self._gone.add(channel)
+        return False
 
     # -- timers, prompts, logs ----------------------------------------------
 
@@ -188,6 +208,36 @@ class EngineCore:
                 return False, ""
             return True, "done" if ev.state == "done" else "failed"
         return True, "timeout"  # the prompt timer
+
+    def _check_failed_prompt(self, ev: e.PlaybackFinished) -> Commands | None:
+        """A prompt the flow waits for failed: ask whether the caller is still there first.
+
+        A failed playback is not a finished one. It is what a caller who hung
+        up leaves behind (trace 13: ChannelHangupRequest, PlaybackFinished
+        ``failed``, StasisEnd), and also what a missing sound file gives while
+        the caller listens (trace 08). Moving on at once would start music and
+        ring agents for nobody; so the flow waits for ``ChannelChecked``:
+        gone ends the call as the caller's hang-up, there goes on with the
+        prompt logged (and scored) as failed, so the caller is never left in
+        silence. ``None``: not a failed prompt the flow waits for.
+        """
+        if ev.state == "done" or ev.playback_id != self._playback:
+            return None
+        if self._failed_prompt is not None and self._failed_prompt.playback_id == ev.playback_id:
+            return []  # already asking
+        self._failed_prompt = ev
+        return [self._log(ev.at, "prompt-failed", purpose=self._playback_purpose,
+                          playback_id=ev.playback_id, playback_state=ev.state),
+                c.GetChannel(channel_id=self.facts.caller_channel)]
+
+    def _take_checked_prompt(self, ev: e.ChannelChecked) -> e.PlaybackFinished | None:
+        """The failed prompt a ``ChannelChecked`` answers, if the flow still waits for it."""
+        pending, self._failed_prompt = self._failed_prompt, None
+        if pending is None or not self._is_caller(ev.channel_id):
+            return None
+        if pending.playback_id != self._playback:
+            return None
+        return pending
 
     def _prompt_finished(self, at: float) -> Commands:
         self._playback = None

@@ -22,6 +22,10 @@ The rules it makes true:
 - R9: there is no command that hangs up a caller; when the agent leaves first
   the caller hears the closing prompt and the line stays open until they hang
   up, or until the long idle release (``ReleaseIdleLine``, logged).
+- R9, R10: a hang-up counts on its first sign — Asterisk's ChannelHangupRequest,
+  before the failed prompt and StasisEnd (trace 13) — and once; a prompt that
+  ends ``failed`` is not taken as heard: ``GetChannel`` first, so no music
+  starts and no agent rings for a caller who has left.
 
 Agents act through ``AgentEvent``s from the panel, or key codes typed on
 their phone (``keycodes.py``), which become the same events.
@@ -78,7 +82,30 @@ class CallEngine(ClosingFlow):
             del self._tokens[event.name]
             handler = _TIMERS.get((self.state, event.name), _ignore)
             return handler(self, event)
+        if self._repeat_of_gone(event):
+            return []  # StasisEnd or ChannelDestroyed after the hang-up request: counted once
+        if isinstance(event, e.PlaybackFinished) and not self.ended:
+            checking = self._check_failed_prompt(event)
+            if checking is not None:
+                return checking
+        if isinstance(event, e.ChannelChecked):
+            return self._on_channel_checked(event)
         return self._dispatch(event)
+
+    def _on_channel_checked(self, ev: e.ChannelChecked) -> Commands:
+        """After a failed prompt: the caller gone ends the call; the caller there hears the flow go on."""
+        failed = self._take_checked_prompt(ev)
+        if failed is None or self.ended:
+            return []
+        checked = self._log(ev.at, "caller-checked", present=ev.exists,
+                            purpose=self._playback_purpose)
+        if ev.exists:
+            return [checked, *self._dispatch(failed)]
+        out: Commands = [checked]
+        gone = e.ChannelHangupRequest(at=ev.at, channel_id=ev.channel_id)
+        if self._repeat_of_gone(gone):
+            return out
+        return out + self._dispatch(gone)
 
     # -- what the agent panel reads (no effect on the call) ------------------
 
@@ -269,7 +296,8 @@ class CallEngine(ClosingFlow):
         return [
             *self._end_offer(ev.at, outcome),
             self._log(ev.at, f"agent-{outcome}", agent=offer.agent,
-                      reason=getattr(ev, "reason", "") or getattr(ev, "cause_txt", "")),
+                      reason=getattr(ev, "reason", "") or getattr(ev, "cause_txt", "")
+                      or _CAUSE_TEXT.get(getattr(ev, "cause", 0), "")),
             *self._after_unanswered(ev.at),
         ]
 
@@ -407,9 +435,12 @@ def _caller_id(f: CallFacts) -> str:
     return f'"来电" <{number or "unknown"}>'
 
 
+# Q.850 causes an agent leg's hang-up request may carry before ChannelDestroyed says it in words.
+_CAUSE_TEXT = {16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer"}
+
 S = CallState
 Handler = Callable[[CallEngine, e.Event], Commands]
-_GONE = (e.StasisEnd, e.ChannelDestroyed)
+_GONE = e.GONE_EVENTS  # the first of them counts (see EngineCore._repeat_of_gone)
 
 
 def _ignore(engine: CallEngine, ev: e.Event) -> Commands:

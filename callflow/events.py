@@ -39,8 +39,24 @@ class StasisStart(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelHangupRequest(Event):
+    """Someone asked for a channel to hang up: the first sign that it is going.
+
+    Asterisk 22 sends it before anything else when a caller's phone hangs up
+    (a BYE: no ``cause``; a CANCEL: 127), before the failed end of a prompt
+    that was playing and before StasisEnd (traces 13, 15). Acting on it at
+    once is what keeps an agent from being rung for a caller who has left.
+    ``soft`` (cause 32) is the echo of a hang-up we asked for ourselves.
+    """
+
+    channel_id: str
+    cause: int = 0
+    soft: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StasisEnd(Event):
-    """A channel left our app: for a caller or an agent, they hung up."""
+    """A channel left our app: a caller or an agent hung up (if no hang-up request said it first)."""
 
     channel_id: str
 
@@ -68,6 +84,19 @@ class PlaybackFinished(Event):
 
     playback_id: str
     state: str = "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelChecked(Event):
+    """Whether a channel still exists (``GET /channels/{id}``: 404 means gone).
+
+    The answer to ``GetChannel``: after a prompt failed, it tells a caller
+    who is still there (a missing sound file: go on, logged) from one who
+    hung up (end the call, ring nobody).
+    """
+
+    channel_id: str
+    exists: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,8 +259,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         StasisStart,
+        ChannelHangupRequest,
         StasisEnd,
         ChannelDestroyed,
+        ChannelChecked,
         DialFailed,
         PlaybackFinished,
         ChannelDtmfReceived,
@@ -254,3 +285,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallerInfoUpdated,
     )
 }
+
+
+#: The signs that a channel is going, in the order Asterisk sends them; only the first counts.
+GONE_EVENTS: tuple[type[Event], ...] = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)

@@ -11,12 +11,18 @@ was delivered, and the world keeps track of what each caller is hearing, so a
 test can say "the caller never heard silence while waiting".
 
 How the phones behave follows the real Asterisk 22 traces in
-``tests/traces/``: a caller hang-up is StasisEnd then
-ChannelDestroyed; an agent who declines is ChannelDestroyed cause 17 (trace
-04 C); an unregistered agent is an originate failure, ``DialFailed`` (04 A);
-an agent who hangs up is StasisEnd then ChannelDestroyed cause 16 (03); a
-prompt that cannot play ends ``failed``; a prompt with a bad URI never ends
-(08); a stopped prompt ends ``done``. Music on hold has no ARI events, so it
+``tests/traces/``: a caller hang-up is ChannelHangupRequest, then
+PlaybackFinished ``failed`` for a prompt that was playing, then StasisEnd,
+and no ChannelDestroyed (the default subscription, traces 11, 13); an agent
+who declines is ChannelHangupRequest cause 17 then ChannelDestroyed cause 17
+(trace 04 C); an agent's phone that rings out is ChannelDestroyed cause 19
+alone (04 B); an unregistered agent is an originate failure, ``DialFailed``
+(04 A); an agent who hangs up is ChannelHangupRequest, StasisEnd, then
+ChannelDestroyed cause 16 (03); a channel we hang up (DELETE) answers with
+ChannelHangupRequest cause 32 soft first (15); a prompt that cannot play ends
+``failed``; a prompt with a bad URI never ends (08); a stopped prompt ends
+``done``; ``GetChannel`` is answered at once, as the controller does, with
+whether the channel is still there. Music on hold has no ARI events, so it
 is tracked from the commands. Bridges are tracked by membership (Bridge adds,
 Unbridge removes, a hung-up channel leaves), so a held caller is out of the
 bridge while the agent stays in it.
@@ -209,6 +215,7 @@ class World:
         self.recordings: list[tuple[float, str, c.Record]] = []
         self.followups: list[c.RecordFollowUp] = []
         self.name_seconds: float | None = 2.0  # how long a caller takes to say their name
+        self.channel_checks: list[tuple[float, str, str]] = []  # GetChannel: when, call, channel
 
     # -- scripting ----------------------------------------------------------
 
@@ -256,7 +263,8 @@ class World:
                 return
             if line.first_hangup is None:
                 line.first_hangup = "caller"
-            self._channel_gone(call_id, line.channel_id, in_stasis=True, cause=16)
+            self._channel_gone(call_id, line.channel_id, in_stasis=True, cause=16, request=0,
+                               destroyed=False)
 
         self._schedule(at, hang_up)
 
@@ -437,12 +445,25 @@ class World:
         for followup in followups:  # the roster answers at once, in the same loop turn
             self._deliver(call_id, followup)
 
-    def _channel_gone(self, call_id: str, channel: str, *, in_stasis: bool, cause: int) -> None:
-        """A channel hangs up: StasisEnd (if it was in our app), then ChannelDestroyed."""
+    def _channel_gone(self, call_id: str, channel: str, *, in_stasis: bool, cause: int,
+                      request: int | None, soft: bool = False, destroyed: bool = True) -> None:
+        """A channel hangs up as Asterisk 22 tells it (traces 03, 04, 13, 15): ChannelHangupRequest
+        (``request`` is its cause; ``None``: none is sent), the failed end of the caller's prompt
+        that was playing, StasisEnd (if it was in our app), then ChannelDestroyed (``destroyed``:
+        the app is still subscribed — an originated leg, not an inbound caller)."""
+        if request is not None:
+            self._deliver(call_id, e.ChannelHangupRequest(at=self.now, channel_id=channel,
+                                                          cause=request, soft=soft))
+        line = self.lines[call_id]
+        if channel == line.channel_id and line.prompt is not None:
+            playing, line.prompt = line.prompt, None
+            self._deliver(call_id, e.PlaybackFinished(at=self.now, playback_id=playing, state="failed"))
         if in_stasis:
             self._deliver(call_id, e.StasisEnd(at=self.now, channel_id=channel))
             if self.echo_hangups:
                 self._deliver(call_id, e.StasisEnd(at=self.now, channel_id=channel))
+        if not destroyed:
+            return
         self._deliver(call_id, e.ChannelDestroyed(
             at=self.now, channel_id=channel, cause=cause,
             cause_txt=CAUSES.get(cause, "")))
@@ -515,7 +536,19 @@ class World:
             self._schedule(self.now + seconds + 0.5, recorded)
         elif isinstance(cmd, c.RecordFollowUp):
             self.followups.append(cmd)
+        elif isinstance(cmd, c.GetChannel):
+            self.channel_checks.append((self.now, call_id, cmd.channel_id))
+            followups.append(e.ChannelChecked(at=self.now, channel_id=cmd.channel_id,
+                                              exists=self._channel_exists(cmd.channel_id)))
         # Log and CallEnded only need recording, which _deliver did.
+
+    def _channel_exists(self, channel: str) -> bool:
+        """What ``GET /channels/{id}`` says now: a live caller line or agent leg is there."""
+        line = next((ln for ln in self.lines.values() if ln.channel_id == channel), None)
+        if line is not None:
+            return line.alive and line.started
+        leg = self.legs.get(channel)
+        return leg is not None and leg.alive
 
     def _sync_line(self, call_id: str) -> None:
         engine = self.engines[call_id]
@@ -631,11 +664,15 @@ class World:
         self._leg_gone(leg, cause=cause)
 
     def _leg_gone(self, leg: Leg, *, cause: int) -> None:
+        """The agent's phone ends the leg: a BYE once answered (no cause on the request), a decline
+        while ringing (cause 17 on the request too), or Asterisk's ring-out (cause 19, no request)."""
         was_in_stasis = leg.in_stasis
         leg.alive = False
         leg.in_stasis = False
         self._leave_bridges(leg.call_id, leg.channel_id)
-        self._channel_gone(leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=cause)
+        request = None if cause == 19 else (0 if was_in_stasis else cause)
+        self._channel_gone(leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=cause,
+                           request=request)
 
     def _hangup(self, call_id: str, channel: str) -> None:
         leg = self.legs.get(channel)
@@ -655,7 +692,7 @@ class World:
             line.first_hangup = "agent"  # the agent asked to leave (LeaveRequested, *9)
         self._leave_bridges(leg.call_id, leg.channel_id)
         self._schedule(self.now, lambda: self._channel_gone(
-            leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=16))
+            leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=16, request=32, soft=True))
 
     def _release_line(self, call_id: str, channel: str) -> None:
         line = self.lines[call_id]
@@ -665,7 +702,7 @@ class World:
             line.first_hangup = "service"
         line.alive = False
         self._schedule(self.now, lambda: self._channel_gone(
-            call_id, channel, in_stasis=True, cause=16))
+            call_id, channel, in_stasis=True, cause=16, request=32, soft=True, destroyed=False))
 
     def _bridge(self, call_id: str, cmd: c.Bridge) -> None:
         line = self.lines[call_id]

@@ -600,6 +600,8 @@ SAMPLE_EVENTS: list[e.Event] = [
     e.EndCallRequested(at=T0 + 21, agent="agent1", ask_more=True),
     e.FollowUpPromised(at=T0 + 22, agent="agent1", text="三个工作日后给您答复", working_days=3),
     e.NoAgentFree(at=T0 + 23, ahead=2, expected_wait_seconds=240.0),
+    e.ChannelHangupRequest(at=T0 + 24, channel_id="c1-a1", cause=32, soft=True),
+    e.ChannelChecked(at=T0 + 25, channel_id="1795348817.3", exists=False),
 ]
 
 

@@ -444,7 +444,7 @@ def gone_at(world: World, call_id: str) -> float | None:
 
 
 def is_caller_gone(h: Handled, channel: str) -> bool:
-    return isinstance(h.event, (e.StasisEnd, e.ChannelDestroyed)) and h.event.channel_id == channel
+    return isinstance(h.event, e.GONE_EVENTS) and h.event.channel_id == channel
 
 
 def caller_key(h: Handled, channel: str) -> str | None:
@@ -792,7 +792,7 @@ def check_agent_closing(s: Scenario, world: FlowWorld) -> None:
             ev = release.event
             by_caller = is_caller_gone(release, channel)
             by_agent = (isinstance(ev, e.LeaveRequested) and ev.agent == agent) or (
-                isinstance(ev, (e.StasisEnd, e.ChannelDestroyed)) and ev.channel_id in world.legs
+                isinstance(ev, e.GONE_EVENTS) and ev.channel_id in world.legs
                 and world.legs[ev.channel_id].agent == agent)
             by_wait = (isinstance(ev, e.TimerFired) and ev.name == "agent-release"
                        and release.at >= h.at + AGENT_WAIT_AFTER_THANKS_SECONDS - EPS)

@@ -642,6 +642,69 @@ class TestTrace07:
         assert ghost_call.refused and ghost_call.whats() == ["answered", "prompt", "hangup-by-service"]
 
 
+class TestHangUpRaces:
+    """Traces 13 and 15 (recorded 2026-12-04 with the default subscription, app ``trace``)."""
+
+    async def test_13_caller_hangs_up_during_playback(self, replay: Replay) -> None:
+        """Trace 13: a BYE mid-prompt gives ChannelHangupRequest (no cause), PlaybackFinished "failed", StasisEnd,
+        and no ChannelDestroyed; moh and GET sent right after the hang-up request are 404 "Channel not found"."""
+        trace = load_trace("13")
+        sim = replay.sim
+        sim.prompt_seconds = lambda media: 16.2 if "monkeys" in media else 0.05  # outlasts the call
+        replay.transform = _app_as_liyi
+        caller = trace.first_inbound()
+        await replay.run(trace, [
+            (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller)),
+            (_caller_bye(trace, caller) - 1e-4, lambda rp: rp.sim.caller_hangs_up(rp.calls[caller])),
+        ])
+        assert_same_events(trace, replay)
+        ends = [ev for ev in replay.relevant() if ev["type"] == "PlaybackFinished"]
+        assert [ev["playback"]["state"] for ev in ends] == ["failed"]
+        assert replay.calls[caller].hung_up_by == "caller"
+        checks = [r for r in trace.requests if r["t_sent"] > _caller_bye(trace, caller)]
+        assert {(r["method"], r["status"]) for r in checks} == {("POST", 404), ("GET", 404), ("POST", 500)}
+
+    async def test_15_caller_hangs_up_while_agent_rings(self, replay: Replay) -> None:
+        """Trace 15: the ringing agent leg gets only Dial and ChannelStateChange Ringing; the caller's BYE gives
+        ChannelHangupRequest, ChannelLeftBridge (holding bridge), StasisEnd; the app's DELETE of the ringing
+        leg gives ChannelHangupRequest cause 32 soft, Dial NOANSWER, ChannelDestroyed cause 16."""
+        trace = load_trace("15")
+        sim = replay.sim
+        sim.add_agent("agent1", script=AgentScript(answer_after=None))  # rings, never answers
+        replay.transform = _app_as_liyi
+        replay.expect = _agents_context(trace)
+        caller = trace.first_inbound()
+        await replay.run(trace, [
+            (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller)),
+            (_caller_bye(trace, caller) - 1e-4, lambda rp: rp.sim.caller_hangs_up(rp.calls[caller])),
+        ])
+        assert_same_events(trace, replay)
+        leg = replay.ids["trace13-agent-C1-1796398584"]
+        mine = [ev for ev in replay.relevant() if (_channel_of(ev) or {}).get("id") == leg]
+        assert "StasisStart" not in [ev["type"] for ev in mine]
+        assert [leg.outcome for leg in sim.agent_legs] == ["cancelled"]
+        assert sim.device_state("agent1") == "NOT_INUSE"
+
+
+def _app_as_liyi(method: str, path: str, query: dict[str, str]) -> dict[str, str]:
+    """Traces 13–15 were recorded with the app named ``trace``; the replay's app is ``liyi``."""
+    return {**query, "app": "liyi"} if query.get("app") == "trace" else query
+
+
+def _agents_context(trace: Trace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Trace 15's agent endpoint had dialplan context ``from-agent``; ours (``asterisk-conf/``,
+    and the simulator) is ``agents`` — the one thing of the originate's answer that differs by setup."""
+
+    def rewrite(req: dict[str, Any]) -> dict[str, Any]:
+        response = req.get("response")
+        if req["method"] != "POST" or req["path"] != "/channels" or not isinstance(response, dict):
+            return req
+        dialplan = {**response["dialplan"], "context": "agents"}
+        return {**req, "response": {**response, "dialplan": dialplan}}
+
+    return rewrite
+
+
 def _caller_bye(trace: Trace, caller: str) -> float:
     """When the caller's BYE reached the app (its first ChannelHangupRequest)."""
     return trace.time_of("ari_event", lambda ln: ln["event"]["type"] == "ChannelHangupRequest"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +99,46 @@ class TestRecordings:
         """A recording event without a usable name raises BadEvent."""
         with pytest.raises(BadEvent):
             translate({"type": "RecordingFinished", "recording": recording}, now=NOW)
+
+
+def _trace_events(name: str, kind: str) -> list[dict[str, Any]]:
+    """Every ARI event of one type in a copied real trace (``tests/traces/``)."""
+    path = next((Path(__file__).parent / "traces").glob(f"{name}-*.jsonl"))
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [ln["event"] for ln in lines if ln["kind"] == "ari_event" and ln["event"]["type"] == kind]
+
+
+class TestHangupRequest:
+    def test_a_callers_bye_is_a_hang_up_request_without_cause(self) -> None:
+        """Trace 13's ChannelHangupRequest (a BYE: no cause, no soft) reaches the caller's call as the hang-up."""
+        (msg,) = _trace_events("13", "ChannelHangupRequest")
+        routed = _routed(msg)
+        assert routed.event == e.ChannelHangupRequest(at=NOW, channel_id="1796398541.8", cause=0, soft=False)
+        assert routed.role == "any"  # found by its channel, like StasisEnd
+
+    def test_our_own_hang_up_of_an_agent_leg_is_cause_32_soft(self) -> None:
+        """Trace 15's agent leg, DELETEd by the app while ringing, reports cause 32 with soft set."""
+        agent = [m for m in _trace_events("15", "ChannelHangupRequest") if "agent" in m["channel"]["name"]]
+        routed = _routed(agent[0])
+        assert isinstance(routed.event, e.ChannelHangupRequest)
+        assert (routed.event.channel_id, routed.event.cause, routed.event.soft) == (
+            "trace13-agent-C1-1796398584", 32, True)
+
+    def test_a_failed_playback_keeps_its_state(self) -> None:
+        """Trace 13's PlaybackFinished after the hang-up says "failed", and the engine hears "failed", not "done"."""
+        (msg,) = _trace_events("13", "PlaybackFinished")
+        routed = _routed(msg)
+        assert routed.event == e.PlaybackFinished(at=NOW, playback_id="trace13-pb-A1-1796398541", state="failed")
+
+    @pytest.mark.parametrize("cause", ["16", None, True, 1.5])
+    def test_a_cause_that_is_not_a_number_is_zero(self, cause: Any) -> None:
+        """A malformed cause does not stop the hang-up from reaching the call."""
+        msg = {"type": "ChannelHangupRequest", "timestamp": "2026-12-04T15:35:45.000+0000",
+               "channel": {"id": "1796398541.8"}, "cause": cause, "soft": "yes"}
+        event = _routed(msg).event
+        assert event == e.ChannelHangupRequest(at=NOW, channel_id="1796398541.8", cause=0, soft=False)
+
+    def test_a_hang_up_request_without_a_channel_is_rejected(self) -> None:
+        """A ChannelHangupRequest that names no channel never reaches a call."""
+        with pytest.raises(BadEvent):
+            translate({"type": "ChannelHangupRequest", "cause": 16}, now=NOW)

@@ -12,9 +12,15 @@ What the recordings taught, and the simulator therefore does:
   ``ring`` changes nothing visible; ``answer`` sends ChannelStateChange Up
   before its 204; a ``play`` before the answer is early media and the next
   ``answer`` waits for it to end (trace 08);
-- a caller who hangs up gets ChannelHangupRequest, ChannelLeftBridge,
+- a caller who hangs up gets ChannelHangupRequest (a BYE: no cause), then
+  ChannelLeftBridge, PlaybackFinished ``failed`` for a prompt it was hearing,
   StasisEnd and then nothing more: no ChannelDestroyed unless the app
-  subscribed to the channel explicitly (traces 11, 12);
+  subscribed to the channel explicitly (traces 11, 12, 13, 15); requests
+  about it from then on are 404 "Channel not found" (trace 13);
+- an originated leg that rings gets Dial "" and "RINGING" and a
+  ChannelStateChange Ringing, never a StasisStart; the app's DELETE while it
+  rings gives ChannelHangupRequest cause 32 soft, Dial NOANSWER, then
+  ChannelDestroyed cause 16 (trace 15);
 - an agent who hangs up in a bridge leaves the caller alone, Up, in silence;
   Asterisk does nothing for the caller (trace 03);
 - an originate to an unregistered endpoint is ``500 {"error": "Allocation
@@ -449,7 +455,8 @@ class AsteriskSimulator:
                     call.set_audible(f"playback:{pb.id}", True)
 
     def hangup(self, channel_id: str, reason: str | None, reason_code: str | None) -> None:
-        """DELETE /channels/{id}: ChannelHangupRequest cause 32 soft, then the channel ends (traces 05, 08)."""
+        """DELETE /channels/{id}: ChannelHangupRequest cause 32 soft, then the channel ends (traces 05, 08);
+        a leg still ringing also gets Dial NOANSWER before its ChannelDestroyed cause 16 (trace 15)."""
         ch = self.get_channel(channel_id)
         cause = 16
         if reason_code:
@@ -472,6 +479,8 @@ class AsteriskSimulator:
             self._leave_stasis(ch)
             if ch.role == "caller" and ch.explicit_subscription:
                 self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True)
+        if ch.state == "Ringing" and ch.role in ("agent", "customer"):
+            self._emit_dial(ch, "NOANSWER")  # the dial we cancel ends unanswered (trace 15)
         if leg is not None and leg.outcome in ("ringing", "answered"):
             self._end_leg(leg, "cancelled" if leg.outcome == "ringing" else "service-hung-up")
         self._cancel_leg_timers(ch.id)
@@ -658,8 +667,12 @@ class AsteriskSimulator:
         if nxt is not None:
             self._start_playback(nxt)
 
-    def _end_playbacks(self, target: Channel | Bridge) -> None:
-        """The target is going away: the current playback ends ``done``, queued ones vanish."""
+    def _end_playbacks(self, target: Channel | Bridge, state: str = "done") -> None:
+        """The target is going away: the current playback ends with ``state``, queued ones vanish.
+
+        A channel that hangs up mid-prompt ends it ``failed`` (trace 13: ChannelHangupRequest,
+        PlaybackFinished ``failed``, StasisEnd); a destroyed bridge's playback ends ``done``.
+        """
         queue = list(target.playback_queue)
         target.playback_queue.clear()
         for i, pb_id in enumerate(queue):
@@ -674,7 +687,7 @@ class AsteriskSimulator:
                 if pb.timer is not None:
                     pb.timer.cancel()
                     pb.timer = None
-                pb.state = "done"
+                pb.state = state
                 self._emit_playback("PlaybackFinished", pb)
                 for call in self._listeners(pb):
                     call.set_audible(f"playback:{pb.id}", False)
@@ -1425,7 +1438,7 @@ class AsteriskSimulator:
         """Bridge, playbacks, then StasisEnd; the app keeps the channel only if it subscribed explicitly."""
         if ch.bridge_id is not None:
             self._leave_bridge(ch)
-        self._end_playbacks(ch)
+        self._end_playbacks(ch, "failed")
         self._emit_channel("StasisEnd", ch)
         ch.in_stasis = False
         if not ch.explicit_subscription:
@@ -1436,7 +1449,7 @@ class AsteriskSimulator:
             return
         if ch.bridge_id is not None:
             self._leave_bridge(ch)
-        self._end_playbacks(ch)
+        self._end_playbacks(ch, "failed")
         if ch.subscribed:
             extra = {"tech_cause": tech_cause} if tech_cause is not None else {}
             self._emit_channel(
