@@ -45,7 +45,7 @@ ARI_PASSWORD = "ari-test-secret"
 AMI_SECRET = "ami-test-secret"
 AGENT_PASSWORD = "agent-test-secret"
 CARRIER_IP = "127.0.0.2"  # SIPp callers send from here: the trunk's `identify` matches it
-HOW_TO_ENABLE = ("real-Asterisk tier skipped: run `bash .ci/asterisk` (needs ../shared/vendor) "
+HOW_TO_ENABLE = ("real-Asterisk tier skipped: run `bash .ci/asterisk` (it builds the vendored sources) "
                  "or set ASTERISK_PREFIX to an Asterisk 20/22 install")
 
 
