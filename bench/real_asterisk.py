@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -519,7 +519,7 @@ def figures(load: Load, samples: Samples, trace: dict[str, CallTrace], stats: di
 def report(f: dict[str, Any]) -> None:
     """Plain labelled lines for people, then the same figures as one JSON line."""
     print(f"load                        {f['calls']} calls, {f['concurrent']} at once, {f['rate']:g} new/s, "
-          f"{f['agents']} auto-answering agents; {f['load_seconds']:.0f} s from first INVITE to last call ended")
+          f"{f['agents']} auto-answering agents; {f['load_seconds']:.0f} s from SIPp's start to its exit")
     print(f"calls attempted             {f['attempted']}")
     print(f"answered (200 OK)           {f['answered']}")
     print(f"connected to an agent       {f['connected_to_agent']}   (call log: {f['logged']} calls, "
