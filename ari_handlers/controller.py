@@ -440,7 +440,7 @@ class Controller:
         if entry.kind == "answered":
             self._write("call_updated", call.call_id, answered_at=facts.answered_at,
                         state="greeting")
-        elif entry.kind == "connected":
+        elif entry.kind in ("connected", "transfer-completed"):  # who really talks with the caller now
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))
