@@ -126,3 +126,6 @@ class TestCallerGoneAsBridged:
         assert status is not None and status.engaged_by is None and status.wrap_up_until <= time.time()
         assert statuses(record)["R3"] == "not_applicable"  # no agent talked with the caller
         assert "connected" not in kinds(calls[0])
+        adds = [(p, q) for _m, p, q in world.sim.requests if p.endswith("/addChannel")]
+        assert adds and adds[0][1]["channel"] == calls[0].channel_id  # the race was run
+        assert ("bridge-failed" in log_kinds(record)) == (race != "204")  # 204: in and out again
