@@ -19,6 +19,11 @@ The rules it makes true:
   beyond limit + grace without the caller's consent (``hold.py``).
 - R6: transfers only with consent, to a target who answered and accepted;
   otherwise back to the first agent with an apology (``transfer.py``).
+- Connected means in the bridge: caller and agent (or target) count as
+  talking only once Asterisk reports both there (``ChannelEnteredBridge``),
+  never on the strength of an addChannel request (trace 14); until then the
+  caller hears music, and a caller who left meanwhile is not "connected" and
+  the agent is released.
 - R9: there is no command that hangs up a caller; when the agent leaves first
   the caller hears the closing prompt and the line stays open until they hang
   up, or until the long idle release (``ReleaseIdleLine``, logged).

@@ -15,8 +15,13 @@ How a transfer goes:
    no acceptance within ``accept_timeout_seconds`` declines.
 4. Only then is the caller bridged with the target — for an agent target
    when the first agent completes (or hangs up after the acceptance), for a
-   department at acceptance — the first agent's leg is hung up and the
-   target's panel shows "很抱歉让您久等了".
+   department at acceptance. A prompt still playing to the target is stopped
+   first (Asterisk adds a channel to a bridge only when its prompt ends), the
+   caller keeps their hold music, and the handoff counts only once Asterisk
+   reports both in the bridge (ChannelEnteredBridge): then the music stops,
+   the hold ends, the first agent's leg is hung up and the target's panel
+   shows "很抱歉让您久等了". A target who cannot be put in the bridge sends
+   the caller back to the first agent, who is still on the line.
 5. Anything else (no answer, declined, target hung up, cancelled, the caller
    chose to stop waiting at the hold limit) brings the caller back to the
    first agent with ``transfer-failed`` — or, if the first agent has left, to

@@ -14,7 +14,13 @@ What the recordings taught, and the simulator therefore does:
   ``answer`` waits for it to end (trace 08);
 - a caller who hangs up gets ChannelHangupRequest, ChannelLeftBridge,
   StasisEnd and then nothing more: no ChannelDestroyed unless the app
-  subscribed to the channel explicitly (traces 11, 12);
+  subscribed to the channel explicitly, no BridgeDestroyed (traces 11, 12,
+  14); with ``hangup_window`` StasisEnd comes that much later, and an
+  addChannel of the caller in between races as in trace 14 (400, 422, or
+  204 with ChannelEnteredBridge, ChannelLeftBridge, StasisEnd; forced by
+  ``bridge_race`` or drawn 7:1:1 from ``seed``);
+- addChannel of a channel with a prompt playing waits for the prompt to end
+  (the real Asterisk of issue 8; no recorded trace);
 - an agent who hangs up in a bridge leaves the caller alone, Up, in silence;
   Asterisk does nothing for the caller (trace 03);
 - an originate to an unregistered endpoint is ``500 {"error": "Allocation
