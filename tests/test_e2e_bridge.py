@@ -129,3 +129,28 @@ class TestCallerGoneAsBridged:
         adds = [(p, q) for _m, p, q in world.sim.requests if p.endswith("/addChannel")]
         assert adds and adds[0][1]["channel"] == calls[0].channel_id  # the race was run
         assert ("bridge-failed" in log_kinds(record)) == (race != "204")  # 204: in and out again
+
+
+class TestMusicUntilBothAreIn:
+    async def test_first_connect_and_resume_stop_the_music_only_once_the_caller_is_with_the_agent(
+            self, tmp_path: Path) -> None:
+        """On the first connect and on resuming a hold, the caller hears the agent before the music
+        stops, so the move into the bridge is never a silent moment."""
+        async with running_world(tmp_path, agents=("agent1",)) as world:
+            call = await connected_call(world)
+            await act(world, "agent1", "hold", reason="查询", limit_seconds="60")
+            await until(lambda: kinds(call).count("music-start") >= 2)
+            await asyncio.sleep(0.2)
+            await act(world, "agent1", "resume")
+            await until(lambda: kinds(call).count("connected") >= 2)
+            await asyncio.sleep(0.2)
+            world.sim.caller_hangs_up(call)
+            record = await world.call_ended_in_log(call.channel_id)
+        heard = kinds(call)
+        connects = [i for i, what in enumerate(heard) if what == "connected"]
+        for at in connects:
+            before = heard[:at]
+            assert before[-1] != "music-stop", f"music stopped before the agent was there: {heard}"
+            assert "music-stop" in heard[at:], heard
+        assert len(connects) == 2
+        assert statuses(record)["R4"] == "kept"
