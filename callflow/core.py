@@ -236,6 +236,14 @@ class EngineCore:
         self._heard(at, "music" if self._music else "nothing")
         return out
 
+    def _stop_music(self, at: float) -> Commands:
+        """Stop the caller's music only (a prompt they hear goes on)."""
+        if not self._music:
+            return []
+        self._music = False
+        self._heard(at, "prompt" if self._playback is not None else "nothing")
+        return [c.StopMusic(channel_id=self.facts.caller_channel)]
+
     def _music_until_joined(self, at: float) -> Commands:
         """The caller hears music (no prompt) while going into a bridge, until ``_joined``."""
         out = self._stop_caller_audio(at, keep_music=True)

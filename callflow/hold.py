@@ -211,7 +211,7 @@ class HoldFlow(EngineCore):
     def _joined(self, at: float, joining: Joining) -> Commands:
         if joining.purpose != "resume":
             return super()._joined(at, joining)
-        out = self._stop_caller_audio(at) if self._music and self._hold is None else []
+        out = self._stop_music(at) if self._hold is None else []
         self._heard(at, "agent")
         return out
 
@@ -219,7 +219,7 @@ class HoldFlow(EngineCore):
         if joining.purpose != "resume":
             return super()._join_failed(at, joining, channel, why)
         # whoever is missing hangs up (its StasisEnd follows): talk over no music meanwhile
-        return self._stop_caller_audio(at) if self._music and self._hold is None else []
+        return self._stop_music(at) if self._hold is None else []
 
     def _return_from_hold(self, at: float, outcome: str) -> Commands:
         """Key 2 or no answer at the limit: back with the agent, with an apology."""
