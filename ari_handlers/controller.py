@@ -328,7 +328,7 @@ class Controller:
                 return self._request_agent(call, cmd)
             case c.ReleaseAgent():
                 self.roster.release(cmd.agent, call_id=call.call_id, now=self.clock(),
-                                    wrap_up_seconds=cmd.wrap_up_seconds)
+                                    wrap_up_seconds=cmd.wrap_up_seconds, served=cmd.served)
             case c.Record():
                 try:
                     await ari.record(cmd.channel_id, cmd.name, max_seconds=cmd.max_seconds,

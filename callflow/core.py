@@ -432,8 +432,12 @@ class EngineCore:
     def _is_current_agent(self, agent: str) -> bool:
         return self.agent is not None and agent == self.agent
 
-    def _end_offer(self, at: float, outcome: str) -> Commands:
-        """Stop ringing the current agent (if any) and give them back to the roster."""
+    def _end_offer(self, at: float, outcome: str, *, served: bool = True) -> Commands:
+        """Stop ringing the current agent (if any) and give them back to the roster.
+
+        ``served=False``: the agent answered but was never with the caller in
+        the bridge; the roster keeps their place in line.
+        """
         offer = self._offer
         if offer is None:
             return []
@@ -446,7 +450,7 @@ class EngineCore:
         out: Commands = [*self._cancel(AGENT_RING)]
         if outcome in ("no-answer", "caller-hung-up", "not-connected"):
             out.append(c.Hangup(channel_id=offer.leg))
-        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome))
+        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome, served=served))
         return out
 
     def _let_agent_go(self, *, hang_up: bool, outcome: str) -> Commands:

@@ -346,7 +346,7 @@ class CallEngine(ClosingFlow):
         """The caller left before being in the bridge: the agent is released, never counted."""
         offer = self._offer
         self.facts.first_hangup = "caller"
-        return [*self._end_offer(at, "caller-hung-up"),
+        return [*self._end_offer(at, "caller-hung-up", served=False),
                 self._log(at, "caller-hung-up", while_state="connecting",
                           agent=offer.agent if offer else None),
                 *self._end(at, "abandoned-connecting")]
@@ -356,7 +356,7 @@ class CallEngine(ClosingFlow):
         offer = self._offer
         assert offer is not None
         self._tried.append(offer.agent)
-        return [*self._end_offer(at, "not-connected"), *self._drop_bridge(),
+        return [*self._end_offer(at, "not-connected", served=False), *self._drop_bridge(),
                 self._log(at, "agent-not-connected", agent=offer.agent, why=why),
                 *self._queue(at)]
 

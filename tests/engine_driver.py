@@ -504,7 +504,7 @@ class World:
             followups.append(self._request_agent(call_id, cmd))
         elif isinstance(cmd, c.ReleaseAgent):
             self.roster.release(cmd.agent, call_id=call_id, now=self.now,
-                                wrap_up_seconds=cmd.wrap_up_seconds)
+                                wrap_up_seconds=cmd.wrap_up_seconds, served=cmd.served)
         elif isinstance(cmd, c.Record):
             self.recordings.append((self.now, call_id, cmd))
             if self.name_seconds is None:  # Asterisk never reports the recording's end

@@ -70,7 +70,8 @@ class TestFirstConnect:
         out = engine.handle(e.BridgeFailed(at=T0 + 8.01, bridge_id=BRIDGE, channel_ids=(CALLER,),
                                            status=422, reason="Channel not in Stasis application"))
         assert c.Hangup(channel_id=LEG) in out
-        assert of(out, c.ReleaseAgent) == [c.ReleaseAgent(agent="agent1", outcome="caller-hung-up")]
+        assert of(out, c.ReleaseAgent) == [c.ReleaseAgent(agent="agent1", outcome="caller-hung-up",
+                                                          served=False)]
         assert logs(out, "ended")[0].detail["outcome"] == "abandoned-connecting"
         assert engine.facts.agent is None and engine.facts.agents_talked == []
         ended = of(out, c.CallEnded)[0]
@@ -87,7 +88,8 @@ class TestFirstConnect:
         out += engine.handle(e.ChannelEnteredBridge(at=T0 + 8.02, channel_id=LEG, bridge_id=BRIDGE))
         assert not logs(out, "connected")
         assert logs(out, "ended")[0].detail["outcome"] == "abandoned-connecting"
-        assert of(out, c.ReleaseAgent) == [c.ReleaseAgent(agent="agent1", outcome="caller-hung-up")]
+        assert of(out, c.ReleaseAgent) == [c.ReleaseAgent(agent="agent1", outcome="caller-hung-up",
+                                                          served=False)]
         assert engine.facts.connected_at is None
 
     def test_caller_hanging_up_before_any_bridge_event_is_not_connected(self) -> None:
