@@ -316,11 +316,11 @@ class Controller:
                                                        name=cmd.bridge_id), "bridge")
                 plain = [ch for ch in cmd.channel_ids if ch not in cmd.absorb_dtmf]
                 absorbed = [ch for ch in cmd.channel_ids if ch in cmd.absorb_dtmf]
-                if plain:
-                    await self._safe(ari.add_channel(cmd.bridge_id, plain), "bridge-add")
-                if absorbed:
-                    await self._safe(ari.add_channel(cmd.bridge_id, absorbed, absorb_dtmf=True),
-                                     "bridge-add")
+                for group, absorb in ((plain, False), (absorbed, True)):
+                    if group:
+                        failed = await self._add_channels(cmd.bridge_id, group, absorb)
+                        if failed is not None:
+                            return failed
             case c.Unbridge():
                 await self._safe(ari.remove_channel(cmd.bridge_id, cmd.channel_id), "bridge-remove")
             case c.StopPlayback():
@@ -345,7 +345,7 @@ class Controller:
                 return self._request_agent(call, cmd)
             case c.ReleaseAgent():
                 self.roster.release(cmd.agent, call_id=call.call_id, now=self.clock(),
-                                    wrap_up_seconds=cmd.wrap_up_seconds)
+                                    wrap_up_seconds=cmd.wrap_up_seconds, served=cmd.served)
             case c.Record():
                 try:
                     await ari.record(cmd.channel_id, cmd.name, max_seconds=cmd.max_seconds,
@@ -412,6 +412,29 @@ class Controller:
                 call.call_id, agents=self.roster.staffed(cmd.only),
                 handle_seconds=queue.expected_handle_seconds))
 
+    async def _add_channels(self, bridge_id: str, channels: list[str],
+                            absorb: bool) -> e.BridgeFailed | None:
+        """addChannel; a refusal goes back to the engine, which waits for ChannelEnteredBridge.
+
+        Asterisk's answer is not the truth either way (trace 14): a caller who
+        just hung up gets 400 or 422 — fed back as ``BridgeFailed`` — or a 204
+        and a moment in the bridge. A request that times out (a channel whose
+        prompt still plays is added only when it ends) is left to the events
+        and the engine's own timer.
+        """
+        try:
+            await self.ari.add_channel(bridge_id, channels, absorb_dtmf=absorb)
+        except AriError as exc:
+            log.info("ari.bridge_add_refused", bridge=bridge_id, channels=channels,
+                     status=exc.status, error=exc.message)
+            if exc.status == 0:
+                return None
+            return e.BridgeFailed(at=self.clock(), bridge_id=bridge_id, channel_ids=tuple(channels),
+                                  status=exc.status, reason=exc.message)
+        except (TimeoutError, OSError) as exc:
+            log.info("ari.request_failed", what="bridge-add", error=str(exc))
+        return None
+
     async def _safe(self, request: Any, what: str) -> None:
         """An ARI request whose failure the call survives (e.g. 404 after a hang-up)."""
         try:
@@ -448,8 +471,7 @@ class Controller:
         if entry.kind == "answered":
             self._write("call_updated", call.call_id, answered_at=facts.answered_at,
                         state="greeting")
-        elif entry.kind in ("connected", "transfer-completed"):
-            # after a warm transfer the call is the target's: the log names who served it last
+        elif entry.kind in ("connected", "transfer-completed"):  # who really talks with the caller now
             self._write("call_updated", call.call_id, agent=facts.agent, state="connected")
         elif entry.kind == "ended":
             call.outcome = str(entry.detail.get("outcome", ""))

@@ -130,6 +130,14 @@ def translate(msg: Any, *, now: float) -> Routed | None:
         if not isinstance(digit, str) or len(digit) != 1 or digit not in "0123456789*#ABCD":
             raise BadEvent(f"ChannelDtmfReceived: bad digit {digit!r}")
         return Routed(e.ChannelDtmfReceived(at=now, channel_id=_channel(msg)["id"], digit=digit))
+    if kind in ("ChannelEnteredBridge", "ChannelLeftBridge"):
+        # Both reach an app on the default subscription for its channels in Stasis
+        # (traces 11, 14; ARI spec events.json): "connected" is decided on them.
+        bridge = msg.get("bridge")
+        if not isinstance(bridge, dict) or not isinstance(bridge.get("id"), str) or not bridge["id"]:
+            raise BadEvent(f"{kind}: no bridge id")
+        cls = e.ChannelEnteredBridge if kind == "ChannelEnteredBridge" else e.ChannelLeftBridge
+        return Routed(cls(at=now, channel_id=_channel(msg)["id"], bridge_id=bridge["id"]))
     if kind == "PlaybackFinished":
         pb = msg.get("playback")
         if not isinstance(pb, dict) or not isinstance(pb.get("id"), str):

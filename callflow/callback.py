@@ -194,6 +194,7 @@ class CallbackEngine(EngineCore):
             return [] if timer is None else timer(self, event)
         if self._repeat_of_gone(event):
             return []  # StasisEnd or ChannelDestroyed after the hang-up request: counted once
+        self._side_played(event)
         handler = _TABLE.get((self.state, type(event)))
         if handler is None:
             return self._stray_event(event)
@@ -391,6 +392,7 @@ class CallbackEngine(EngineCore):
         if self._agent_prompt is not None:
             out.append(c.StopPlayback(playback_id=self._agent_prompt))
             self._agent_prompt = None
+            self._side_playbacks.pop(self._agent_leg, None)
         self._new_bridge()
         self._keys.buffer = ""
         out += self._bridge_in(ev.at, self._customer_leg, self._agent_leg, agents=(self._agent_leg,))

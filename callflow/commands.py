@@ -178,6 +178,7 @@ class ReleaseAgent(Command):
     agent: str
     outcome: str
     wrap_up_seconds: float = 0.0  # after a conversation: no new call for the agent until then
+    served: bool = True  # False: answered, but the caller never reached them (keeps their place)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -172,6 +172,11 @@ def score_r4(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
         problem = _hold_problem(hold, cfg)
         if problem:
             return _r(BROKEN, reason=problem, holds=holds)
+    alone = [t.caller_alone_seconds for t in facts.transfers
+             if t.caller_alone_seconds > ALONE_SLACK_SECONDS]
+    if alone:  # held for a transfer, then left in a bridge with nobody and no music
+        return _r(BROKEN, reason="the caller was left in silence during a transfer's handoff",
+                  holds=holds, alone_seconds=alone)
     return _r(KEPT, holds=holds)
 
 
@@ -186,13 +191,22 @@ def _transfer_evidence(t: TransferRecord) -> dict[str, Any]:
             "reason": t.reason, "consent": t.consent, "consent_at": t.consent_at,
             "ring_seconds": t.ring_seconds, "answered_at": t.answered_at, "accepted": t.accepted,
             "accepted_at": t.accepted_at, "handoff_at": t.handoff_at, "outcome": t.outcome,
-            "caller_returned_to": t.caller_returned_to, "apology": t.apology}
+            "caller_returned_to": t.caller_returned_to, "apology": t.apology,
+            "handoff_requested_at": t.handoff_requested_at,
+            "caller_in_bridge_at": t.caller_in_bridge_at, "target_in_bridge_at": t.target_in_bridge_at,
+            "caller_music_stopped_at": t.caller_music_stopped_at,
+            "caller_alone_seconds": t.caller_alone_seconds}
 
 
 CONSENTED = ("caller-key", "agent-confirmed")
+#: The caller may be in the bridge without the target and without music this long (one
+#: handoff's requests and events) before it counts as being left alone (R4, R6).
+ALONE_SLACK_SECONDS = 1.0
 
 
 def _transfer_problem(t: TransferRecord) -> str | None:
+    if t.caller_alone_seconds > ALONE_SLACK_SECONDS:
+        return "the caller was left in the bridge without the target and without music"
     if t.outcome == "completed" or t.handoff_at is not None:
         if t.consent not in CONSENTED:
             return "transferred without the caller's consent"

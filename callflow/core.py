@@ -21,7 +21,7 @@ from callflow import commands as c
 from callflow import events as e
 from callflow.compliance import score
 from callflow.config import MEDIA_PREFIX, CallFlowConfig
-from callflow.facts import AgentOffer, CallFacts, HoldRecord, TransferRecord
+from callflow.facts import AgentOffer, CallFacts, HoldRecord, Joining, TransferRecord
 from callflow.flow import Step
 from callflow.keycodes import KeyCodeParser
 
@@ -32,10 +32,12 @@ class CallState(StrEnum):
     GREETING = "greeting"
     WAIT_NOTICE = "wait-notice"
     OFFERING = "offering"
+    CONNECTING = "connecting"  # the agent answered; caller and agent not both in the bridge yet
     CONNECTED = "connected"
     HOLD = "hold"  # caller out of the bridge: announcement, music, reassurance (R4)
     HOLD_ASK = "hold-ask"  # at the limit: "还需要一分钟，您愿意继续等吗？" 1 wait, 2 back
     CONSENT = "transfer-consent"  # R6.1: the caller is asked; key 1 or the agent confirms
+    HANDOFF = "transfer-handoff"  # R6.4: caller (music on) and target going into the bridge
     REQUEUE = "requeue"  # the agent left mid-call: apology, then queued again
     STEP = "step"  # a flow's play step (or a second greeting)
     MENU = "menu"  # "咨询请按1…": waiting for the caller's choice
@@ -71,8 +73,13 @@ QUEUE_ANNOUNCE = "queue-announce"
 QUEUE_MAX = "queue-max-wait"
 CALLBACK_KEY = "callback-key"
 AGENT_RELEASE = "agent-release"
+JOIN = "bridge-join"
 
 RELEASE_CONFIRM_SECONDS = 5.0
+# How long both parties may take to be really in the bridge (ChannelEnteredBridge) after we
+# asked: a stopped prompt ends at once, so this is only reached when something went wrong
+# (ARI's request timeout is 5 s; the caller keeps hearing music meanwhile).
+JOIN_SECONDS = 6.0
 AGENT_TONE = "sound:beep"
 
 _PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
@@ -100,7 +107,10 @@ class EngineCore:
         self._waiting_logged = False
         self._bridge: str | None = None
         self._bridges = 0
-        self._in_bridge: set[str] = set()
+        self._in_bridge: set[str] = set()  # channels we asked to be in the call's bridge
+        self._present: set[str] = set()  # channels Asterisk says are in it (ChannelEnteredBridge)
+        self._joining: Joining | None = None  # who must be in the bridge before it counts
+        self._side_playbacks: dict[str, str] = {}  # channel -> a prompt nobody waits for, playing
         self._closed_flow = False
         self._music = False
         self._hearing = "nothing"  # what the caller hears, from our own commands
@@ -199,7 +209,16 @@ class EngineCore:
     def _play_to(self, channel: str, media: tuple[str, ...]) -> c.Play:
         """A prompt or tone nobody waits for: an apology over the bridge, a beep to an agent."""
         self._playbacks += 1
-        return c.Play(channel_id=channel, playback_id=f"{self.call_id}-p{self._playbacks}", media=media)
+        playback = f"{self.call_id}-p{self._playbacks}"
+        self._side_playbacks[channel] = playback
+        return c.Play(channel_id=channel, playback_id=playback, media=media)
+
+    def _side_played(self, ev: e.Event) -> None:
+        """A prompt nobody waited for ended: nothing left to stop before bridging its channel."""
+        if isinstance(ev, e.PlaybackFinished):
+            for channel, playback in list(self._side_playbacks.items()):
+                if playback == ev.playback_id:
+                    del self._side_playbacks[channel]
 
     def _prompt_done(self, ev: e.Event) -> tuple[bool, str]:
         """Is this the end of the prompt we are waiting for, and how did it end?"""
@@ -250,17 +269,36 @@ class EngineCore:
             self._heard(at, "music")
         return [c.StartMusic(channel_id=self.facts.caller_channel, moh_class=self.config.moh_class)]
 
-    def _stop_caller_audio(self, at: float) -> Commands:
-        """Stop whatever the caller hears from us (prompt or music), e.g. before the next prompt."""
+    def _stop_caller_audio(self, at: float, *, keep_music: bool = False) -> Commands:
+        """Stop whatever the caller hears from us (prompt or music), e.g. before the next prompt.
+
+        ``keep_music``: stop only a prompt; the music goes on (a caller going
+        into a bridge hears it until the other party is really there).
+        """
         out: Commands = []
         if self._playback is not None:
             out.append(c.StopPlayback(playback_id=self._playback))
             self._playback = None
             out += self._cancel(PROMPT)
-        if self._music:
+        if self._music and not keep_music:
             self._music = False
             out.append(c.StopMusic(channel_id=self.facts.caller_channel))
-        self._heard(at, "nothing")
+        self._heard(at, "music" if self._music else "nothing")
+        return out
+
+    def _stop_music(self, at: float) -> Commands:
+        """Stop the caller's music only (a prompt they hear goes on)."""
+        if not self._music:
+            return []
+        self._music = False
+        self._heard(at, "prompt" if self._playback is not None else "nothing")
+        return [c.StopMusic(channel_id=self.facts.caller_channel)]
+
+    def _music_until_joined(self, at: float) -> Commands:
+        """The caller hears music (no prompt) while going into a bridge, until ``_joined``."""
+        out = self._stop_caller_audio(at, keep_music=True)
+        if not self._music:
+            out += self._start_music(at)
         return out
 
     def _heard(self, at: float, what: str) -> None:
@@ -304,24 +342,45 @@ class EngineCore:
         self._bridges += 1
         self._bridge = f"{self.call_id}-b" if self._bridges == 1 else f"{self.call_id}-b{self._bridges}"
         self._in_bridge = set()
+        self._present = set()
         return self._bridge
 
     def _bridge_in(self, at: float, *channels: str, agents: tuple[str, ...] = ()) -> Commands:
-        """Put channels not yet in the call's bridge into it; agents' keys are absorbed."""
+        """Put channels not yet in the call's bridge into it; agents' keys are absorbed.
+
+        A prompt still playing to a channel is stopped first: Asterisk adds a
+        channel to a bridge only once its playback ends, so a 10 s
+        announcement to a transfer target would keep the caller waiting in
+        the bridge alone (the incident of issue 8). What the caller hears
+        meanwhile is the caller's own flow's business: music stays on until
+        the parties are really in (``_join``).
+        """
         bridge = self._bridge or self._new_bridge()
         new = tuple(ch for ch in channels if ch not in self._in_bridge)
         if not new:
             return []
+        out: Commands = []
+        for ch in new:
+            playback = self._side_playbacks.pop(ch, None)
+            if playback is not None:
+                out.append(c.StopPlayback(playback_id=playback))
+        if self.facts.caller_channel in new and self._playback is not None:
+            out.append(c.StopPlayback(playback_id=self._playback))
+            self._playback = None
+            out += self._cancel(PROMPT)
+            self._heard(at, "music" if self._music else "nothing")
         self._in_bridge.update(new)
-        if self.facts.caller_channel in new:
-            self._heard(at, "agent")
         absorb = tuple(ch for ch in new if ch in agents)
-        return [c.Bridge(bridge_id=bridge, channel_ids=new, absorb_dtmf=absorb)]
+        return [*out, c.Bridge(bridge_id=bridge, channel_ids=new, absorb_dtmf=absorb)]
 
     def _unbridge(self, channel: str) -> Commands:
         if self._bridge is None or channel not in self._in_bridge:
             return []
         self._in_bridge.discard(channel)
+        self._present.discard(channel)
+        if self._joining is not None and channel in self._joining.channels:
+            self._joining = None
+            return [*self._cancel(JOIN), c.Unbridge(bridge_id=self._bridge, channel_id=channel)]
         return [c.Unbridge(bridge_id=self._bridge, channel_id=channel)]
 
     def _drop_bridge(self) -> Commands:
@@ -329,7 +388,88 @@ class EngineCore:
             return []
         bridge, self._bridge = self._bridge, None
         self._in_bridge = set()
-        return [c.DestroyBridge(bridge_id=bridge)]
+        self._present = set()
+        self._joining = None
+        return [*self._cancel(JOIN), c.DestroyBridge(bridge_id=bridge)]
+
+    # -- really in the bridge (ChannelEnteredBridge), not just asked ------------
+
+    def _join(self, at: float, purpose: str, *channels: str) -> Commands:
+        """Wait until ``channels`` are all really in the bridge, then ``_joined(purpose)``.
+
+        Until then the caller keeps the music they hear (R4: never silence)
+        and nothing counts as connected; a refusal (``BridgeFailed``), a party
+        leaving or ``JOIN_SECONDS`` without it ends in ``_join_failed``.
+        """
+        self._joining = Joining(purpose=purpose, channels=tuple(channels), since=at)
+        if all(ch in self._present for ch in channels):
+            return self._joined_now(at)
+        return [self._timer(JOIN, at + JOIN_SECONDS)]
+
+    def _joined_now(self, at: float) -> Commands:
+        joining = self._joining
+        assert joining is not None
+        self._joining = None
+        return [*self._cancel(JOIN), *self._joined(at, joining)]
+
+    def _joined(self, at: float, joining: Joining) -> Commands:
+        """Overridden by the flows: what happens once everyone is in."""
+        return []
+
+    def _join_failed(self, at: float, joining: Joining, channel: str, why: str) -> Commands:
+        """Overridden by the flows: ``channel`` could not be put in the bridge."""
+        return []
+
+    def _on_bridge_event(self, ev: e.Event) -> Commands:
+        """ChannelEnteredBridge, ChannelLeftBridge and BridgeFailed: the truth about the bridge."""
+        if self.ended or self._bridge is None or getattr(ev, "bridge_id", None) != self._bridge:
+            return []
+        joining = self._joining
+        if isinstance(ev, e.ChannelEnteredBridge):
+            if ev.channel_id not in self._in_bridge:
+                return []  # it left again before this was read; its ChannelLeftBridge follows
+            self._present.add(ev.channel_id)
+            out = self._entered(ev.at, ev.channel_id)
+            if joining is not None and all(ch in self._present for ch in joining.channels):
+                out += self._joined_now(ev.at)
+            return out
+        if isinstance(ev, e.ChannelLeftBridge):
+            self._present.discard(ev.channel_id)
+            if ev.channel_id not in self._in_bridge:
+                return []  # we took it out
+            # Nobody else moves our channels: one leaving on its own is hanging up (trace 14).
+            self._in_bridge.discard(ev.channel_id)
+            if joining is not None and ev.channel_id in joining.channels:
+                self._joining = None
+                return [*self._cancel(JOIN), self._log(ev.at, "bridge-left", channel=ev.channel_id,
+                                                       purpose=joining.purpose),
+                        *self._join_failed(ev.at, joining, ev.channel_id, "left")]
+            return []
+        assert isinstance(ev, e.BridgeFailed)
+        failed = [ch for ch in ev.channel_ids if ch in self._in_bridge]
+        for ch in failed:
+            self._in_bridge.discard(ch)
+        out = [self._log(ev.at, "bridge-failed", channels=list(ev.channel_ids), status=ev.status,
+                         reason=ev.reason)]
+        hit = [ch for ch in failed if joining is not None and ch in joining.channels]
+        if joining is None or not hit:
+            return out
+        self._joining = None
+        return [*out, *self._cancel(JOIN), *self._join_failed(ev.at, joining, hit[0], f"refused-{ev.status}")]
+
+    def _on_join_timeout(self, ev: e.TimerFired) -> Commands:
+        joining = self._joining
+        if joining is None:
+            return []
+        self._joining = None
+        missing = [ch for ch in joining.channels if ch not in self._present]
+        channel = missing[0] if missing else ""
+        return [self._log(ev.at, "bridge-join-timeout", purpose=joining.purpose, missing=missing),
+                *self._join_failed(ev.at, joining, channel, "timeout")]
+
+    def _entered(self, at: float, channel: str) -> Commands:
+        """Overridden by the transfer flow: when the caller and the target each came in."""
+        return []
 
     # -- agents -----------------------------------------------------------
 
@@ -342,8 +482,12 @@ class EngineCore:
     def _is_current_agent(self, agent: str) -> bool:
         return self.agent is not None and agent == self.agent
 
-    def _end_offer(self, at: float, outcome: str) -> Commands:
-        """Stop ringing the current agent (if any) and give them back to the roster."""
+    def _end_offer(self, at: float, outcome: str, *, served: bool = True) -> Commands:
+        """Stop ringing the current agent (if any) and give them back to the roster.
+
+        ``served=False``: the agent answered but was never with the caller in
+        the bridge; the roster keeps their place in line.
+        """
         offer = self._offer
         if offer is None:
             return []
@@ -351,10 +495,12 @@ class EngineCore:
         offer.ended_at = at
         offer.outcome = outcome
         self._old_legs.add(offer.leg)
+        self._in_bridge.discard(offer.leg)
+        self._present.discard(offer.leg)
         out: Commands = [*self._cancel(AGENT_RING)]
-        if outcome in ("no-answer", "caller-hung-up"):
+        if outcome in ("no-answer", "caller-hung-up", "not-connected"):
             out.append(c.Hangup(channel_id=offer.leg))
-        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome))
+        out.append(c.ReleaseAgent(agent=offer.agent, outcome=outcome, served=served))
         return out
 
     def _let_agent_go(self, *, hang_up: bool, outcome: str) -> Commands:
@@ -365,6 +511,7 @@ class EngineCore:
         self._offer = None
         self._old_legs.add(offer.leg)
         self._in_bridge.discard(offer.leg)
+        self._present.discard(offer.leg)
         out: Commands = [c.Hangup(channel_id=offer.leg)] if hang_up else []
         return out + [c.ReleaseAgent(agent=offer.agent, outcome=outcome,
                                      wrap_up_seconds=self.config.wrap_up_for(offer.agent))]

@@ -19,6 +19,11 @@ The rules it makes true:
   beyond limit + grace without the caller's consent (``hold.py``).
 - R6: transfers only with consent, to a target who answered and accepted;
   otherwise back to the first agent with an apology (``transfer.py``).
+- Connected means in the bridge: caller and agent (or target) count as
+  talking only once Asterisk reports both there (``ChannelEnteredBridge``),
+  never on the strength of an addChannel request (trace 14); until then the
+  caller hears music, and a caller who left meanwhile is not "connected" and
+  the agent is released.
 - R9: there is no command that hangs up a caller; when the agent leaves first
   the caller hears the closing prompt and the line stays open until they hang
   up, or until the long idle release (``ReleaseIdleLine``, logged).
@@ -51,6 +56,7 @@ from callflow.core import (
     HOLD_LIMIT,
     HOLD_REASSURE,
     IDLE,
+    JOIN,
     KEYS,
     MENU_WAIT,
     PROMPT,
@@ -65,7 +71,7 @@ from callflow.core import (
     Commands,
     channel_of,
 )
-from callflow.facts import AgentOffer, CallFacts
+from callflow.facts import AgentOffer, CallFacts, Joining
 from callflow.transfer import ACCEPTED, ANSWERED
 
 __all__ = ["CallEngine", "CallState"]
@@ -80,6 +86,8 @@ class CallEngine(ClosingFlow):
             if self._tokens.get(event.name) != event.token:
                 return []  # stale: the call has moved on
             del self._tokens[event.name]
+            if event.name == JOIN:
+                return self._on_join_timeout(event)
             handler = _TIMERS.get((self.state, event.name), _ignore)
             return handler(self, event)
         if self._repeat_of_gone(event):
@@ -156,6 +164,9 @@ class CallEngine(ClosingFlow):
                 "from_agent": transfer.first_agent}
 
     def _dispatch(self, event: e.Event) -> Commands:
+        if isinstance(event, _BRIDGE_EVENTS):
+            return self._on_bridge_event(event)
+        self._side_played(event)
         found = _TABLE.get((self.state, type(event)))
         if found is None:
             return self._stray(event)
@@ -302,30 +313,88 @@ class CallEngine(ClosingFlow):
         ]
 
     def _on_agent_answered(self, ev: e.StasisStart) -> Commands:
+        """The agent's phone answered: bridge both; "connected" only once both are really in.
+
+        The caller keeps hearing music until Asterisk reports both parties in
+        the bridge (``_joined``): a caller who hung up meanwhile is refused
+        (400/422) or bounces in and out (204, trace 14) and is never counted
+        as connected.
+        """
         if not self._is_leg(ev.channel_id):
             return self._stray(ev)
         offer = self._offer
         assert offer is not None
         offer.outcome = "answered"
         offer.ended_at = ev.at
+        self._callback_due = False
+        self._new_bridge()
+        self._keys.buffer = ""
+        caller = self.facts.caller_channel
+        return [
+            *self._cancel(AGENT_RING, QUEUE_ANNOUNCE, QUEUE_MAX),
+            *self._music_until_joined(ev.at),
+            *self._bridge_in(ev.at, caller, offer.leg, agents=(offer.leg,)),
+            *self._goto(CallState.CONNECTING),
+            self._log(ev.at, "agent-answered", agent=offer.agent,
+                      ring_seconds=round(ev.at - offer.rung_at, 3)),
+            *self._join(ev.at, "connect", caller, offer.leg),
+        ]
+
+    def _joined(self, at: float, joining: Joining) -> Commands:
+        if joining.purpose == "connect":
+            return self._connected(at, joining)
+        return super()._joined(at, joining)
+
+    def _connected(self, at: float, joining: Joining) -> Commands:
+        """Caller and agent are both in the bridge: now they talk, the music stops."""
+        offer = self._offer
+        assert offer is not None
         f = self.facts
         f.agent = offer.agent
         f.agents_talked.append(offer.agent)
         if f.connected_at is None:
-            f.connected_at = ev.at
+            f.connected_at = at
         if f.queue_left_at is None:
-            f.queue_left_at = ev.at
-        self._callback_due = False
-        self._new_bridge()
-        self._keys.buffer = ""
-        return [
-            *self._cancel(AGENT_RING, QUEUE_ANNOUNCE, QUEUE_MAX),
-            *self._stop_caller_audio(ev.at),
-            *self._bridge_in(ev.at, f.caller_channel, offer.leg, agents=(offer.leg,)),
-            *self._goto(CallState.CONNECTED),
-            self._log(ev.at, "connected", agent=offer.agent,
-                      ring_seconds=round(ev.at - offer.rung_at, 3)),
-        ]
+            f.queue_left_at = at
+        out = self._stop_caller_audio(at)
+        self._heard(at, "agent")
+        return [*out, *self._goto(CallState.CONNECTED),
+                self._log(at, "connected", agent=offer.agent,
+                          ring_seconds=round((offer.ended_at or at) - offer.rung_at, 3),
+                          join_seconds=round(at - joining.since, 3))]
+
+    def _join_failed(self, at: float, joining: Joining, channel: str, why: str) -> Commands:
+        if joining.purpose != "connect":
+            return super()._join_failed(at, joining, channel, why)
+        if self._is_caller(channel) and why != "timeout":
+            return self._caller_gone_connecting(at)  # refused or bounced out: the caller left
+        return self._not_connected(at, why)
+
+    def _caller_gone_connecting(self, at: float) -> Commands:
+        """The caller left before being in the bridge: the agent is released, never counted."""
+        offer = self._offer
+        self.facts.first_hangup = "caller"
+        return [*self._end_offer(at, "caller-hung-up", served=False),
+                self._log(at, "caller-hung-up", while_state="connecting",
+                          agent=offer.agent if offer else None),
+                *self._end(at, "abandoned-connecting")]
+
+    def _not_connected(self, at: float, why: str) -> Commands:
+        """The agent could not be put with the caller: released, the caller waits on with music."""
+        offer = self._offer
+        assert offer is not None
+        self._tried.append(offer.agent)
+        return [*self._end_offer(at, "not-connected", served=False), *self._drop_bridge(),
+                self._log(at, "agent-not-connected", agent=offer.agent, why=why),
+                *self._queue(at)]
+
+    def _on_hangup_connecting(self, ev: e.Event) -> Commands:
+        channel = channel_of(ev)
+        if self._is_caller(channel):
+            return self._caller_gone_connecting(ev.at)
+        if self._is_leg(channel):
+            return self._not_connected(ev.at, "agent-hung-up")
+        return []
 
     def _on_caller_gone_offering(self, ev: e.Event) -> Commands:
         if not self._is_caller(channel_of(ev)):
@@ -441,6 +510,7 @@ _CAUSE_TEXT = {16: "Normal Clearing", 17: "User busy", 19: "User alerting, no an
 S = CallState
 Handler = Callable[[CallEngine, e.Event], Commands]
 _GONE = e.GONE_EVENTS  # the first of them counts (see EngineCore._repeat_of_gone)
+_BRIDGE_EVENTS = (e.ChannelEnteredBridge, e.ChannelLeftBridge, e.BridgeFailed)
 
 
 def _ignore(engine: CallEngine, ev: e.Event) -> Commands:
@@ -474,7 +544,9 @@ _TABLE: dict[tuple[CallState, type[e.Event]], Handler] = {
     (S.OFFERING, e.StasisStart): CallEngine._on_agent_answered,  # type: ignore[dict-item]
     (S.OFFERING, e.DialFailed): CallEngine._on_leg_failed,
     **{(S.OFFERING, g): CallEngine._on_caller_gone_offering for g in _GONE},
+    **{(S.CONNECTING, g): CallEngine._on_hangup_connecting for g in _GONE},
     **{(S.CONNECTED, g): CallEngine._on_hangup_connected for g in _GONE},
+    **{(S.HANDOFF, g): CallEngine._on_hangup_on_hold for g in _GONE},
     (S.CONNECTED, e.HoldRequested): CallEngine._on_hold_requested,  # type: ignore[dict-item]
     (S.CONNECTED, e.TransferRequested): CallEngine._on_transfer_requested,  # type: ignore[dict-item]
     (S.CONNECTED, e.LeaveRequested): CallEngine._on_leave,  # type: ignore[dict-item]

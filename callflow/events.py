@@ -108,6 +108,42 @@ class ChannelDtmfReceived(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelEnteredBridge(Event):
+    """A channel is really in a bridge now: Asterisk's word, not our request's.
+
+    A 2xx to addChannel does not prove it (trace 14: a caller hanging up can
+    be refused with 400/422, or answered 204 and re-enter the bridge for a
+    moment), and a channel with a prompt still playing enters only when the
+    prompt ends. So "connected" is decided on this event, for both parties.
+    """
+
+    channel_id: str
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelLeftBridge(Event):
+    """A channel left a bridge: because we took it out, or because it is hanging up (trace 14)."""
+
+    channel_id: str
+    bridge_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeFailed(Event):
+    """Asterisk refused to put channels in a bridge (addChannel 4xx/5xx, e.g. a caller who left).
+
+    ``status`` is the HTTP status (400 "Channel not found", 422 "Channel not
+    in Stasis application"…), 0 when no answer came.
+    """
+
+    bridge_id: str
+    channel_ids: tuple[str, ...]
+    status: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired(Event):
     """A timer the engine asked for has fired; a stale ``token`` is ignored."""
 
@@ -266,6 +302,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DialFailed,
         PlaybackFinished,
         ChannelDtmfReceived,
+        ChannelEnteredBridge,
+        ChannelLeftBridge,
+        BridgeFailed,
         TimerFired,
         AgentPicked,
         NoAgentFree,

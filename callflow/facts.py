@@ -23,6 +23,19 @@ class AgentOffer:
 
 
 @dataclass(slots=True)
+class Joining:
+    """Channels we put in the bridge and wait to see there (ChannelEnteredBridge), and why.
+
+    ``purpose`` is "connect" (the first agent), "handoff" (a transfer target)
+    or "resume" (back with the agent after a hold or a failed transfer).
+    """
+
+    purpose: str
+    channels: tuple[str, ...]
+    since: float
+
+
+@dataclass(slots=True)
 class HoldRecord:
     """One hold (R4, R7): why, the announced limit, and what the caller lived through.
 
@@ -78,6 +91,27 @@ class TransferRecord:
     #   caller-hung-up | first-agent-left
     caller_returned_to: str | None = None  # first-agent | queue | target
     apology: str | None = None
+    # the handoff as Asterisk reported it (ChannelEnteredBridge), and the caller's music
+    handoff_requested_at: float | None = None
+    caller_in_bridge_at: float | None = None
+    target_in_bridge_at: float | None = None
+    caller_music_stopped_at: float | None = None  # music stopped while the handoff was under way
+
+    @property
+    def caller_alone_seconds(self) -> float:
+        """How long the caller sat in the bridge without the target and without music.
+
+        From the caller entering the bridge (or their music stopping, if
+        later) to the target entering it (or the handoff ending); 0 when
+        music played until both were in. Scored by R4 and R6.
+        """
+        if self.caller_in_bridge_at is None or self.caller_music_stopped_at is None:
+            return 0.0
+        end = self.target_in_bridge_at if self.target_in_bridge_at is not None else self.ended_at
+        if end is None:
+            return 0.0
+        silent_from = max(self.caller_in_bridge_at, self.caller_music_stopped_at)
+        return round(max(0.0, end - silent_from), 3)
 
     @property
     def ring_seconds(self) -> float | None:

@@ -30,7 +30,7 @@ from callflow.core import (
     EngineCore,
     channel_of,
 )
-from callflow.facts import HoldRecord
+from callflow.facts import HoldRecord, Joining
 
 DEFAULT_HOLD_REASON = "查询相关信息"  # the handbook's: "我需要查询相关信息，请您稍等一分钟好吗？"
 HOLD_TIMERS = (HOLD_LIMIT, HOLD_ALERT, HOLD_REASSURE, HOLD_GRACE, PROMPT)
@@ -176,12 +176,13 @@ class HoldFlow(EngineCore):
             hold.longest_overrun_seconds = overrun
         hold.limit_kept = hold.longest_overrun_seconds <= 0.001
 
-    def _end_hold(self, at: float, outcome: str) -> Commands:
+    def _end_hold(self, at: float, outcome: str, *, keep_music: bool = False) -> Commands:
+        """The hold is over; ``keep_music`` when the caller goes back into a bridge (see ``_join``)."""
         hold = self._hold
         if hold is None:
             return []
         self._close_period(at)
-        out = [*self._cancel(*HOLD_TIMERS), *self._stop_caller_audio(at)]
+        out = [*self._cancel(*HOLD_TIMERS), *self._stop_caller_audio(at, keep_music=keep_music)]
         hold.ended_at = at
         hold.outcome = outcome
         self._hold = None
@@ -192,23 +193,42 @@ class HoldFlow(EngineCore):
         return out + self._notify(hold.agent or None, "hold-ended", outcome=outcome)
 
     def _back_to_agent(self, at: float, prompt: str | None) -> Commands:
-        """The caller talks with their agent again, at once; an apology plays to them if due."""
+        """The caller talks with their agent again, at once; an apology plays to them if due.
+
+        The music goes on until caller and agent are both really in the
+        bridge (``_joined`` "resume"), so a slow addChannel is never silence.
+        """
         offer = self._offer
         assert offer is not None
-        out = [*self._bridge_in(at, self.facts.caller_channel), *self._goto(S.CONNECTED),
+        caller = self.facts.caller_channel
+        out = [*self._music_until_joined(at),
+               *self._bridge_in(at, caller, offer.leg, agents=(offer.leg,)), *self._goto(S.CONNECTED),
                self._log(at, "back-with-agent", agent=offer.agent, apology=prompt)]
         if prompt is not None:
-            out.append(self._play_to(self.facts.caller_channel, (f"sound:liyi/{prompt}",)))
-        return out + self._notify(offer.agent, "connected")
+            out.append(self._play_to(caller, (f"sound:liyi/{prompt}",)))
+        return out + self._notify(offer.agent, "connected") + self._join(at, "resume", caller, offer.leg)
+
+    def _joined(self, at: float, joining: Joining) -> Commands:
+        if joining.purpose != "resume":
+            return super()._joined(at, joining)
+        out = self._stop_music(at) if self._hold is None else []
+        self._heard(at, "agent")
+        return out
+
+    def _join_failed(self, at: float, joining: Joining, channel: str, why: str) -> Commands:
+        if joining.purpose != "resume":
+            return super()._join_failed(at, joining, channel, why)
+        # whoever is missing hangs up (its StasisEnd follows): talk over no music meanwhile
+        return self._stop_music(at) if self._hold is None else []
 
     def _return_from_hold(self, at: float, outcome: str) -> Commands:
         """Key 2 or no answer at the limit: back with the agent, with an apology."""
-        return [*self._end_hold(at, outcome), *self._back_to_agent(at, "hold-return")]
+        return [*self._end_hold(at, outcome, keep_music=True), *self._back_to_agent(at, "hold-return")]
 
     def _on_resume(self, ev: e.ResumeRequested) -> Commands:
         if not self._is_current_agent(ev.agent):
             return self._refuse(ev, "only the holding agent can resume")
-        return [*self._end_hold(ev.at, "resumed"), *self._back_to_agent(ev.at, None)]
+        return [*self._end_hold(ev.at, "resumed", keep_music=True), *self._back_to_agent(ev.at, None)]
 
     def _on_leave(self, ev: e.LeaveRequested) -> Commands:
         """The agent ends the call from the panel or ``*9``: closing prompts, line open (R8, R9)."""

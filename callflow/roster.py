@@ -80,14 +80,20 @@ class Roster:
         self._agents[best.name] = replace(best, engaged_by=call_id)
         return self._agents[best.name]
 
-    def release(self, name: str, *, call_id: str, now: float, wrap_up_seconds: float = 0.0) -> None:
+    def release(self, name: str, *, call_id: str, now: float, wrap_up_seconds: float = 0.0,
+                served: bool = True) -> None:
         """Free an agent; after a conversation they first have their wrap-up time.
 
         Idle time counts from the end of the wrap-up, so longest-idle-first
-        stays fair to an agent who just finished a call.
+        stays fair to an agent who just finished a call. An agent who
+        answered for a caller who was gone before they were in the bridge
+        (``served=False``) served nobody: they keep their place in line.
         """
         agent = self._agents.get(name)
         if agent is None or agent.engaged_by != call_id:
+            return
+        if not served:
+            self._agents[name] = replace(agent, engaged_by=None)
             return
         until = now + max(0.0, wrap_up_seconds)
         self._agents[name] = replace(agent, engaged_by=None, idle_since=until, wrap_up_until=until)

@@ -15,8 +15,13 @@ How a transfer goes:
    no acceptance within ``accept_timeout_seconds`` declines.
 4. Only then is the caller bridged with the target — for an agent target
    when the first agent completes (or hangs up after the acceptance), for a
-   department at acceptance — the first agent's leg is hung up and the
-   target's panel shows "很抱歉让您久等了".
+   department at acceptance. A prompt still playing to the target is stopped
+   first (Asterisk adds a channel to a bridge only when its prompt ends), the
+   caller keeps their hold music, and the handoff counts only once Asterisk
+   reports both in the bridge (ChannelEnteredBridge): then the music stops,
+   the hold ends, the first agent's leg is hung up and the target's panel
+   shows "很抱歉让您久等了". A target who cannot be put in the bridge sends
+   the caller back to the first agent, who is still on the line.
 5. Anything else (no answer, declined, target hung up, cancelled, the caller
    chose to stop waiting at the hold limit) brings the caller back to the
    first agent with ``transfer-failed`` — or, if the first agent has left, to
@@ -30,13 +35,17 @@ from callflow import commands as c
 from callflow import events as e
 from callflow.core import (
     CONSENT_WAIT,
+    HOLD_ALERT,
+    HOLD_GRACE,
+    HOLD_LIMIT,
+    HOLD_REASSURE,
     TARGET_ACCEPT,
     TARGET_RING,
     CallState,
     Commands,
     channel_of,
 )
-from callflow.facts import AgentOffer, TransferRecord
+from callflow.facts import AgentOffer, Joining, TransferRecord
 from callflow.hold import HoldFlow
 
 TRANSFER_TIMERS = (CONSENT_WAIT, TARGET_RING, TARGET_ACCEPT)
@@ -49,7 +58,9 @@ REQUESTING = "requesting"  # asked the roster for the target
 RINGING = "ringing"
 ANSWERED = "answered"  # a person is on the target leg, not yet accepted
 ACCEPTED = "accepted"
-_LEG_UP = (RINGING, ANSWERED, ACCEPTED)
+HANDOFF = "handoff"  # caller and target put in the bridge, not both seen there yet
+_LEG_UP = (RINGING, ANSWERED, ACCEPTED, HANDOFF)
+
 
 
 class TransferFlow(HoldFlow):
@@ -269,15 +280,56 @@ class TransferFlow(HoldFlow):
         return self._complete_transfer(ev.at)
 
     def _complete_transfer(self, at: float) -> Commands:
-        """The caller meets the target who accepted; the first agent's leg is hung up."""
+        """The caller goes to the target who accepted; handed over once both are really in.
+
+        The target's announcement is stopped first (Asterisk would add the
+        target only when it ended, trace 05 / issue 8), the first agent leaves
+        the bridge, and the caller — still on hold, hearing music — joins the
+        target. Only when Asterisk reports both in the bridge (``_handed_over``)
+        does the music stop, the hold end and the first agent go; until then
+        the first agent is still on the line to take the caller back.
+        """
         record = self._transfer
         assert record is not None and record.leg is not None and record.target_agent is not None
         assert record.accepted  # R6.3: never hand over to a target who has not accepted
-        out = self._cancel(*TRANSFER_TIMERS)
+        out = self._cancel(*TRANSFER_TIMERS, HOLD_LIMIT, HOLD_ALERT, HOLD_REASSURE, HOLD_GRACE)
+        out += self._music_until_joined(at)
         first_leg = self._offer.leg if self._offer is not None else None
         if first_leg is not None:
             out += self._unbridge(first_leg)
-        out += self._end_hold(at, "transferred")
+        record.handoff_requested_at = at
+        if record.leg in self._present:
+            record.target_in_bridge_at = at  # consultation: the target is in the bridge already
+        self._transfer_phase = HANDOFF
+        caller = self.facts.caller_channel
+        out += self._bridge_in(at, caller, record.leg, agents=(record.leg,))
+        out += self._goto(S.HANDOFF)
+        out.append(self._log(at, "transfer-handing-over", target=record.target_agent, leg=record.leg))
+        return out + self._join(at, "handoff", caller, record.leg)
+
+    def _entered(self, at: float, channel: str) -> Commands:
+        record = self._transfer
+        if record is None or self._transfer_phase != HANDOFF:
+            return super()._entered(at, channel)
+        if self._is_caller(channel) and record.caller_in_bridge_at is None:
+            record.caller_in_bridge_at = at
+        elif channel == record.leg and record.target_in_bridge_at is None:
+            record.target_in_bridge_at = at
+        return []
+
+    def _joined(self, at: float, joining: Joining) -> Commands:
+        if joining.purpose != "handoff":
+            return super()._joined(at, joining)
+        return self._handed_over(at)
+
+    def _handed_over(self, at: float) -> Commands:
+        """Caller and target are both in the bridge: the music stops, the first agent goes (R6.4)."""
+        record = self._transfer
+        assert record is not None and record.leg is not None and record.target_agent is not None
+        if self._music:
+            record.caller_music_stopped_at = at
+        out = self._end_hold(at, "transferred")
+        self._heard(at, "agent")
         first_out = self._let_agent_go(hang_up=True, outcome="transferred")
         self._offer = AgentOffer(agent=record.target_agent, leg=record.leg,
                                  rung_at=record.rung_at or at, ended_at=record.answered_at,
@@ -286,16 +338,25 @@ class TransferFlow(HoldFlow):
         f.agent = record.target_agent
         f.agents_talked.append(record.target_agent)
         self._keys.buffer = ""
-        out += self._bridge_in(at, f.caller_channel, record.leg, agents=(record.leg,))
         out += first_out
         record.handoff_at = at
+        join_seconds = round(at - (record.handoff_requested_at or at), 3)
         out += self._transfer_over(at, "completed", "target")
         out += self._goto(S.CONNECTED)
         return out + [
-            self._log(at, "transfer-completed", target=record.target_agent, leg=record.leg),
+            self._log(at, "transfer-completed", target=record.target_agent, leg=record.leg,
+                      join_seconds=join_seconds),
             *self._notify(record.target_agent, "script", line=TARGET_SCRIPT,
                           caller_name=f.stated_name or f.caller_name, purpose=f.purpose),
         ]
+
+    def _join_failed(self, at: float, joining: Joining, channel: str, why: str) -> Commands:
+        if joining.purpose != "handoff":
+            return super()._join_failed(at, joining, channel, why)
+        if self._is_caller(channel) and why != "timeout":
+            return self._caller_gone_on_hold(at)  # refused or bounced out: the caller left
+        # the target could not be put with the caller: back to the first agent, never alone
+        return self._transfer_failed(at, "handoff-failed")
 
     # -- 5. when it does not work ------------------------------------------
 
@@ -304,7 +365,8 @@ class TransferFlow(HoldFlow):
                          ) -> Commands:
         """Back to the first agent with an apology, or to the queue if they left — never dropped."""
         out = self._release_target(outcome, hang_up=hang_up_target)
-        out += self._end_hold(at, hold_outcome)
+        self._note_handoff_music(at)
+        out += self._end_hold(at, hold_outcome, keep_music=self._offer is not None)
         if self._offer is not None:
             out += self._transfer_over(at, outcome, "first-agent", apology)
             return out + self._back_to_agent(at, apology)
@@ -318,8 +380,16 @@ class TransferFlow(HoldFlow):
             return []
         self._old_legs.add(record.leg)
         self._in_bridge.discard(record.leg)
+        self._present.discard(record.leg)
         out: Commands = [c.Hangup(channel_id=record.leg)] if hang_up else []
         return out + [c.ReleaseAgent(agent=record.target_agent, outcome=f"transfer-{outcome}")]
+
+    def _note_handoff_music(self, at: float) -> None:
+        """A handoff that ends without the target: the caller's music, as evidence (R4, R6)."""
+        record = self._transfer
+        if record is not None and self._transfer_phase == HANDOFF and not self._music \
+                and record.caller_music_stopped_at is None:
+            record.caller_music_stopped_at = at
 
     def _transfer_over(self, at: float, outcome: str, returned_to: str | None,
                        apology: str | None = None) -> Commands:
@@ -336,7 +406,10 @@ class TransferFlow(HoldFlow):
         out.append(self._log(at, "transfer-ended", outcome=outcome, target=record.target or None,
                              target_agent=record.target_agent, consent=record.consent,
                              ring_seconds=record.ring_seconds, accepted=record.accepted,
-                             handoff_at=record.handoff_at, caller_returned_to=returned_to))
+                             handoff_at=record.handoff_at, caller_returned_to=returned_to,
+                             caller_in_bridge_at=record.caller_in_bridge_at,
+                             target_in_bridge_at=record.target_in_bridge_at,
+                             caller_alone_seconds=record.caller_alone_seconds))
         return out + self._notify(record.first_agent, "transfer", phase="ended", outcome=outcome)
 
     # -- how the hold flow behaves while a transfer is under way --------------
@@ -374,6 +447,14 @@ class TransferFlow(HoldFlow):
         agent = self.agent
         out: Commands = [self._log(at, "agent-left-during-transfer", agent=agent,
                                    phase=self._transfer_phase)]
+        if self._transfer_phase == HANDOFF:  # the caller is on the way to the target already
+            first = self._offer
+            assert first is not None
+            self._in_bridge.discard(first.leg)
+            self._present.discard(first.leg)
+            self._offer = None
+            self._old_legs.add(first.leg)
+            return out + [c.ReleaseAgent(agent=first.agent, outcome="transferred")]
         if self._transfer_phase == ACCEPTED:
             first = self._offer
             assert first is not None

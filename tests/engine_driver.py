@@ -447,13 +447,14 @@ class World:
 
     def _channel_gone(self, call_id: str, channel: str, *, in_stasis: bool, cause: int,
                       request: int | None, soft: bool = False, destroyed: bool = True) -> None:
-        """A channel hangs up as Asterisk 22 tells it (traces 03, 04, 13, 15): ChannelHangupRequest
-        (``request`` is its cause; ``None``: none is sent), the failed end of the caller's prompt
+        """A channel hangs up as Asterisk 22 tells it (traces 03, 04, 13, 14, 15): ChannelHangupRequest
+        (``request`` is its cause; ``None``: none is sent), ChannelLeftBridge, the failed end of the caller's prompt
         that was playing, StasisEnd (if it was in our app), then ChannelDestroyed (``destroyed``:
         the app is still subscribed — an originated leg, not an inbound caller)."""
         if request is not None:
             self._deliver(call_id, e.ChannelHangupRequest(at=self.now, channel_id=channel,
                                                           cause=request, soft=soft))
+        self._leave_bridges(call_id, channel, tell=True)  # then ChannelLeftBridge (trace 14)
         line = self.lines[call_id]
         if channel == line.channel_id and line.prompt is not None:
             playing, line.prompt = line.prompt, None
@@ -506,6 +507,8 @@ class World:
             members = self.bridges.get(cmd.bridge_id, [])
             if cmd.channel_id in members:
                 members.remove(cmd.channel_id)
+                self._schedule(self.now, lambda: self._deliver(call_id, e.ChannelLeftBridge(
+                    at=self.now, channel_id=cmd.channel_id, bridge_id=cmd.bridge_id)))
             self._refresh_bridged(call_id)
         elif isinstance(cmd, c.DestroyBridge):
             self.bridges.pop(cmd.bridge_id, None)
@@ -522,7 +525,7 @@ class World:
             followups.append(self._request_agent(call_id, cmd))
         elif isinstance(cmd, c.ReleaseAgent):
             self.roster.release(cmd.agent, call_id=call_id, now=self.now,
-                                wrap_up_seconds=cmd.wrap_up_seconds)
+                                wrap_up_seconds=cmd.wrap_up_seconds, served=cmd.served)
         elif isinstance(cmd, c.Record):
             self.recordings.append((self.now, call_id, cmd))
             if self.name_seconds is None:  # Asterisk never reports the recording's end
@@ -669,7 +672,6 @@ class World:
         was_in_stasis = leg.in_stasis
         leg.alive = False
         leg.in_stasis = False
-        self._leave_bridges(leg.call_id, leg.channel_id)
         request = None if cause == 19 else (0 if was_in_stasis else cause)
         self._channel_gone(leg.call_id, leg.channel_id, in_stasis=was_in_stasis, cause=cause,
                            request=request)
@@ -704,10 +706,25 @@ class World:
         self._schedule(self.now, lambda: self._channel_gone(
             call_id, channel, in_stasis=True, cause=16, request=32, soft=True, destroyed=False))
 
+    def _alive(self, call_id: str, channel: str) -> bool:
+        line = self.lines[call_id]
+        if channel == line.channel_id:
+            return line.alive
+        leg = self.legs.get(channel)
+        return leg is not None and leg.alive and leg.in_stasis
+
     def _bridge(self, call_id: str, cmd: c.Bridge) -> None:
         line = self.lines[call_id]
         members = self.bridges.setdefault(cmd.bridge_id, [])
+        gone = tuple(ch for ch in cmd.channel_ids if not self._alive(call_id, ch))
+        if gone:  # addChannel of a channel that hung up: 400 "Channel not found" (traces 08, 14)
+            self._schedule(self.now, lambda: self._deliver(call_id, e.BridgeFailed(
+                at=self.now, bridge_id=cmd.bridge_id, channel_ids=gone, status=400,
+                reason="Channel not found")))
         for channel in cmd.channel_ids:
+            if channel in gone:
+                continue
+            self._schedule(self.now, lambda channel=channel: self._entered(call_id, cmd.bridge_id, channel))
             if channel != line.channel_id:
                 leg = self.legs.get(channel)
                 if leg is None or not leg.in_stasis or not leg.alive:
@@ -738,11 +755,25 @@ class World:
         if not queue_dials or queue_dials[-1].channel_id != channel:
             self.bridge_checks.append(f"{call_id}: bridged {channel}, not the current offer")
 
-    def _leave_bridges(self, call_id: str, channel: str) -> None:
-        for members in self.bridges.values():
-            if channel in members:
-                members.remove(channel)
+    def _entered(self, call_id: str, bridge_id: str, channel: str) -> None:
+        """ChannelEnteredBridge, as Asterisk sends it once the channel is really in."""
+        if self._alive(call_id, channel) and channel in self.bridges.get(bridge_id, []):
+            self._deliver(call_id, e.ChannelEnteredBridge(at=self.now, channel_id=channel,
+                                                          bridge_id=bridge_id))
+
+    def _leave_bridges(self, call_id: str, channel: str, *, tell: bool = False) -> None:
+        """The channel leaves its bridge; ``tell``: ChannelLeftBridge now (a hang-up, trace 14)."""
+        left = [bid for bid, members in self.bridges.items() if channel in members]
+        for bid in left:
+            self.bridges[bid].remove(channel)
         self._refresh_bridged(call_id)
+        for bid in left:
+            if tell:
+                self._deliver(call_id, e.ChannelLeftBridge(at=self.now, channel_id=channel,
+                                                           bridge_id=bid))
+            else:
+                self._schedule(self.now, lambda bid=bid: self._deliver(call_id, e.ChannelLeftBridge(
+                    at=self.now, channel_id=channel, bridge_id=bid)))
 
     def _refresh_bridged(self, call_id: str) -> None:
         """Who the caller is bridged with now: a live agent leg in the caller's bridge."""

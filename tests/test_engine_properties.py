@@ -218,6 +218,24 @@ def test_caller_bridged_only_with_the_answered_current_offer(s: Scenario) -> Non
         assert bridge.channel_ids[0] == "chan-c1" and len(bridge.channel_ids) == 2
 
 
+@PROPERTY_SETTINGS
+@given(scenarios())
+def test_connected_only_once_caller_and_agent_are_both_in_the_bridge(s: Scenario) -> None:
+    """"connected" (and the call's agent) comes only after ChannelEnteredBridge of the caller and of that agent's leg, with the caller still there."""
+    world = play(s)
+    entered = world.delivered_of("c1", e.ChannelEnteredBridge)
+    gone = next((t for t, heard in world.timeline("c1") if heard == "gone"), None)
+    connected = world.logs("c1", "connected")
+    for entry in connected:
+        legs = {d.channel_id for d in world.commands("c1", c.Dial)
+                if d.endpoint == f"PJSIP/{entry.detail['agent']}"}
+        seen = {ev.channel_id for at, ev in entered if at <= entry.at}
+        assert "chan-c1" in seen and seen & legs, "connected before both were in the bridge"
+        assert gone is None or entry.at <= gone
+    engine = world.engines["c1"]
+    assert (engine.facts.agent is None) == (not connected)
+
+
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(scenarios(), tenths(0.0, 30.0), st.one_of(st.none(), tenths(0.0, 300.0)))
 def test_two_calls_never_share_an_agent_and_give_everyone_back(

@@ -98,6 +98,17 @@ class TestRelease:
         picks = [roster.pick(f"c{i}", now=30.0) for i in range(2, 5)]
         assert [a.name for a in picks if a] == ["agent2", "agent3", "agent1"]
 
+    def test_agent_who_served_nobody_keeps_their_place_in_line(self) -> None:
+        """An agent released unserved (the caller left before the bridge) is still the longest idle, with no wrap-up."""
+        roster = Roster(AGENTS, assume_registered=True, now=0.0)
+        first = roster.pick("c1", now=10.0)
+        assert first is not None and first.name == "agent1"
+        roster.release("agent1", call_id="c1", now=20.0, wrap_up_seconds=30.0, served=False)
+        agent = roster.get("agent1")
+        assert agent is not None and (agent.engaged_by, agent.idle_since, agent.wrap_up_until) == (None, 0.0, 0.0)
+        picked = roster.pick("c2", now=21.0)
+        assert picked is not None and picked.name == "agent1"
+
     def test_release_by_another_call_is_ignored(self) -> None:
         """A release from a call that does not hold the agent leaves the agent engaged."""
         roster = Roster(AGENTS, assume_registered=True)

@@ -705,6 +705,25 @@ def _agents_context(trace: Trace) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return rewrite
 
 
+class TestHangUpRaceTraces:
+    async def test_14_caller_hangs_up_during_bridge_moh_and_addchannel_races(self, replay: Replay) -> None:
+        """Trace 14: BYE in bridge MOH → ChannelHangupRequest, ChannelLeftBridge, StasisEnd, no BridgeDestroyed;
+        addChannel right after the hang-up request is 422, after StasisEnd 400."""
+        trace = load_trace("14")
+        caller = trace.first_inbound()
+        replay.sim.hangup_window = 0.2  # the ~1 ms between ChannelLeftBridge and StasisEnd, widened
+        replay.sim.bridge_race = "422"  # what this recorded run got (400 in 7 of 9 runs, 204 once)
+        bye = _caller_bye(trace, caller) - 1e-4
+        await replay.run(trace, [
+            (trace.events()[0][0] - 1e-4, lambda rp: rp.place(caller, CallerScript())),
+            (bye, lambda rp: rp.sim.caller_hangs_up(rp.calls[caller])),
+        ])
+        assert_same_events(trace, replay)
+        kinds = [ev["type"] for ev in replay.relevant()]
+        assert kinds[kinds.index("ChannelHangupRequest"):] == [
+            "ChannelHangupRequest", "ChannelLeftBridge", "StasisEnd", "BridgeDestroyed"]  # ours: the DELETE
+
+
 def _caller_bye(trace: Trace, caller: str) -> float:
     """When the caller's BYE reached the app (its first ChannelHangupRequest)."""
     return trace.time_of("ari_event", lambda ln: ln["event"]["type"] == "ChannelHangupRequest"

@@ -142,3 +142,32 @@ class TestHangupRequest:
         """A ChannelHangupRequest that names no channel never reaches a call."""
         with pytest.raises(BadEvent):
             translate({"type": "ChannelHangupRequest", "cause": 16}, now=NOW)
+
+
+class TestBridgeEvents:
+    """Trace 14's ChannelEnteredBridge / ChannelLeftBridge, as an app on the default subscription gets them."""
+
+    @staticmethod
+    def _from_trace(kind: str) -> dict[str, Any]:
+        path = Path(__file__).parent / "traces" / "14-caller-hangs-up-during-moh-in-bridge.jsonl"
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["kind"] == "ari_event" and row["event"]["type"] == kind:
+                return dict(row["event"])
+        raise LookupError(kind)
+
+    @pytest.mark.parametrize(("kind", "cls"), [("ChannelEnteredBridge", e.ChannelEnteredBridge),
+                                               ("ChannelLeftBridge", e.ChannelLeftBridge)])
+    def test_recorded_bridge_events_name_channel_and_bridge(self, kind: str, cls: type[e.Event]) -> None:
+        """A recorded ChannelEnteredBridge/ChannelLeftBridge reaches the engine with the caller's channel and bridge ids."""
+        routed = translate(self._from_trace(kind), now=NOW)
+        assert routed is not None
+        assert routed.event == cls(at=NOW, channel_id="1796398564.11",  # type: ignore[call-arg]
+                                   bridge_id="c8a047d8-b297-42b6-884d-8c81b31f326d")
+
+    def test_bridge_event_without_a_bridge_is_rejected(self) -> None:
+        """A ChannelEnteredBridge with no bridge id is a BadEvent, never a guess."""
+        msg = self._from_trace("ChannelEnteredBridge")
+        del msg["bridge"]
+        with pytest.raises(BadEvent, match="no bridge id"):
+            translate(msg, now=NOW)

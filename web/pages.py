@@ -54,6 +54,7 @@ OUTCOME_LABELS = {
     "abandoned-ringing": "振铃中挂断",
     "abandoned-greeting": "问候中挂断",
     "abandoned-waiting": "等待中挂断",
+    "abandoned-connecting": "接通前挂断",
     "after-hours": "非工作时间",
     "idle-released": "闲置释放",
 }

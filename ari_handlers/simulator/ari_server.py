@@ -406,7 +406,7 @@ async def destroy_bridge(sim: AsteriskSimulator, p: Params) -> web.StreamRespons
 @route("POST", "/bridges/{bridgeId}/addChannel", "channel", "role", "absorbDTMF")
 async def add_channel(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
     absorb = (p.get("absorbDTMF") or "").lower() in ("true", "1", "yes")
-    sim.add_to_bridge(p.path("bridgeId"), p.get("channel"), p.get("role"), absorb_dtmf=absorb)
+    await sim.add_to_bridge(p.path("bridgeId"), p.get("channel"), p.get("role"), absorb_dtmf=absorb)
     return _no_content()
 
 

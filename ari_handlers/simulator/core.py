@@ -15,12 +15,18 @@ What the recordings taught, and the simulator therefore does:
 - a caller who hangs up gets ChannelHangupRequest (a BYE: no cause), then
   ChannelLeftBridge, PlaybackFinished ``failed`` for a prompt it was hearing,
   StasisEnd and then nothing more: no ChannelDestroyed unless the app
-  subscribed to the channel explicitly (traces 11, 12, 13, 15); requests
-  about it from then on are 404 "Channel not found" (trace 13);
+  subscribed to the channel explicitly, no BridgeDestroyed (traces 11, 12,
+  13, 14, 15); requests about it from then on are 404 "Channel not found"
+  (trace 13); with ``hangup_window`` StasisEnd comes that much later, and an
+  addChannel of the caller in between races as in trace 14 (400, 422, or
+  204 with ChannelEnteredBridge, ChannelLeftBridge, StasisEnd; forced by
+  ``bridge_race`` or drawn 7:1:1 from ``seed``);
 - an originated leg that rings gets Dial "" and "RINGING" and a
   ChannelStateChange Ringing, never a StasisStart; the app's DELETE while it
   rings gives ChannelHangupRequest cause 32 soft, Dial NOANSWER, then
   ChannelDestroyed cause 16 (trace 15);
+- addChannel of a channel with a prompt playing waits for the prompt to end
+  (the real Asterisk of issue 8; no recorded trace);
 - an agent who hangs up in a bridge leaves the caller alone, Up, in silence;
   Asterisk does nothing for the caller (trace 03);
 - an originate to an unregistered endpoint is ``500 {"error": "Allocation
@@ -67,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -141,6 +148,9 @@ class AsteriskSimulator:
         prompt_seconds: float | Callable[[str], float] = 0.3,
         stasis_delay: float = 0.0,
         trunks: tuple[str, ...] = ("trunk", "carrier"),
+        hangup_window: float = 0.0,
+        bridge_race: str | None = None,
+        seed: int | None = None,
     ) -> None:
         from ari_handlers.simulator.ari_server import AriServer
 
@@ -151,6 +161,12 @@ class AsteriskSimulator:
         self.prompt_seconds = prompt_seconds
         self.stasis_delay = stasis_delay
         self.trunks = trunks  # PJSIP/<number>@<trunk> reaches a customer
+        # A caller's BYE: ChannelHangupRequest (and ChannelLeftBridge) at once, StasisEnd this
+        # much later. An addChannel of the caller in between is trace 14's race, answered as
+        # ``bridge_race`` says ("400", "422" or "204"), or by a seeded draw 7:1:1 as recorded.
+        self.hangup_window = hangup_window
+        self.bridge_race = bridge_race
+        self._race = random.Random(seed)
         self.started_at = time.time()
         self.calls: list[SimCall] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -370,11 +386,32 @@ class AsteriskSimulator:
                 self._emit_channel("ChannelHangupRequest", ch)
             else:
                 self._emit_channel("ChannelHangupRequest", ch, cause=127, tech_cause=487)
+            if self.hangup_window > 0:
+                # trace 14: ChannelHangupRequest → ChannelLeftBridge → (a moment) → StasisEnd
+                ch.hanging_up = True
+                if ch.bridge_id is not None:
+                    self._leave_bridge(ch)
+                self.loop.call_later(self.hangup_window, self._caller_gone, ch, answered)
+                return
+        self._caller_gone(ch, answered)
+
+    def _caller_gone(self, ch: Channel, answered: bool) -> None:
+        """The end of a caller's hang-up: StasisEnd (leaving any bridge first), then the channel is gone."""
+        if ch.gone:
+            return
+        ch.hanging_up = False
+        if ch.in_stasis:
             self._leave_stasis(ch)
             if ch.explicit_subscription:
                 extra = {} if answered else {"tech_cause": 487}
                 self._emit_channel("ChannelHangupRequest", ch, cause=16, soft=True, **extra)
         self._destroy(ch, cause=16 if answered else 127, tech_cause=None if answered else 487)
+
+    def _race_outcome(self) -> str:
+        """How Asterisk answers addChannel for a channel hanging up (trace 14: 7× 400, 1× 422, 1× 204)."""
+        if self.bridge_race is not None:
+            return self.bridge_race
+        return self._race.choices(("400", "422", "204"), weights=(7, 1, 1))[0]
 
     def caller_sends_dtmf(self, call: SimCall, digit: str, duration_ms: int = 100) -> None:
         ch = self.channels.get(call.channel_id)
@@ -955,21 +992,47 @@ class AsteriskSimulator:
         log.info("sim.bridge_created", bridge_id=bridge.id, flags=sorted(flags))
         return bridge
 
-    def add_to_bridge(self, bridge_id: str, channel_csv: str | None, role: str | None = None,
-                      *, absorb_dtmf: bool = False) -> None:
+    async def add_to_bridge(self, bridge_id: str, channel_csv: str | None, role: str | None = None,
+                            *, absorb_dtmf: bool = False) -> None:
         """addChannel: each channel leaves its bridge (if any) and enters this one (traces 05, 08, 10).
 
         ``role`` replaces the channel's bridge roles, as Asterisk clears them
         on every addChannel; a holding bridge treats ``announcer`` specially
         and everything else (``participant``, none) as a participant.
+
+        A channel that is hanging up (between ChannelHangupRequest and
+        StasisEnd) is trace 14's race: 400 "Channel not found", 422 "Channel
+        not in Stasis application", or 204 — it enters the bridge, leaves it
+        and its StasisEnd follows at once. A channel with a prompt playing
+        (or queued) enters only when its prompts have ended, and the request
+        waits for that, as the real Asterisk 22.10.1 did in issue 8 (a target
+        accepting during a 10 s announcement was added when it ended; no
+        recorded trace shows it).
         """
         bridge = self.get_bridge(bridge_id)
         chans = self._bridge_channels(channel_csv)
+        bouncing: list[Channel] = []
         for ch in chans:
+            if ch.hanging_up:
+                outcome = self._race_outcome()
+                if outcome == "400":
+                    raise AriError(400, "Channel not found")
+                if outcome == "422":
+                    raise AriError(422, NOT_IN_STASIS)
+                bouncing.append(ch)
             if not ch.in_stasis:
                 raise AriError(422, NOT_IN_STASIS)
             if self._recording_on(ch) is not None:
                 raise AriError(409, "Channel currently recording")
+        for ch in chans:
+            while ch.playback_queue and not ch.gone:
+                pb = self.playbacks.get(ch.playback_queue[0])
+                if pb is None:
+                    break
+                await pb.finished.wait()
+        if any(ch.gone or not ch.in_stasis for ch in chans):
+            raise AriError(400, "Channel not found")  # hung up while its prompt played
+        bridge = self.get_bridge(bridge_id)
         for ch in chans:
             if ch.bridge_id is not None:
                 self._leave_bridge(ch)  # re-adding to the same bridge: left + entered (trace 08)
@@ -981,6 +1044,10 @@ class AsteriskSimulator:
             bridge.retune()
             self._joins_announcement(ch, bridge)
         self._refresh_bridge(bridge.id)
+        for ch in bouncing:  # the dead channel's moment in the bridge is over (trace 14, 204)
+            if ch.bridge_id is not None:
+                self._leave_bridge(ch)
+            self._caller_gone(ch, ch.state == "Up")
 
     def _joins_announcement(self, ch: Channel, bridge: Bridge) -> None:
         """A caller who enters a bridge while its announcer plays hears the rest of that prompt."""

@@ -122,6 +122,7 @@ class Channel:
     ringing_indicated: bool = False
     playback_queue: list[str] = field(default_factory=list)  # playback ids, first = current
     gone: bool = False
+    hanging_up: bool = False  # between ChannelHangupRequest and StasisEnd (trace 14's race window)
 
     def to_json(self) -> dict[str, Any]:
         """The ARI ``Channel`` model."""
