@@ -49,7 +49,9 @@ class ConfigProblem:
 class RingCadence:
     """How a ring sounds: ``on`` seconds of tone then ``off`` of silence.
 
-    "Within N rings" means before the end of the N-th ring's tone.
+    "Within N rings" means before the end of the N-th ring's tone; a ring
+    counts only once its tone has played in full, so "after ring N" means no
+    earlier than that same moment (ETIQUETTE.md R1).
     """
 
     on: float = 1.0
@@ -243,7 +245,9 @@ class CallFlowConfig:
     timezone: str = "Asia/Shanghai"
     cadence: RingCadence = RingCadence()
     answer_after_rings: int = 1
-    answer_guard_seconds: float = 0.3
+    # R1: the answer comes this long after ring N's tone has ended, in the silence before the
+    # next ring: 1.0 + 0.5 = 1.5 s after arrival by default, like the dialplan fallback.
+    answer_delay_seconds: float = 0.5
     agent_rings: int = 3
     bands: tuple[TimeBand, ...] = DEFAULT_BANDS
     open_hours: tuple[OpenHours, ...] = ()  # empty: open around the clock
@@ -269,6 +273,18 @@ class CallFlowConfig:
 
     def local_time(self, epoch: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(epoch, self.tz)
+
+    def answer_seconds(self) -> float:
+        """When a caller is answered, in seconds after the call arrived (R1).
+
+        Never inside ring N's tone (a ring the caller has not heard in full
+        would be the instant pick-up R1 avoids), and never after ring 3's: the
+        parser refuses a delay that would pass it, and a config built in code
+        (``replace(cfg, answer_after_rings=3)`` keeps the 0.5 s delay) is held
+        to it here.
+        """
+        planned = self.cadence.ring_end(self.answer_after_rings) + self.answer_delay_seconds
+        return min(planned, self.cadence.ring_end(3))
 
     def greeting_for(self, epoch: float) -> str:
         """The greeting prompt for this moment: closed greeting outside hours, else the band's."""
@@ -451,8 +467,7 @@ def parse_callflow(
     )
     answer_after = int(r.number(ring, "answer_after_rings", "ring", 1, 1, 3, "R1", integer=True))
     agent_rings = int(r.number(ring, "agent_rings", "ring", 3, 1, 3, "R1", integer=True))
-    guard = r.number(ring, "answer_guard_seconds", "ring", min(0.3, cadence.on / 2), 0.0,
-                     cadence.on, "must leave the answer inside the ring's tone")
+    delay = _read_answer_delay(r, ring, cadence, answer_after)
 
     bands = _read_bands(r, r.section(data, "greeting", ""))
 
@@ -503,7 +518,7 @@ def parse_callflow(
 
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
-        answer_guard_seconds=guard, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
+        answer_delay_seconds=delay, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
         holidays=holidays, calendar=calendar, closed_prompt=closed_prompt,
         wait_prompt=wait_prompt, moh_class=moh,
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
@@ -518,6 +533,42 @@ def parse_callflow(
     if r.problems:
         return None, r.problems
     return cfg, []
+
+
+#: The default pause between the end of ring N's tone and the answer: long enough that the
+#: caller has heard the ring in full, short of the next ring (R1).
+ANSWER_DELAY_SECONDS = 0.5
+
+
+def _read_answer_delay(
+    r: _Reader, ring: Mapping[str, Any], cadence: RingCadence, answer_after: int
+) -> float:
+    """``ring.answer_delay_seconds``: how long after ring N's tone ends the caller is answered.
+
+    R1 asks for the answer after ring N has rung in full and, whatever N, by
+    the end of ring 3's tone. So the delay must fit in the silence after ring
+    N (an answer inside ring N+1's tone would cut a ring short), and with
+    N = 3 there is no room at all: the answer comes as ring 3's tone ends.
+    The default shrinks to fit rather than make a short cadence invalid.
+    """
+    if "answer_guard_seconds" in ring:
+        r.problem("ring.answer_guard_seconds", "no longer used — the answer now comes "
+                  "answer_delay_seconds after ring N's tone ends, never inside it (R1); "
+                  "remove it")
+    room = min(cadence.off, cadence.ring_end(3) - cadence.ring_end(answer_after))
+    delay = r.number(ring, "answer_delay_seconds", "ring", min(ANSWER_DELAY_SECONDS, room),
+                     0.0, 10.0, "R1: seconds after ring N's tone ends")
+    if delay > room + 1e-9:
+        last = cadence.ring_end(3)
+        if answer_after == 3:
+            why = (f"with answer_after_rings 3 the answer must come as ring 3's tone ends, "
+                   f"{last:g} s after arrival — the last moment R1 allows; use 0")
+        else:
+            why = (f"must be 0..{room:g}: the answer comes in the silence after ring "
+                   f"{answer_after}'s tone, before ring {answer_after + 1} starts (R1)")
+        r.problem("ring.answer_delay_seconds", f"{delay:g} — {why}")
+        return min(ANSWER_DELAY_SECONDS, room)
+    return delay
 
 
 def _prompt_path(cfg: CallFlowConfig, prompt: str) -> str:
