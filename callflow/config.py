@@ -269,6 +269,9 @@ class CallFlowConfig:
     followups: FollowUpConfig = FollowUpConfig()
     open_flow: Flow = DEFAULT_OPEN
     closed_flow: Flow = DEFAULT_CLOSED
+    # check-config warns when a caller who presses nothing waits longer than this before an
+    # agent's phone rings (``callflow.flow_timing``); nothing at run time depends on it
+    max_seconds_to_agent: float = 30.0
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
 
     def local_time(self, epoch: float) -> dt.datetime:
@@ -515,6 +518,10 @@ def parse_callflow(
         data.get("flows"), departments=_department_names(data.get("departments")))
     for path, message in flow_problems:
         r.problem(path, message)
+    flows_check = r.section(data, "flows_check", "")
+    _unknown_keys(r, flows_check, "flows_check", ("max_seconds_to_agent",))
+    max_to_agent = r.number(flows_check, "max_seconds_to_agent", "flows_check", 30.0, 5.0, 600.0,
+                            "a caller who presses nothing reaches an agent's phone within it")
 
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
@@ -524,7 +531,8 @@ def parse_callflow(
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
         idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
         agents=agents, hold=hold, transfer=transfer, keycodes=keycodes, departments=departments,
-        queue=queue, followups=followups, open_flow=open_flow, closed_flow=closed_flow, tz=tz,
+        queue=queue, followups=followups, open_flow=open_flow, closed_flow=closed_flow,
+        max_seconds_to_agent=max_to_agent, tz=tz,
     )
     if known_prompts is not None:
         known = set(known_prompts)

@@ -211,6 +211,21 @@ class TestR1Limits:
         assert "answer_delay_seconds" in problem
 
 
+class TestFlowsCheck:
+    def test_the_limit_is_read_and_defaults_to_30_s(self) -> None:
+        """flows_check.max_seconds_to_agent is read as written, and is 30 s when left out."""
+        cfg, problems = parse_callflow(with_("flows_check.max_seconds_to_agent", 45))
+        assert problems == [] and cfg is not None and cfg.max_seconds_to_agent == 45.0
+        default, _ = parse_callflow(good())
+        assert default is not None and default.max_seconds_to_agent == 30.0
+
+    def test_a_limit_out_of_range_is_refused(self) -> None:
+        """A limit of 2 s (no flow could meet it) is refused with the range and its purpose."""
+        (problem,) = problems_of(with_("flows_check.max_seconds_to_agent", 2))
+        assert problem.startswith("flows_check.max_seconds_to_agent: 2 — must be 5..600 (a caller "
+                                  "who presses nothing")
+
+
 class TestR2Bands:
     def test_gap_between_bands_is_refused(self) -> None:
         """Bands that leave an hour with no greeting are refused, naming the first uncovered minute."""
