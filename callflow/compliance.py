@@ -55,8 +55,9 @@ def score_r1(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
     Times are compared to the millisecond, as they are logged.
     """
     start = facts.created_at
-    deadline = cfg.cadence.ring_end(3)
-    earliest = cfg.cadence.ring_end(cfg.answer_after_rings)
+    # to the ms on both sides: ring_end(3) of a 0.9/0.7 cadence is 4.1000000000000005
+    deadline = round(cfg.cadence.ring_end(3), 3)
+    earliest = round(cfg.cadence.ring_end(cfg.answer_after_rings), 3)
     offers: list[dict[str, Any]] = [
         {"agent": o.agent, "rang_seconds": _secs(o.ended_at, o.rung_at), "outcome": o.outcome}
         for o in facts.offers

@@ -229,6 +229,14 @@ def queue_wait_prompt(seconds: float) -> str:
     return f"queue-wait-{minutes}" if minutes <= QUEUE_WAIT_MAX_MINUTES else "queue-wait-many"
 
 
+#: The default pause between the end of ring N's tone and the answer: long enough that the
+#: caller has heard the ring in full, short of the next ring (R1).
+ANSWER_DELAY_SECONDS = 0.5
+#: How long a caller who presses nothing may take to reach an agent's phone before
+#: check-config warns (``flows_check.max_seconds_to_agent``): half a minute of prompts
+#: and menus is as long as a caller who only wants a person should wait.
+MAX_SECONDS_TO_AGENT = 30.0
+
 DEFAULT_BANDS = (
     TimeBand(dt.time(5), dt.time(11), "greeting-morning"),
     TimeBand(dt.time(11), dt.time(13), "greeting-noon"),
@@ -247,7 +255,7 @@ class CallFlowConfig:
     answer_after_rings: int = 1
     # R1: the answer comes this long after ring N's tone has ended, in the silence before the
     # next ring: 1.0 + 0.5 = 1.5 s after arrival by default, like the dialplan fallback.
-    answer_delay_seconds: float = 0.5
+    answer_delay_seconds: float = ANSWER_DELAY_SECONDS
     agent_rings: int = 3
     bands: tuple[TimeBand, ...] = DEFAULT_BANDS
     open_hours: tuple[OpenHours, ...] = ()  # empty: open around the clock
@@ -271,7 +279,7 @@ class CallFlowConfig:
     closed_flow: Flow = DEFAULT_CLOSED
     # check-config warns when a caller who presses nothing waits longer than this before an
     # agent's phone rings (``callflow.flow_timing``); nothing at run time depends on it
-    max_seconds_to_agent: float = 30.0
+    max_seconds_to_agent: float = MAX_SECONDS_TO_AGENT
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
 
     def local_time(self, epoch: float) -> dt.datetime:
@@ -520,7 +528,8 @@ def parse_callflow(
         r.problem(path, message)
     flows_check = r.section(data, "flows_check", "")
     _unknown_keys(r, flows_check, "flows_check", ("max_seconds_to_agent",))
-    max_to_agent = r.number(flows_check, "max_seconds_to_agent", "flows_check", 30.0, 5.0, 600.0,
+    max_to_agent = r.number(flows_check, "max_seconds_to_agent", "flows_check",
+                            MAX_SECONDS_TO_AGENT, 5.0, 600.0,
                             "a caller who presses nothing reaches an agent's phone within it")
 
     cfg = CallFlowConfig(
@@ -541,11 +550,6 @@ def parse_callflow(
     if r.problems:
         return None, r.problems
     return cfg, []
-
-
-#: The default pause between the end of ring N's tone and the answer: long enough that the
-#: caller has heard the ring in full, short of the next ring (R1).
-ANSWER_DELAY_SECONDS = 0.5
 
 
 def _read_answer_delay(

@@ -283,7 +283,7 @@ def check_answer_within_three_rings(s: Scenario, world: World) -> None:
             assert at == s.arrival  # late arrival: answered at once
     for ended in world.ended("c1"):
         if answers:  # R1 is broken exactly when the answer really came after ring 3 (to the ms)
-            late = round(answers[0] - s.created_at, 3) > s.config.cadence.ring_end(3)
+            late = round(answers[0] - s.created_at, 3) > round(s.config.cadence.ring_end(3), 3)
             assert ended.compliance["R1"]["status"] == ("broken" if late else "kept")
 
 

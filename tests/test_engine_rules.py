@@ -165,6 +165,12 @@ class TestR1Scoring:
         """Answers from the end of ring 1's tone up to the end of ring 3's are kept."""
         assert self.scored(seconds)["status"] == "kept"
 
+    def test_an_answer_exactly_at_the_end_of_ring_3_is_kept_whatever_the_float_rounding(self) -> None:
+        """With a 0.9 s / 0.7 s cadence, an answer as ring 3's tone ends (4.1000000000000005 s in floats) is kept."""
+        cfg = replace(CFG, cadence=RingCadence(on=0.9, off=0.7), answer_after_rings=3, answer_delay_seconds=0.0)
+        r1 = self.scored(cfg.answer_seconds(), cfg)
+        assert r1["status"] == "kept", r1["evidence"]
+
     def test_an_answer_after_ring_3_is_broken(self) -> None:
         """An answer at 11.2 s, after ring 3's tone ended, is broken and the evidence says so."""
         r1 = self.scored(11.2)
