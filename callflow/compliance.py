@@ -47,9 +47,17 @@ def score(facts: CallFacts, cfg: CallFlowConfig) -> Record:
 
 
 def score_r1(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
-    """Answered before the end of ring 3; every agent phone rung at most three rings."""
+    """Answered after ring N had rung in full and by the end of ring 3; agent phones rung at
+    most three rings.
+
+    Too early is broken as well as too late: an answer inside the configured
+    ring's tone (0.7 s, inside ring 1) is the instant machine pick-up R1 avoids.
+    Times are compared to the millisecond, as they are logged.
+    """
     start = facts.created_at
-    deadline = cfg.cadence.ring_end(3)
+    # to the ms on both sides: ring_end(3) of a 0.9/0.7 cadence is 4.1000000000000005
+    deadline = round(cfg.cadence.ring_end(3), 3)
+    earliest = round(cfg.cadence.ring_end(cfg.answer_after_rings), 3)
     offers: list[dict[str, Any]] = [
         {"agent": o.agent, "rang_seconds": _secs(o.ended_at, o.rung_at), "outcome": o.outcome}
         for o in facts.offers
@@ -70,11 +78,20 @@ def score_r1(facts: CallFacts, cfg: CallFlowConfig) -> dict[str, Any]:
         if waited is not None and waited > deadline:
             return _r(BROKEN, reason="not answered within three rings", **evidence)
         return _r(NOT_APPLICABLE, reason="caller hung up before ring 3 ended", **evidence)
-    seconds = facts.answered_at - start
-    evidence["answer_seconds"] = round(seconds, 3)
+    seconds = round(facts.answered_at - start, 3)
+    evidence["answer_seconds"] = seconds
     evidence["rings_elapsed"] = cfg.cadence.rings_elapsed(seconds)
+    evidence["answer_after_rings"] = cfg.answer_after_rings
+    evidence["earliest_seconds"] = earliest
+    evidence["latest_seconds"] = deadline
+    if seconds < earliest:
+        ring = cfg.cadence.rings_elapsed(seconds)
+        return _r(BROKEN, reason=f"answered {seconds:g} s after arrival, before ring "
+                  f"{cfg.answer_after_rings}'s tone ended at {earliest:g} s (inside ring "
+                  f"{ring}): an instant pick-up", **evidence)
     if seconds > deadline:
-        return _r(BROKEN, reason="answered after ring 3", **evidence)
+        return _r(BROKEN, reason=f"answered {seconds:g} s after arrival, after ring 3's tone "
+                  f"ended at {deadline:g} s", **evidence)
     if late_offers:
         return _r(BROKEN, reason="an agent phone rang past three rings", **evidence)
     return _r(KEPT, **evidence)

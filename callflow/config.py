@@ -49,7 +49,9 @@ class ConfigProblem:
 class RingCadence:
     """How a ring sounds: ``on`` seconds of tone then ``off`` of silence.
 
-    "Within N rings" means before the end of the N-th ring's tone.
+    "Within N rings" means before the end of the N-th ring's tone; a ring
+    counts only once its tone has played in full, so "after ring N" means no
+    earlier than that same moment (ETIQUETTE.md R1).
     """
 
     on: float = 1.0
@@ -227,6 +229,14 @@ def queue_wait_prompt(seconds: float) -> str:
     return f"queue-wait-{minutes}" if minutes <= QUEUE_WAIT_MAX_MINUTES else "queue-wait-many"
 
 
+#: The default pause between the end of ring N's tone and the answer: long enough that the
+#: caller has heard the ring in full, short of the next ring (R1).
+ANSWER_DELAY_SECONDS = 0.5
+#: How long a caller who presses nothing may take to reach an agent's phone before
+#: check-config warns (``flows_check.max_seconds_to_agent``): half a minute of prompts
+#: and menus is as long as a caller who only wants a person should wait.
+MAX_SECONDS_TO_AGENT = 30.0
+
 DEFAULT_BANDS = (
     TimeBand(dt.time(5), dt.time(11), "greeting-morning"),
     TimeBand(dt.time(11), dt.time(13), "greeting-noon"),
@@ -243,7 +253,9 @@ class CallFlowConfig:
     timezone: str = "Asia/Shanghai"
     cadence: RingCadence = RingCadence()
     answer_after_rings: int = 1
-    answer_guard_seconds: float = 0.3
+    # R1: the answer comes this long after ring N's tone has ended, in the silence before the
+    # next ring: 1.0 + 0.5 = 1.5 s after arrival by default, like the dialplan fallback.
+    answer_delay_seconds: float = ANSWER_DELAY_SECONDS
     agent_rings: int = 3
     bands: tuple[TimeBand, ...] = DEFAULT_BANDS
     open_hours: tuple[OpenHours, ...] = ()  # empty: open around the clock
@@ -265,10 +277,25 @@ class CallFlowConfig:
     followups: FollowUpConfig = FollowUpConfig()
     open_flow: Flow = DEFAULT_OPEN
     closed_flow: Flow = DEFAULT_CLOSED
+    # check-config warns when a caller who presses nothing waits longer than this before an
+    # agent's phone rings (``callflow.flow_timing``); nothing at run time depends on it
+    max_seconds_to_agent: float = MAX_SECONDS_TO_AGENT
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"), compare=False)
 
     def local_time(self, epoch: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(epoch, self.tz)
+
+    def answer_seconds(self) -> float:
+        """When a caller is answered, in seconds after the call arrived (R1).
+
+        Never inside ring N's tone (a ring the caller has not heard in full
+        would be the instant pick-up R1 avoids), and never after ring 3's: the
+        parser refuses a delay that would pass it, and a config built in code
+        (``replace(cfg, answer_after_rings=3)`` keeps the 0.5 s delay) is held
+        to it here.
+        """
+        planned = self.cadence.ring_end(self.answer_after_rings) + self.answer_delay_seconds
+        return min(planned, self.cadence.ring_end(3))
 
     def greeting_for(self, epoch: float) -> str:
         """The greeting prompt for this moment: closed greeting outside hours, else the band's."""
@@ -451,8 +478,7 @@ def parse_callflow(
     )
     answer_after = int(r.number(ring, "answer_after_rings", "ring", 1, 1, 3, "R1", integer=True))
     agent_rings = int(r.number(ring, "agent_rings", "ring", 3, 1, 3, "R1", integer=True))
-    guard = r.number(ring, "answer_guard_seconds", "ring", min(0.3, cadence.on / 2), 0.0,
-                     cadence.on, "must leave the answer inside the ring's tone")
+    delay = _read_answer_delay(r, ring, cadence, answer_after)
 
     bands = _read_bands(r, r.section(data, "greeting", ""))
 
@@ -500,16 +526,22 @@ def parse_callflow(
         data.get("flows"), departments=_department_names(data.get("departments")))
     for path, message in flow_problems:
         r.problem(path, message)
+    flows_check = r.section(data, "flows_check", "")
+    _unknown_keys(r, flows_check, "flows_check", ("max_seconds_to_agent",))
+    max_to_agent = r.number(flows_check, "max_seconds_to_agent", "flows_check",
+                            MAX_SECONDS_TO_AGENT, 5.0, 600.0,
+                            "a caller who presses nothing reaches an agent's phone within it")
 
     cfg = CallFlowConfig(
         company=name or "?", timezone=tz_name, cadence=cadence, answer_after_rings=answer_after,
-        answer_guard_seconds=guard, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
+        answer_delay_seconds=delay, agent_rings=agent_rings, bands=bands, open_hours=open_hours,
         holidays=holidays, calendar=calendar, closed_prompt=closed_prompt,
         wait_prompt=wait_prompt, moh_class=moh,
         agent_retry_seconds=retry, closing_prompts=closing_prompts,
         idle_release_seconds=idle_min * 60.0, prompt_timeout_seconds=prompt_timeout,
         agents=agents, hold=hold, transfer=transfer, keycodes=keycodes, departments=departments,
-        queue=queue, followups=followups, open_flow=open_flow, closed_flow=closed_flow, tz=tz,
+        queue=queue, followups=followups, open_flow=open_flow, closed_flow=closed_flow,
+        max_seconds_to_agent=max_to_agent, tz=tz,
     )
     if known_prompts is not None:
         known = set(known_prompts)
@@ -518,6 +550,37 @@ def parse_callflow(
     if r.problems:
         return None, r.problems
     return cfg, []
+
+
+def _read_answer_delay(
+    r: _Reader, ring: Mapping[str, Any], cadence: RingCadence, answer_after: int
+) -> float:
+    """``ring.answer_delay_seconds``: how long after ring N's tone ends the caller is answered.
+
+    R1 asks for the answer after ring N has rung in full and, whatever N, by
+    the end of ring 3's tone. So the delay must fit in the silence after ring
+    N (an answer inside ring N+1's tone would cut a ring short), and with
+    N = 3 there is no room at all: the answer comes as ring 3's tone ends.
+    The default shrinks to fit rather than make a short cadence invalid.
+    """
+    if "answer_guard_seconds" in ring:
+        r.problem("ring.answer_guard_seconds", "no longer used — the answer now comes "
+                  "answer_delay_seconds after ring N's tone ends, never inside it (R1); "
+                  "remove it")
+    room = min(cadence.off, cadence.ring_end(3) - cadence.ring_end(answer_after))
+    delay = r.number(ring, "answer_delay_seconds", "ring", min(ANSWER_DELAY_SECONDS, room),
+                     0.0, 10.0, "R1: seconds after ring N's tone ends")
+    if delay > room + 1e-9:
+        last = cadence.ring_end(3)
+        if answer_after == 3:
+            why = (f"with answer_after_rings 3 the answer must come as ring 3's tone ends, "
+                   f"{last:g} s after arrival — the last moment R1 allows; use 0")
+        else:
+            why = (f"must be 0..{room:g}: the answer comes in the silence after ring "
+                   f"{answer_after}'s tone, before ring {answer_after + 1} starts (R1)")
+        r.problem("ring.answer_delay_seconds", f"{delay:g} — {why}")
+        return min(ANSWER_DELAY_SECONDS, room)
+    return delay
 
 
 def _prompt_path(cfg: CallFlowConfig, prompt: str) -> str:

@@ -10,9 +10,11 @@ answered later by ``TimerFired``; a timer whose token is no longer current
 is ignored, so a late timer can never act on a call that has moved on.
 
 The rules it makes true:
-- R1: ring indication at once, answer after ``answer_after_rings`` counted
-  from the channel's creation (or at once if that moment has passed); agents
-  rung at most ``agent_rings`` rings each, then the next agent.
+- R1: ring indication at once, answer ``answer_delay_seconds`` after ring
+  ``answer_after_rings``' tone has ended, counted from the channel's creation
+  (1.5 s by default; at once if that moment has passed) — never inside a
+  ring's tone, never after ring 3's; agents rung at most ``agent_rings``
+  rings each, then the next agent.
 - R2: the greeting for the local time band (or the closed greeting) is played
   in full before music and agents.
 - R4, R7: holds have a reason and an announced limit, never silence, never
@@ -182,7 +184,7 @@ class CallEngine(ClosingFlow):
         f.created_at = ev.created_at if ev.created_at is not None and ev.created_at <= ev.at else ev.at
         f.seen_at = ev.at
         cfg = self.config
-        answer_at = f.created_at + cfg.cadence.ring_end(cfg.answer_after_rings) - cfg.answer_guard_seconds
+        answer_at = f.created_at + cfg.answer_seconds()
         out: Commands = [
             c.Ring(channel_id=ev.channel_id),
             *self._goto(CallState.RINGING),

@@ -17,10 +17,11 @@ import json
 import signal
 import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from liyi.settings import ConfigError, Settings, check_file, load_settings
+from liyi.settings import ConfigError, Settings, check_file, flow_warnings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS_DIR = ROOT / "scripts_zh"
@@ -46,15 +47,38 @@ def _db_url(value: str) -> str:
     return value if "://" in value else f"sqlite+aiosqlite:///{value}"
 
 
+def _text_of(company: str) -> Callable[[str], str]:
+    """A prompt's spoken text by name, or "(no text)" — never an error for a missing one."""
+    from liyi.prompts import render_text
+
+    def text_of(name: str) -> str:
+        try:
+            return render_text(name, company, SCRIPTS_DIR)
+        except Exception:  # noqa: BLE001 — a prompt with no text: say so rather than fail
+            return "(no text)"
+
+    return text_of
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    problems = check_file(Path(args.file), known_prompts=known_prompts())
+    """Problems refuse the config (exit 1); warnings are printed and it is still accepted."""
+    from liyi.simulate import PromptClock
+
+    path = Path(args.file)
+    problems = check_file(path, known_prompts=known_prompts())
     if problems:
         print(f"{args.file}: {len(problems)} problem{'s' if len(problems) > 1 else ''}",
               file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    print(f"{args.file}: OK")
+    cfg = load_settings(path, known_prompts=known_prompts()).callflow
+    clock = PromptClock(RECORDINGS_DIR / "liyi", _text_of(cfg.company))
+    warnings = flow_warnings(path, cfg, clock.seconds)
+    for w in warnings:
+        print(f"  warning: {w}", file=sys.stderr)
+    count = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})" if warnings else ""
+    print(f"{args.file}: OK{count}")
     return 0
 
 
@@ -72,7 +96,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """What a caller would hear at a moment, with the keys they press; no phone, no Asterisk."""
-    from liyi.prompts import render_text
     from liyi.simulate import PromptClock, describe_day, parse_moment, render, simulate
 
     path = args.config
@@ -91,16 +114,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"--keys {keys!r}: only 0-9, * and # can be pressed on a phone", file=sys.stderr)
         return 2
 
-    def text_of(name: str) -> str:
-        try:
-            return render_text(name, cfg.company, SCRIPTS_DIR)
-        except Exception:  # noqa: BLE001 — a prompt with no text: say so rather than fail
-            return "(no text)"
-
+    text_of = _text_of(cfg.company)
     clock = PromptClock(RECORDINGS_DIR / "liyi", text_of)
     outcome = simulate(cfg, at, keys, caller_number=args.caller, prompt_clock=clock, text_of=text_of)
     print(f"config: {path or '(built-in defaults)'}")
-    for line in render(outcome, describe_day(at, cfg)):
+    for line in render(outcome, describe_day(at, cfg), max_seconds_to_agent=cfg.max_seconds_to_agent):
         print(line)
     return 0
 

@@ -316,7 +316,7 @@ def demo_settings(base: Settings, *, fast: bool) -> Settings:
     cfg = base.callflow
     agents = cfg.agents or (AgentConfig("agent1", "PJSIP/agent1"), AgentConfig("agent2", "PJSIP/agent2"))
     if fast:
-        cfg = replace(cfg, cadence=RingCadence(on=0.1, off=0.4), answer_guard_seconds=0.03,
+        cfg = replace(cfg, cadence=RingCadence(on=0.1, off=0.4), answer_delay_seconds=0.1,
                       agent_retry_seconds=0.2)
     # The demo always shows the open flow, whatever today is on the center's calendar.
     k = 0.2 if fast else 1.0

@@ -10,7 +10,7 @@ a config in one pass.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from callflow.config import DEFAULT_APP_NAME, CallFlowConfig, ConfigProblem, parse_callflow
+from callflow.flow_timing import slow_flow_warnings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///liyi.db"
 SECRET_KEYS = {"ari_password": "LIYI_ARI_PASSWORD", "ami_secret": "LIYI_AMI_SECRET",
@@ -219,3 +220,15 @@ def check_file(path: Path, env: Mapping[str, str] | None = None, *,
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def flow_warnings(path: Path, callflow: CallFlowConfig,
+                  prompt_seconds: Callable[[str], float]) -> list[ConfigProblem]:
+    """What check-config warns about in a valid config, each with its line: flows where a
+    caller who presses nothing waits too long for an agent (``callflow.flow_timing``).
+
+    ``prompt_seconds`` gives each prompt's length (the CLI measures the recordings).
+    """
+    _, lines, _ = read_yaml(path)
+    located = [_with_line(w, lines) for w in slow_flow_warnings(callflow, prompt_seconds)]
+    return sorted(located, key=lambda p: p.line or 0)

@@ -7,6 +7,11 @@ clock — prompts end after their recorded length (or an estimate from their
 text), keys are pressed when the engine waits for one, the name recording
 takes two seconds — until the call reaches a queue (where it would wait for
 an agent) or its closing. Nothing is dialled and nothing is written.
+
+It also says when the first agent's phone would ring, counted from the
+call's arrival: the moment the call reaches its queue (after the wait
+notice), assuming an agent is free — the figure ``liyi check-config`` holds
+to ``flows_check.max_seconds_to_agent`` for a caller who presses nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ NAME_SECONDS = 2.0
 #: Log entries worth a line of their own: what the engine decided when no key came.
 LOG_NOTES = {
     "menu-repeat": "… {why}: the menu again · 重复菜单",
-    "menu-default": "… no choice after the repeats: default route → {to}",
+    "menu-default": "… no choice ({why}; the menu said {tries}×): default route → {to}",
     "callback-declined": "… callback declined ({how})",
     "callback-not-confirmed": "… number not confirmed: no callback recorded",
     "callback-recorded": "✓ callback recorded for {number}, due {due}",
@@ -57,6 +62,7 @@ class Outcome:
     flow: str = ""
     destination: str = ""  # "queue:<dept>" | "closing" | "caller-left" | "unfinished"
     keys_left: str = ""
+    agent_rings_at: float | None = None  # seconds after arrival; None: no agent on this path
 
 
 def parse_moment(text: str, cfg: CallFlowConfig) -> float:
@@ -158,6 +164,7 @@ def simulate(cfg: CallFlowConfig, at: float, keys: str, *, caller_number: str = 
                                   f"position announced every {wait.announce_every_seconds:g} s, "
                                   f"callback offered after {wait.max_wait_seconds:g} s")
                     out.destination = f"queue:{queue}"
+                    out.agent_rings_at = now - at
                     return True
                 case c.RecordFollowUp():
                     note("note", f"跟进 follow-up {cmd.kind}: {cmd.number} due {cmd.due}")
@@ -193,7 +200,9 @@ def simulate(cfg: CallFlowConfig, at: float, keys: str, *, caller_number: str = 
     return out
 
 
-def render(outcome: Outcome, heading: str) -> Iterator[str]:
+def render(outcome: Outcome, heading: str, *,
+           max_seconds_to_agent: float | None = None) -> Iterator[str]:
+    """The printed answer; with ``max_seconds_to_agent``, a first ring later than it is flagged."""
     yield heading
     yield f"flow: {outcome.flow or '?'}"
     for line in outcome.lines:
@@ -205,6 +214,14 @@ def render(outcome: Outcome, heading: str) -> Iterator[str]:
         yield "结果 result: closing — the caller hears the closing and hangs up (R8, R9)"
     else:
         yield f"结果 result: {outcome.destination}"
+    if outcome.agent_rings_at is not None:
+        late = ""
+        if max_seconds_to_agent is not None and outcome.agent_rings_at > max_seconds_to_agent:
+            late = f" — later than flows_check.max_seconds_to_agent ({max_seconds_to_agent:g} s)"
+        yield (f"坐席振铃 first agent rings {outcome.agent_rings_at:.1f} s after the call arrived "
+               f"(if an agent is free){late}")
+    elif outcome.destination != "unfinished":
+        yield "坐席振铃 no agent's phone rings on this path"
     if outcome.keys_left:
         yield f"unused keys: {outcome.keys_left} (the flow did not ask for them)"
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from liyi import cli
 from liyi.demo import run_demo
@@ -40,6 +41,54 @@ class TestCheckConfig:
         assert "greeting.bands: no band covers 00:00" in err
         assert "asterisk.ari_password" in err and "LIYI_ARI_PASSWORD" in err
         assert "no-such-prompt" in err
+
+    def test_a_bad_answer_delay_is_listed_with_its_line(self, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+        """A delay that would answer after ring 3 is refused with its line, path and the R1 reason."""
+        bad = tmp_path / "late.yaml"
+        bad.write_text("company:\n  name: 测试公司\n"
+                       "ring:\n  answer_after_rings: 3\n  answer_delay_seconds: 0.5\n",
+                       encoding="utf-8")
+        assert cli.main(["check-config", str(bad)]) == 1
+        assert ("line 5: ring.answer_delay_seconds: 0.5 — with answer_after_rings 3 the answer "
+                "must come as ring 3's tone ends, 11 s after arrival") in capsys.readouterr().err
+
+    def test_a_slow_flow_is_a_warning_with_its_line_not_a_failure(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A flow keeping a silent caller 40+ s from an agent is printed as a warning with its line; exit status stays 0."""
+        data = yaml.safe_load((ROOT / "liyi.yaml").read_text(encoding="utf-8"))
+        data["flows"]["open"]["steps"]["main"]["repeat"] = 2
+        slow = tmp_path / "slow.yaml"
+        slow.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        lines = slow.read_text(encoding="utf-8").splitlines()
+        flows = lines.index("flows:")
+        line = next(i for i, text in enumerate(lines[flows:], flows + 1) if text.strip() == "open:")
+        assert cli.main(["check-config", str(slow)]) == 0
+        captured = capsys.readouterr()
+        assert f"{slow}: OK (1 warning)" in captured.out
+        assert f"warning: line {line}: flows.open: a caller who presses nothing waits " in captured.err
+        assert "more than flows_check.max_seconds_to_agent (30 s)" in captured.err
+
+    def test_the_warning_limit_is_the_configs(self, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+        """Raising flows_check.max_seconds_to_agent to 120 s accepts the same slow flow without a warning."""
+        data = yaml.safe_load((ROOT / "liyi.yaml").read_text(encoding="utf-8"))
+        data["flows"]["open"]["steps"]["main"]["repeat"] = 2
+        data["flows_check"] = {"max_seconds_to_agent": 120}
+        slow = tmp_path / "slow.yaml"
+        slow.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        assert cli.main(["check-config", str(slow)]) == 0
+        captured = capsys.readouterr()
+        assert "warning" not in captured.err and captured.out.strip().endswith(": OK")
+
+    def test_a_misspelt_flows_check_key_is_refused(self, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+        """A misspelt flows_check key is refused by name rather than silently keeping the 30 s default."""
+        bad = tmp_path / "typo.yaml"
+        bad.write_text("company:\n  name: 测试公司\nflows_check:\n  max_second_to_agent: 20\n",
+                       encoding="utf-8")
+        assert cli.main(["check-config", str(bad)]) == 1
+        assert "line 4: flows_check.max_second_to_agent: unknown key" in capsys.readouterr().err
 
     def test_a_file_that_is_not_yaml_is_reported_not_crashed(self, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,7 +40,7 @@ def good() -> dict[str, Any]:
     return {
         "company": {"name": "礼仪客服中心", "timezone": "Asia/Shanghai"},
         "ring": {"cadence": {"on_seconds": 2.0, "off_seconds": 4.0},
-                 "answer_after_rings": 2, "agent_rings": 3, "answer_guard_seconds": 0.5},
+                 "answer_after_rings": 2, "agent_rings": 3, "answer_delay_seconds": 0.5},
         "greeting": {"bands": [
             {"from": "05:00", "to": "11:00", "prompt": "greeting-morning"},
             {"from": "11:00", "to": "13:00", "prompt": "greeting-noon"},
@@ -97,7 +97,8 @@ class TestGoodConfig:
         assert cfg is not None
         assert cfg.company == "礼仪客服中心"
         assert cfg.cadence == RingCadence(on=2.0, off=4.0)
-        assert (cfg.answer_after_rings, cfg.agent_rings, cfg.answer_guard_seconds) == (2, 3, 0.5)
+        assert (cfg.answer_after_rings, cfg.agent_rings, cfg.answer_delay_seconds) == (2, 3, 0.5)
+        assert cfg.answer_seconds() == 8.5  # US-like cadence: ring 2's tone ends at 8 s
         assert cfg.bands == DEFAULT_BANDS
         assert cfg.open_hours[0].days == frozenset(range(5))
         assert cfg.open_hours[1].days == frozenset({5})
@@ -122,12 +123,21 @@ class TestGoodConfig:
         assert problems == [] and cfg is not None
         assert cfg == CallFlowConfig(company="礼仪客服中心")
         assert cfg.cadence.ring_end(3) == 11.0
+        assert cfg.answer_seconds() == 1.5  # R1: after ring 1's tone, like the dialplan fallback
         assert cfg.idle_release_seconds == 600.0
 
-    def test_guard_default_stays_inside_a_short_ring_tone(self) -> None:
-        """With a short ring tone the default answer guard shrinks so the answer stays inside ring N."""
-        cfg, _ = parse_callflow({"company": {"name": "x"}, "ring": {"cadence": {"on_seconds": 0.4}}})
-        assert cfg is not None and cfg.answer_guard_seconds == pytest.approx(0.2)
+    def test_answer_after_ring_3_defaults_to_the_end_of_its_tone(self) -> None:
+        """answer_after_rings 3 with no delay written answers as ring 3's tone ends (11 s), not later."""
+        cfg, problems = parse_callflow({"company": {"name": "x"}, "ring": {"answer_after_rings": 3}})
+        assert problems == [] and cfg is not None
+        assert cfg.answer_delay_seconds == 0.0 and cfg.answer_seconds() == 11.0
+
+    def test_delay_default_shrinks_to_a_short_silence(self) -> None:
+        """With 0.3 s of silence between rings the default delay shrinks so the answer comes before the next ring."""
+        cfg, problems = parse_callflow({"company": {"name": "x"},
+                                        "ring": {"cadence": {"on_seconds": 0.1, "off_seconds": 0.3}}})
+        assert problems == [] and cfg is not None
+        assert cfg.answer_delay_seconds == pytest.approx(0.3)
 
     @pytest.mark.parametrize("off", ["", None, False])
     def test_wait_prompt_can_be_turned_off(self, off: Any) -> None:
@@ -175,10 +185,45 @@ class TestR1Limits:
         assert problems_of(with_("ring.answer_after_rings", value)) == [
             f"ring.answer_after_rings: {message}"]
 
-    def test_guard_longer_than_the_ring_tone_is_refused(self) -> None:
-        """An answer guard longer than the ring's tone would answer outside ring N, so it is refused."""
-        (problem,) = problems_of(with_("ring.answer_guard_seconds", 3.0))
-        assert problem.startswith("ring.answer_guard_seconds: 3.0 — must be 0..2")
+    def test_delay_past_the_next_ring_is_refused(self) -> None:
+        """A delay longer than the silence after ring N would answer inside ring N+1, so it is refused."""
+        assert problems_of(with_("ring.answer_delay_seconds", 5)) == [
+            "ring.answer_delay_seconds: 5 — must be 0..4: the answer comes in the silence after "
+            "ring 2's tone, before ring 3 starts (R1)"]
+
+    def test_delay_after_ring_3_is_refused(self) -> None:
+        """With answer_after_rings 3 any delay would answer after ring 3 ended, so it is refused, naming the last moment."""
+        data = with_("ring.answer_after_rings", 3)
+        data["ring"]["answer_delay_seconds"] = 0.5
+        assert problems_of(data) == [
+            "ring.answer_delay_seconds: 0.5 — with answer_after_rings 3 the answer must come as "
+            "ring 3's tone ends, 14 s after arrival — the last moment R1 allows; use 0"]
+
+    def test_negative_delay_is_refused(self) -> None:
+        """A negative delay would answer inside ring N's tone, so it is refused."""
+        (problem,) = problems_of(with_("ring.answer_delay_seconds", -0.3))
+        assert problem.startswith("ring.answer_delay_seconds: -0.3 — must be 0..10")
+
+    def test_the_old_answer_guard_is_refused_with_the_fix(self) -> None:
+        """A config still setting answer_guard_seconds is told the key is gone and what replaced it."""
+        (problem,) = problems_of(with_("ring.answer_guard_seconds", 0.3))
+        assert problem.startswith("ring.answer_guard_seconds: no longer used")
+        assert "answer_delay_seconds" in problem
+
+
+class TestFlowsCheck:
+    def test_the_limit_is_read_and_defaults_to_30_s(self) -> None:
+        """flows_check.max_seconds_to_agent is read as written, and is 30 s when left out."""
+        cfg, problems = parse_callflow(with_("flows_check.max_seconds_to_agent", 45))
+        assert problems == [] and cfg is not None and cfg.max_seconds_to_agent == 45.0
+        default, _ = parse_callflow(good())
+        assert default is not None and default.max_seconds_to_agent == 30.0
+
+    def test_a_limit_out_of_range_is_refused(self) -> None:
+        """A limit of 2 s (no flow could meet it) is refused with the range and its purpose."""
+        (problem,) = problems_of(with_("flows_check.max_seconds_to_agent", 2))
+        assert problem.startswith("flows_check.max_seconds_to_agent: 2 — must be 5..600 (a caller "
+                                  "who presses nothing")
 
 
 class TestR2Bands:

@@ -37,7 +37,7 @@ CFG = CallFlowConfig(agents=AGENTS)
 CALLER = "chan-c1"
 LEG = "c1-a1"
 QUICK = AgentBehaviour("answer", after=3.0)
-CONNECTED = T0 + 7.7  # ring 1 answer (0.7) + greeting 2 s + wait notice 2 s + agent 3 s
+CONNECTED = T0 + 8.5  # ring 1 answer (1.5) + greeting 2 s + wait notice 2 s + agent 3 s
 PROMPT = 2.0  # every prompt plays 2 s in these worlds
 
 
@@ -278,7 +278,7 @@ class TestHoldEnds:
     @pytest.mark.parametrize("when", [40.0, 83.0])  # on hold, and during the limit question
     def test_agent_hangs_up_during_the_hold_caller_is_queued_again(self, when: float) -> None:
         """The holding agent hangs up: the caller hears the requeue apology, music, and the next agent answers."""
-        world = connected(agents={"agent1": AgentBehaviour("answer", after=3.0, hangs_up_after=when - 7.7),
+        world = connected(agents={"agent1": AgentBehaviour("answer", after=3.0, hangs_up_after=when - (CONNECTED - T0)),
                                   "agent2": AgentBehaviour("answer", after=4.0)})
         hold(world, T0 + 20)
         world.run(T0 + 150)

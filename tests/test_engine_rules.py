@@ -16,8 +16,10 @@ import pytest
 
 from callflow import commands as c
 from callflow import events as e
+from callflow.compliance import score_r1
 from callflow.config import CallFlowConfig, OpenHours, RingCadence
 from callflow.engine import CallEngine, CallState
+from callflow.facts import CallFacts
 from callflow.replay import event_from_dict, event_to_dict, replay
 from tests.engine_driver import T0, AgentBehaviour, PromptBehaviour, World, local_epoch
 
@@ -65,16 +67,28 @@ class TestR1CallerRings:
         first = world.issued_for("c1")[0].command
         assert first == c.Ring(channel_id=CALLER)
 
-    @pytest.mark.parametrize("rings", [1, 2, 3])
-    def test_answers_during_the_configured_ring(self, rings: int) -> None:
-        """With answer_after_rings N the caller is answered inside ring N's tone, counted from creation."""
-        cfg = replace(CFG, answer_after_rings=rings)
+    def test_default_answer_comes_1_5_seconds_after_arrival(self) -> None:
+        """By default the caller is answered 1.5 s after arrival: after ring 1's tone, like the dialplan fallback."""
+        world = World(CFG, agents={"agent1": QUICK})
+        world.add_call("c1", created_at=T0, hangs_up_at=T0 + 60)
+        world.run(T0 + 100)
+        assert answer_time(world) == pytest.approx(T0 + 1.5)
+        assert log_detail(world, "ringing")["answer_planned_at"] == pytest.approx(T0 + 1.5)
+        r1 = only_ended(world).compliance["R1"]
+        assert r1["status"] == "kept" and r1["evidence"]["answer_seconds"] == 1.5
+
+    @pytest.mark.parametrize(("rings", "delay", "expected"), [(1, 0.5, 1.5), (2, 0.5, 6.5), (2, 0.0, 6.0),
+                                                              (3, 0.0, 11.0)])
+    def test_answers_after_the_configured_ring_has_rung_in_full(
+            self, rings: int, delay: float, expected: float) -> None:
+        """With answer_after_rings N the caller is answered once ring N's tone has ended (plus the delay), by 11 s."""
+        cfg = replace(CFG, answer_after_rings=rings, answer_delay_seconds=delay)
         world = World(cfg)
         world.add_call("c1", created_at=T0)
         world.run(T0 + 30)
         answered = answer_time(world) - T0
-        assert answered == pytest.approx(CADENCE.ring_end(rings) - cfg.answer_guard_seconds)
-        assert CADENCE.ring_end(rings) - CADENCE.on <= answered <= CADENCE.ring_end(rings)
+        assert answered == pytest.approx(expected)
+        assert CADENCE.ring_end(rings) <= answered <= CADENCE.ring_end(3)
         assert log_detail(world, "answered")["rings_elapsed"] == rings
 
     def test_late_stasis_start_answers_sooner(self) -> None:
@@ -83,7 +97,7 @@ class TestR1CallerRings:
         world = World(cfg)
         world.add_call("c1", created_at=T0, stasis_delay=3.0)
         world.run(T0 + 30)
-        assert answer_time(world) == pytest.approx(T0 + CADENCE.ring_end(3) - cfg.answer_guard_seconds)
+        assert answer_time(world) == pytest.approx(T0 + CADENCE.ring_end(3))
         assert log_detail(world, "ringing")["first_ring_at"] == T0
         assert log_detail(world, "answered")["rings_elapsed"] == 3
 
@@ -114,7 +128,55 @@ class TestR1CallerRings:
         engine = CallEngine(CFG, "c1")
         out = engine.handle(e.StasisStart(at=T0, channel_id=CALLER, created_at=T0 + 50))
         timer = next(cmd for cmd in out if isinstance(cmd, c.StartTimer))
-        assert timer.at == pytest.approx(T0 + CADENCE.ring_end(1) - CFG.answer_guard_seconds)
+        assert timer.at == pytest.approx(T0 + CADENCE.ring_end(1) + CFG.answer_delay_seconds)
+
+
+    def test_a_config_built_in_code_still_answers_by_the_end_of_ring_3(self) -> None:
+        """answer_after_rings 3 with the default 0.5 s delay (set in code, unvalidated) still answers at 11 s, not 11.5 s."""
+        world = World(replace(CFG, answer_after_rings=3))
+        world.add_call("c1", created_at=T0)
+        world.run(T0 + 30)
+        assert answer_time(world) == pytest.approx(T0 + CADENCE.ring_end(3))
+
+
+class TestR1Scoring:
+    """R1 in the compliance record: an answer too early is broken as well as one too late."""
+
+    @staticmethod
+    def scored(answer_seconds: float, cfg: CallFlowConfig = CFG) -> dict[str, Any]:
+        facts = CallFacts("c1", created_at=T0, answered_at=T0 + answer_seconds, ended_at=T0 + 60)
+        return score_r1(facts, cfg)
+
+    def test_an_answer_inside_ring_1s_tone_is_broken(self) -> None:
+        """A call answered 0.7 s after arrival (the old instant pick-up) is scored broken, saying it came inside ring 1."""
+        r1 = self.scored(0.7)
+        assert r1["status"] == "broken"
+        assert "before ring 1's tone ended at 1 s" in r1["evidence"]["reason"]
+        assert r1["evidence"]["answer_seconds"] == 0.7 and r1["evidence"]["earliest_seconds"] == 1.0
+
+    def test_an_answer_before_the_configured_ring_is_broken(self) -> None:
+        """With answer_after_rings 2, an answer at 3 s (ring 2 not yet rung) is broken, naming ring 2."""
+        r1 = self.scored(3.0, replace(CFG, answer_after_rings=2))
+        assert r1["status"] == "broken"
+        assert "before ring 2's tone ended at 6 s" in r1["evidence"]["reason"]
+
+    @pytest.mark.parametrize("seconds", [1.0, 1.5, 11.0])
+    def test_an_answer_between_ring_1s_end_and_ring_3s_end_is_kept(self, seconds: float) -> None:
+        """Answers from the end of ring 1's tone up to the end of ring 3's are kept."""
+        assert self.scored(seconds)["status"] == "kept"
+
+    def test_an_answer_exactly_at_the_end_of_ring_3_is_kept_whatever_the_float_rounding(self) -> None:
+        """With a 0.9 s / 0.7 s cadence, an answer as ring 3's tone ends (4.1000000000000005 s in floats) is kept."""
+        cfg = replace(CFG, cadence=RingCadence(on=0.9, off=0.7), answer_after_rings=3, answer_delay_seconds=0.0)
+        r1 = self.scored(cfg.answer_seconds(), cfg)
+        assert r1["status"] == "kept", r1["evidence"]
+
+    def test_an_answer_after_ring_3_is_broken(self) -> None:
+        """An answer at 11.2 s, after ring 3's tone ended, is broken and the evidence says so."""
+        r1 = self.scored(11.2)
+        assert r1["status"] == "broken"
+        assert r1["evidence"]["reason"] == "answered 11.2 s after arrival, after ring 3's tone ended at 11 s"
+        assert r1["evidence"]["latest_seconds"] == 11.0
 
 
 class TestR1AgentRings:
@@ -215,7 +277,7 @@ class TestR1AgentRings:
         """An agent leg that answers after we gave up on it is hung up and never bridged with the caller."""
         world = World(CFG, agents={"agent1": NEVER, "agent2": AgentBehaviour("answer", after=8)})
         world.add_call("c1", created_at=T0)
-        world.run(T0 + 5)
+        world.run(T0 + 6)  # answered at 1.5 s, greeting and wait notice 2 s each: agent1 rung
         first_leg = world.commands("c1", c.Dial)[0].channel_id
         dialled_at = world.first_time("c1", c.Dial)
         assert dialled_at is not None

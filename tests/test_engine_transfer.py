@@ -28,7 +28,7 @@ CFG = CallFlowConfig(agents=AGENTS, departments=(Department("售后", "1", ("age
 CALLER = "chan-c1"
 FIRST = "c1-a1"
 TARGET = "c1-t1"
-CONNECTED = T0 + 7.7
+CONNECTED = T0 + 8.5  # ring 1 answer (1.5) + greeting 2 s + wait notice 2 s + agent 3 s
 ASKED = T0 + 20  # the transfer request
 CONSENT_AT = T0 + 23  # the caller presses 1 (the consent prompt ended at 22)
 RING = CFG.cadence.ring_end(CFG.agent_rings)  # 11 s

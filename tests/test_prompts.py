@@ -62,7 +62,7 @@ HOLD_LIMIT_WORDS = {
 #: Prompts that ask for a key press, and the choices they must offer (the engine acts on 1 and 2).
 KEY_CHOICES = {
     "hold-limit-ask": ("继续等待请按1", "返回通话请按2"),
-    "transfer-consent": ("同意请按1", "不用转接请按2"),
+    "transfer-consent": ("同意请按1", "不转请按2"),
     "transfer-announce": ("接听请按1", "不接请按2"),
 }
 
@@ -229,11 +229,19 @@ class TestHoldAndTransferTexts:
         """R4: the reassurance during a hold is the rulebook's 仍在为您查询，请您稍候。"""
         assert render_text("hold-reassure", COMPANY, SCRIPTS) == "仍在为您查询，请您稍候。"
 
-    def test_transfer_consent_uses_the_handbook_question(self) -> None:
-        """R6 step 1: the caller is told why and asked, in the handbook's words, before any transfer."""
+    def test_transfer_consent_says_why_then_asks(self) -> None:
+        """R6 step 1: the caller is told why (a colleague who knows this problem) before being asked for the key."""
         text = render_text("transfer-consent", COMPANY, SCRIPTS)
-        assert text.startswith("就您所提的这个问题我们会转至对此方面比较熟悉的同事那里，"
-                               "由他给您做专业解释，您看可以吗？")
+        assert text.startswith("为您转接熟悉此问题的同事，")
+        assert text.index("熟悉此问题") < text.index("同意请按1")
+
+    def test_transfer_consent_asks_for_the_key_within_about_six_seconds(self) -> None:
+        """The shipped consent recording lasts about 7 s (the handbook's sentence took 15 s before any key was asked for)."""
+        with wave.open(str(RECORDINGS / "liyi" / "transfer-consent.wav"), "rb") as audio:
+            seconds = audio.getnframes() / audio.getframerate()
+        assert 3.0 < seconds <= 7.5
+        text = render_text("transfer-consent", COMPANY, SCRIPTS)
+        assert text.index("同意请按1") <= 13  # asked after one short clause, ~5 s into the prompt
 
     @pytest.mark.parametrize(("name", "choices"), sorted(KEY_CHOICES.items()))
     def test_key_prompts_offer_1_then_2(self, name: str, choices: tuple[str, str]) -> None:

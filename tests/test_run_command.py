@@ -19,7 +19,7 @@ def write_config(path: Path, sim: AsteriskSimulator, db: Path) -> None:
 company: {{name: 礼仪客服中心, timezone: Asia/Shanghai}}
 ring:
   cadence: {{on_seconds: 0.1, off_seconds: 0.3}}
-  answer_guard_seconds: 0.03
+  answer_delay_seconds: 0.05
 waiting: {{agent_retry_seconds: 0.1}}
 agents:
   - {{name: agent1, endpoint: PJSIP/agent1}}

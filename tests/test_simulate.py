@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from liyi import cli
 
@@ -55,12 +56,50 @@ def test_key_2_goes_through_the_name_step_to_the_repair_queue(capsys: pytest.Cap
     assert "the caller waits in the queue" in out
 
 
-def test_no_key_repeats_the_menu_then_takes_the_default(capsys: pytest.CaptureFixture[str]) -> None:
-    """A caller who presses nothing hears the menu again, then goes to the default (咨询)."""
+def test_no_key_takes_the_default_after_the_menu_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A caller who presses nothing hears the menu once (the shipped repeat: 0), then goes to the default (咨询)."""
     out = simulate(capsys, "2026-12-01 10:00")
-    assert prompts(out).count("menu-main") == 3
-    assert "menu-no-input" in prompts(out)
+    assert prompts(out) == ["greeting-morning", "menu-main", "ring-wait"]
+    assert "default route → consult" in out
     assert "→ 排队 queue 咨询" in out
+
+
+def seconds_to_agent(out: str) -> float:
+    """The figure simulate prints for when the first agent's phone rings."""
+    line = next(line for line in out.splitlines() if "first agent rings" in line)
+    return float(line.split("first agent rings ")[1].split(" s ")[0])
+
+
+def test_a_silent_caller_reaches_an_agents_phone_within_30_s(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the shipped config a caller who presses nothing is at an agent's phone within 30 s of arrival, and simulate says when."""
+    out = simulate(capsys, "2026-12-01 19:30")
+    assert 15.0 < seconds_to_agent(out) <= 30.0
+    assert "later than flows_check" not in out
+
+
+def test_the_first_ring_time_follows_the_path_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    """Key 2 goes through the name step, so the first agent rings later than for key 1, and the printed times say so."""
+    key_1 = seconds_to_agent(simulate(capsys, "2026-12-01 10:00", "1"))
+    key_2 = seconds_to_agent(simulate(capsys, "2026-12-01 10:00", "2"))
+    assert key_1 < key_2
+    assert key_1 < 20.0  # answered at 1.5 s, the greeting, the menu, the key, the wait notice
+
+
+def test_a_slow_first_ring_is_flagged_against_the_limit(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With flows_check.max_seconds_to_agent lowered to 10 s, simulate flags the first ring as later than the limit."""
+    data = yaml.safe_load((ROOT / "liyi.yaml").read_text(encoding="utf-8"))
+    data["flows_check"] = {"max_seconds_to_agent": 10}
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert cli.main(["simulate", "--config", str(tight), "--at", "2026-12-01 10:00"]) == 0
+    assert "later than flows_check.max_seconds_to_agent (10 s)" in capsys.readouterr().out
+
+
+def test_a_path_with_no_agent_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """After hours the caller who declines the callback reaches no agent, and simulate says no agent's phone rings."""
+    out = simulate(capsys, "2026-12-01 21:00", "2")
+    assert "no agent's phone rings on this path" in out
 
 
 def test_after_hours_the_closed_flow_offers_a_callback(capsys: pytest.CaptureFixture[str]) -> None:
