@@ -64,13 +64,16 @@ class QueueWaiting(FlowSteps):
         if self._playback is not None:
             return [again]  # something is being said to the caller already
         prompts: list[str] = []
-        ahead = self._ahead
-        if ahead < 0 and self.being_offered:
-            ahead = 0  # no figures yet, but an agent is being rung for them: they are next
+        ahead, expected = self._ahead, self._expected_wait
+        if self.being_offered:
+            # No figures yet, but an agent is being rung for them: they are next, and the
+            # wait is the ring itself — under a minute (R5: told where they stand either way).
+            ahead = 0 if ahead < 0 else ahead
+            expected = 0.0 if expected < 0 else expected
         if q.announce in ("position", "both") and ahead >= 0:
             prompts.append(queue_ahead_prompt(ahead))
-        if q.announce in ("wait", "both") and self._expected_wait >= 0:
-            prompts.append(queue_wait_prompt(self._expected_wait))
+        if q.announce in ("wait", "both") and expected >= 0:
+            prompts.append(queue_wait_prompt(expected))
         if not prompts:
             prompts.append("queue-continue")  # nothing known yet: "请您继续稍候", never silence
         self._told_in_line = True

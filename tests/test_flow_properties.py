@@ -916,10 +916,6 @@ def test_regression_agent_leaving_a_closing_caller_hung_up_first(how: str) -> No
     check_ends_once_with_the_true_first_hangup(s, world)
 
 
-@pytest.mark.xfail(strict=True, reason="R5 bug in callflow/waiting.py, found by these properties "
-                   "(2026-12-04): with announce: wait, a caller whose agents are being rung before "
-                   "any queue figures came hears only queue-continue — no expected wait — at each "
-                   "interval (position gets 'you are next' in that case; wait gets nothing)")
 def test_regression_wait_announced_while_agents_ring_out() -> None:
     """With announce: wait, a second caller whose agents ring out one after another is still told the expected wait within the interval plus slack."""
     cfg = replace(bug_config(announce_every_seconds=10.0, max_wait_seconds=60.0),
