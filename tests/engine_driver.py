@@ -451,10 +451,17 @@ class World:
         (``request`` is its cause; ``None``: none is sent), ChannelLeftBridge, the failed end of the caller's prompt
         that was playing, StasisEnd (if it was in our app), then ChannelDestroyed (``destroyed``:
         the app is still subscribed — an originated leg, not an inbound caller)."""
+        # A hanging-up channel is out of its bridges at once (no audio crosses any more); the app
+        # hears ChannelLeftBridge only after the hang-up request (trace 14).
+        left = [bid for bid, members in self.bridges.items() if channel in members]
+        for bid in left:
+            self.bridges[bid].remove(channel)
+        self._refresh_bridged(call_id)
         if request is not None:
             self._deliver(call_id, e.ChannelHangupRequest(at=self.now, channel_id=channel,
                                                           cause=request, soft=soft))
-        self._leave_bridges(call_id, channel, tell=True)  # then ChannelLeftBridge (trace 14)
+        for bid in left:
+            self._deliver(call_id, e.ChannelLeftBridge(at=self.now, channel_id=channel, bridge_id=bid))
         line = self.lines[call_id]
         if channel == line.channel_id and line.prompt is not None:
             playing, line.prompt = line.prompt, None

@@ -346,22 +346,21 @@ class TestTransfers:
             long = [(round(a - result.invite_at, 1), round(b - a, 1)) for a, b in spans if b - a > 1.0]
             assert not long, f"the caller sat alone in silence (start s, length s): {long}"
 
-    @pytest.mark.parametrize("target_says", ["accept", "decline"])
-    async def test_warm_transfer_to_an_agent(self, rig: Rig, target_says: str) -> None:
-        """*2 2 #: consent, the target rung while the caller holds; accepted (agent1 hangs up) → caller with agent2, declined → back to agent1."""
-        # The caller agrees with 1 while the consent question plays (agent1 keys *22# at ~7 s).
-        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=40.0,
-                                                       keys=((9.0, "1"),))
+    async def _transfer(self, rig: Rig, keys: str, target_says: str, *, consult_seconds: float,
+                        first_agent_completes: bool) -> None:
+        """agent1 keys a transfer, the caller agrees with 1, agent2 answers, then says yes or no."""
+        # The caller presses 1 while the consent question plays (agent1 keys at ~7 s).
+        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=40.0, keys=((9.0, "1"),))
         await asyncio.sleep(2.0)
-        await a1.send_keys("*22#")
+        await a1.send_keys(keys)
         await a2.wait_for("CALL_INCOMING", 20)
         await a2.accept()
         await a2.wait_for("CALL_ESTABLISHED", 5)
-        await asyncio.sleep(1.5)  # consultation with the first agent
+        await asyncio.sleep(consult_seconds)
         await a2.send_keys("1" if target_says == "accept" else "2")
-        if target_says == "accept":
+        if target_says == "accept" and first_agent_completes:
             await asyncio.sleep(1.0)
-            await a1.hangup()  # the first agent completes by hanging up after the acceptance
+            await a1.hangup()  # an agent target's transfer completes when the first agent leaves
         result = await call
         assert result.ok, result.errors
         assert not result.service_sent_bye
@@ -373,37 +372,22 @@ class TestTransfers:
             assert record.agent == "agent2"
             assert a1.count("CALL_CLOSED") == 1, "the first agent was not released after the handoff"
         else:
+            assert record.agent == "agent1"
             assert "liyi/transfer-failed" in played, played
             assert a2.count("CALL_CLOSED") == 1
         assert record.compliance["R6"].status == "kept"
         self._never_alone(rig, result)
 
     @pytest.mark.parametrize("target_says", ["accept", "decline"])
+    async def test_warm_transfer_to_an_agent(self, rig: Rig, target_says: str) -> None:
+        """*2 2 #: consent, the target rung while the caller holds; accepted (agent1 hangs up) → caller with agent2, declined → back to agent1."""
+        await self._transfer(rig, "*22#", target_says, consult_seconds=1.5, first_agent_completes=True)
+
+    @pytest.mark.parametrize("target_says", ["accept", "decline"])
     async def test_department_target_answering_during_the_announcement(self, rig: Rig,
                                                                         target_says: str) -> None:
-        """*3 2 #: 报修's agent presses 1 (or 2) while transfer-announce plays; the caller is never left alone in silence."""
-        call, a1, a2 = await self._on_call_with_agent1(rig, hang_up_after=40.0, keys=((9.0, "1"),))
-        await asyncio.sleep(2.0)
-        await a1.send_keys("*32#")
-        await a2.wait_for("CALL_INCOMING", 20)
-        await a2.accept()
-        await a2.wait_for("CALL_ESTABLISHED", 5)
-        await asyncio.sleep(2.0)  # transfer-announce (10 s) is still playing to agent2
-        await a2.send_keys("1" if target_says == "accept" else "2")
-        result = await call
-        assert result.ok, result.errors
-        assert not result.service_sent_bye
-        await rig.settle()
-        [record] = await rig.calls()
-        if target_says == "accept":
-            assert record.agent == "agent2"
-            assert a1.count("CALL_CLOSED") == 1, "the first agent was not released after the handoff"
-        else:
-            assert record.agent == "agent1"
-            assert "liyi/transfer-failed" in rig.played_to_caller()
-            assert a2.count("CALL_CLOSED") == 1
-        self._never_alone(rig, result)
-        assert record.compliance["R6"].status == "kept"
+        """*3 2 #: 报修's agent presses 1 (or 2) while the 10 s transfer-announce plays; the caller is never left alone in silence."""
+        await self._transfer(rig, "*32#", target_says, consult_seconds=2.0, first_agent_completes=False)
 
 
 class TestQueueCallback:
