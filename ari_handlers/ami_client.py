@@ -16,12 +16,27 @@ How it works (messages as in ``tests/traces/09-ami-agent-presence.jsonl``):
   ``DeviceStateChange``. A REGISTER arrives as PeerStatus Reachable →
   DeviceStateChange NOT_INUSE → ContactStatus NonQualified, so ``on_change``
   can see an intermediate state (registered but still UNAVAILABLE).
-* Reconnecting is panoramisk 1.4's own logic, checked in its source:
-  ``Manager.connection_lost`` and a refused ``connect`` both schedule
-  ``connect`` again after ``reconnect_timeout`` seconds, forever, and each new
-  connection logs in again. We add what it lacks: no reconnect after
-  :meth:`AgentPhones.stop`, a login refusal that is reported instead of looped
-  on, and the snapshot after each login.
+* Connection life (issue 9), where panoramisk 1.4 falls short — read in its
+  source (``manager.py``, ``ami_protocol.py``):
+
+  - Its pinger sends ``Ping`` every ``ping_interval`` but never looks at the
+    answer, so a half-open socket (Asterisk's host gone, a NAT/firewall that
+    forgot the flow) is never noticed: TCP reports nothing until its own
+    retransmission gives up, many minutes later. Ours sends a Ping every
+    ``ping_seconds`` and aborts the connection when the previous one is still
+    unanswered at the next tick: a silent peer is noticed within
+    ``2 × ping_seconds`` (10 s by default).
+  - It reconnects every ``reconnect_timeout`` seconds, forever, and its
+    ``connect`` has no timeout. Ours waits ``reconnect_delay`` doubling to
+    :data:`RECONNECT_MAX_DELAY` (with jitter, reset after a login), gives each
+    TCP connect ``connect_timeout`` seconds, and stops for good after
+    :meth:`AgentPhones.stop`. A refused login is reported, not looped on.
+  - On a lost connection it queues every unanswered action and sends it again
+    after the next login (``AMIProtocol.close`` → ``awaiting_actions`` →
+    ``send_awaiting_actions`` on FullyBooted). Asterisk may have run it
+    already — an Originate sent twice rings a phone twice — so ours fails
+    every pending action with :class:`AmiConnectionLost` instead and sends
+    nothing again; the snapshot is simply read afresh after the next login.
 
 A phone counts as registered while it has a contact that is not
 ``Unreachable``/``Removed``: a contact that stopped answering qualify cannot
@@ -32,12 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from panoramisk import Manager  # type: ignore[import-untyped]
+from panoramisk.ami_protocol import AMIProtocol  # type: ignore[import-untyped]
 from panoramisk.message import Message  # type: ignore[import-untyped]
 
 log = structlog.get_logger(__name__)
@@ -46,6 +63,13 @@ log = structlog.get_logger(__name__)
 _CONTACT_DOWN = {"Unreachable", "Unavailable", "Removed"}
 #: Stand-in contact when PeerStatus says Reachable before we know the contact's URI.
 _PEER_REACHABLE = "<peer reachable>"
+
+#: A Ping every this many seconds; one unanswered at the next tick ends the connection.
+DEFAULT_PING_SECONDS = 5.0
+#: Reconnect delays: ``reconnect_delay`` doubling up to this cap.
+RECONNECT_MAX_DELAY = 10.0
+#: Seconds a TCP connect to AMI may take (panoramisk's own has no limit).
+DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,36 +85,169 @@ class AmiLoginError(Exception):
     """Asterisk refused our AMI username/secret."""
 
 
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's Manager with a stop switch and login results reported to its owner."""
+class AmiConnectionLost(ConnectionError):
+    """The AMI connection was down, or dropped before Asterisk answered the action.
 
-    def __init__(self, owner: AgentPhones, reconnect_delay: float, **config: Any) -> None:
-        super().__init__(**config)
-        # Manager.__init__ truncates to int; call_later takes fractions.
+    The action is not sent again after the reconnect: Asterisk may have run it.
+    """
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done-callback that reads a future's outcome, so a failed Ping logs no warning."""
+    if not future.cancelled():
+        future.exception()
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's protocol, except that closing fails the pending actions.
+
+    ``AMIProtocol.close`` moves every unanswered action (but Ping and Login) to
+    the manager's ``awaiting_actions``, to be sent again on the next
+    connection. Here each pending action's future fails with
+    :class:`AmiConnectionLost` at once and nothing is queued, so no action is
+    ever sent twice and no caller waits on a future that only a reconnect
+    would settle (panoramisk also forgets actions that had a partial answer,
+    leaving their futures pending forever).
+    """
+
+    def close(self) -> None:
+        responses: dict[str, Any] = getattr(self, "responses", {})
+        pending = {id(action): action for action in responses.values()}
+        responses.clear()  # in place: the manager holds the same dict
+        for action in pending.values():
+            if not action.future.done():
+                name = action.get("Action")
+                action.future.set_exception(
+                    AmiConnectionLost(f"AMI connection lost before {name!r} was answered")
+                )
+        if not getattr(self, "closed", True):
+            try:
+                self.transport.close()
+            finally:
+                self.closed = True
+
+
+class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's Manager with liveness, backoff, a stop switch and no re-sent actions."""
+
+    def __init__(
+        self,
+        owner: AgentPhones,
+        *,
+        reconnect_delay: float,
+        ping_seconds: float,
+        connect_timeout: float,
+        **config: Any,
+    ) -> None:
+        super().__init__(protocol_factory=_Protocol, **config)
+        # Manager.__init__ truncates these to int; call_later takes fractions.
         self.reconnect_timeout = reconnect_delay
+        self.ping_delay = self.ping_interval = ping_seconds
+        self.connect_timeout = connect_timeout
         self.owner = owner
         self.stopped = False
+        self._next_delay = reconnect_delay
+        self._unanswered_ping: asyncio.Future[Any] | None = None
+        self._lost_reason: str | None = None
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """One TCP connect, bounded by ``connect_timeout`` (a SYN into a black hole
+        would otherwise wait for the kernel's minutes-long retry)."""
         if self.stopped:  # a reconnect scheduled before stop()
             return None
-        return super().connect(*args, **kwargs)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        task = self.loop.create_task(
+            asyncio.wait_for(
+                self.loop.create_connection(
+                    _Protocol, self.config["host"], self.config["port"], ssl=self.config["ssl"]
+                ),
+                self.connect_timeout,
+            )
+        )
+        task.add_done_callback(self.connection_made)
+        return task
 
     def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if f.cancelled():
+            return
         if self.stopped:
-            if not f.cancelled() and f.exception() is None:
+            if f.exception() is None:
                 f.result()[0].close()
             return
-        super().connection_made(f)
+        exc = f.exception()
+        if exc is not None:
+            # Refused, unreachable or timed out (TimeoutError is an OSError): try again later.
+            self.owner._connect_failed(exc)
+            self._schedule_reconnect()
+            return
+        self._unanswered_ping = None
+        self._lost_reason = None
+        super().connection_made(f)  # logs in; schedules ping() after ping_delay
 
     def login(self, future: asyncio.Future[Any]) -> bool:
+        if future.cancelled() or future.exception() is not None:
+            # The connection died before the answer; the reconnect logs in again.
+            self.authenticated_future = None
+            return False
         ok = bool(super().login(future))
+        if ok:
+            self._next_delay = self.reconnect_timeout
         self.owner._login_result(ok, future.result())
         return ok
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.owner._connection_lost()
+    def ping(self) -> None:
+        """Liveness check, every ``ping_interval`` seconds from the TCP connect on.
+
+        The previous Ping still unanswered means the peer has gone silent:
+        abort (not close, which would wait for unsent bytes a dead peer never
+        acknowledges), and ``connection_lost`` reconnects. Before login
+        Asterisk answers Ping with "Permission denied", which proves it alive
+        just as well.
+        """
+        self.pinger = self.loop.call_later(self.ping_interval, self.ping)
+        protocol = self.protocol
+        if protocol is None or protocol.closed:
+            return
+        previous = self._unanswered_ping
+        if previous is not None and not previous.done():
+            self._lost_reason = f"no answer to Ping within {self.ping_interval:g} s"
+            protocol.transport.abort()
+            return
+        self._unanswered_ping = protocol.send({"Action": "Ping"})
+        self._unanswered_ping.add_done_callback(_retrieve)
+
+    async def send_awaiting_actions(self, *_: Any) -> None:
+        """Run by panoramisk on FullyBooted to re-send queued actions: we fail them instead."""
+        while self.awaiting_actions:
+            action = self.awaiting_actions.popleft()
+            if not action.future.done():
+                action.future.set_exception(AmiConnectionLost("not re-sent after a reconnect"))
+
+    def connection_lost(self, exc: Any) -> None:
+        """panoramisk's, with our reason, backoff and stop switch (its own is not called)."""
+        self._connected = False
+        if self.pinger is not None:
+            self.pinger.cancel()
+            self.pinger = None
+        reason = self._lost_reason
+        if reason is None:
+            if isinstance(exc, Mapping) and str(exc.get("Event", "")).lower() == "shutdown":
+                reason = "Asterisk shut down"
+            elif exc is None:
+                reason = "closed by Asterisk"
+            else:
+                reason = repr(exc)
+        self.owner._connection_lost(reason)
+        self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self.stopped:
+            return
+        delay = min(RECONNECT_MAX_DELAY, self._next_delay * random.uniform(0.8, 1.2))
+        self._next_delay = min(RECONNECT_MAX_DELAY, self._next_delay * 2)
+        self.owner._reconnect_wait(delay)
+        self.loop.call_later(delay, self.connect)
 
 
 class AgentPhones:
@@ -105,14 +262,23 @@ class AgentPhones:
         secret: str,
         endpoints: Iterable[str],
         on_change: Callable[[PhoneState], None],
-        reconnect_delay: float = 2.0,
+        reconnect_delay: float = 0.5,
         login_timeout: float = 10.0,
+        ping_seconds: float = DEFAULT_PING_SECONDS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
-        """``endpoints`` are PJSIP endpoint names (``agent1``); ``on_change`` gets each new state."""
+        """``endpoints`` are PJSIP endpoint names (``agent1``); ``on_change`` gets each new state.
+
+        ``ping_seconds``: a Ping every so often; a silent Asterisk is noticed
+        within twice that. ``reconnect_delay``: the first retry's delay,
+        doubling up to :data:`RECONNECT_MAX_DELAY`.
+        """
         self._config = {"host": host, "port": port, "username": username, "secret": secret}
         self._on_change = on_change
         self._reconnect_delay = reconnect_delay
         self._login_timeout = login_timeout
+        self._ping_seconds = ping_seconds
+        self._connect_timeout = connect_timeout
         self._contacts: dict[str, set[str]] = {e: set() for e in endpoints}
         self._devices: dict[str, str] = {e: "UNKNOWN" for e in self._contacts}
         self._states: dict[str, PhoneState] = {
@@ -136,11 +302,11 @@ class AgentPhones:
         self._first_login = loop.create_future()
         self._manager = _Manager(
             self,
-            self._reconnect_delay,
+            reconnect_delay=self._reconnect_delay,
+            ping_seconds=self._ping_seconds,
+            connect_timeout=self._connect_timeout,
             loop=loop,
             events="on",
-            ping_delay=10,
-            ping_interval=10,
             **self._config,
         )
         self._manager.register_event("DeviceStateChange", self._on_device_state)
@@ -181,6 +347,21 @@ class AgentPhones:
         """The last known state of a tracked endpoint (KeyError for one we do not track)."""
         return self._states[endpoint]
 
+    async def send_action(self, action: Mapping[str, str]) -> Any:
+        """Send one AMI action; its answer (a Message, or a list for list actions).
+
+        Raises :class:`AmiConnectionLost` when AMI is down now or the
+        connection drops before Asterisk answers. The action is then never
+        sent again after the reconnect (panoramisk would): Asterisk may have
+        run it, and an Originate sent twice rings a phone twice. Whether to
+        try again is the caller's call, knowing what the action does.
+        """
+        manager = self._manager
+        protocol = manager.protocol if manager is not None else None
+        if manager is None or not self.connected or protocol is None or protocol.closed:
+            raise AmiConnectionLost(f"AMI is not connected; {action.get('Action')!r} not sent")
+        return await manager.send_action(dict(action))
+
     # -- panoramisk callbacks ---------------------------------------------------------
 
     def _login_result(self, ok: bool, response: Message) -> None:
@@ -199,14 +380,23 @@ class AgentPhones:
             self._resync_task.cancel()
         self._resync_task = asyncio.ensure_future(self._resync())
 
-    def _connection_lost(self) -> None:
+    def _connection_lost(self, reason: str) -> None:
         was = self.connected
         self.connected = False
         if self._resync_task is not None:
             self._resync_task.cancel()
             self._resync_task = None
         if was:
-            log.warning("ami.disconnected", host=self._config["host"])
+            log.warning("ami.disconnected", host=self._config["host"],
+                        port=self._config["port"], reason=reason)
+        else:
+            log.info("ami.connection_lost_before_login", host=self._config["host"], reason=reason)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        log.debug("ami.connect_failed", host=self._config["host"], error=repr(exc))
+
+    def _reconnect_wait(self, delay: float) -> None:
+        log.debug("ami.reconnect_wait", delay=round(delay, 3))
 
     async def _cancel_resync(self) -> None:
         task, self._resync_task = self._resync_task, None

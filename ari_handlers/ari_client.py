@@ -17,6 +17,15 @@ Things the real Asterisk 22 traces taught us (``tests/traces/``):
 * After the WebSocket reconnects Asterisk replays nothing, no StasisStart
   (trace 07/12). :meth:`AriClient.events` therefore calls ``on_connect`` after
   every (re)connect, so the controller can reconcile with ``list_channels``.
+* A socket can die without a word (Asterisk's host gone, a NAT or firewall
+  that forgot the flow): TCP then says nothing for many minutes. The event
+  socket therefore uses aiohttp's heartbeat: after ``heartbeat_seconds``
+  without a frame it sends a WebSocket ping and gives up when no pong comes
+  within half that, so a silent Asterisk is noticed within about
+  1.5 × ``heartbeat_seconds`` (+ up to 1 s of aiohttp's timer rounding):
+  under 10 s by default. The opening handshake gets ``connect_timeout``
+  seconds, so a reconnect to a peer that accepts and never answers is retried
+  instead of waiting for aiohttp's 5-minute default.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ log = structlog.get_logger(__name__)
 #: Reconnect delays of the event WebSocket: first retry, then doubling up to the cap.
 RECONNECT_MIN_DELAY = 0.2
 RECONNECT_MAX_DELAY = 10.0
+#: Seconds without a frame before the event socket pings Asterisk (no pong in half → dead).
+DEFAULT_HEARTBEAT_SECONDS = 6.0
+#: Seconds the event socket's opening handshake (TCP + HTTP upgrade) may take.
+DEFAULT_CONNECT_TIMEOUT = 5.0
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 ConnectionHandler = Callable[[], Awaitable[None]]
@@ -98,8 +111,14 @@ class AriClient:
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = 5.0,
         api_key_in_url: bool = False,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         """``base_url`` is Asterisk's HTTP server (``http://127.0.0.1:8088``); ``/ari`` is added.
+
+        ``heartbeat_seconds``: the event socket pings after that long without a
+        frame and reconnects when the pong does not come within half of it.
+        ``connect_timeout`` bounds each (re)connect of the event socket.
 
         ``api_key_in_url`` authenticates the WebSocket with ``?api_key=user:pass``
         instead of a Basic ``Authorization`` header (both are accepted by Asterisk;
@@ -115,6 +134,8 @@ class AriClient:
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._heartbeat = heartbeat_seconds
+        self._connect_timeout = connect_timeout
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -427,13 +448,17 @@ class AriClient:
         backoff = RECONNECT_MIN_DELAY
         while not stop.is_set():
             connected = False
+            reason = ""
             try:
-                async with self._get_session().ws_connect(
-                    url,
-                    headers=headers,
-                    heartbeat=30.0,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                ) as ws:
+                # ws_connect's handshake would otherwise use the session's 5-minute default.
+                async with asyncio.timeout(self._connect_timeout):
+                    ws = await self._get_session().ws_connect(
+                        url,
+                        headers=headers,
+                        heartbeat=self._heartbeat,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    )
+                async with ws:
                     connected = True
                     backoff = RECONNECT_MIN_DELAY
                     log.info("ari.events_connected", app=self.app)
@@ -445,10 +470,17 @@ class AriClient:
                         closer.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await closer
+                    reason = self._lost_reason(ws, stop)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.warning("ari.events_connect_failed", app=self.app, error=repr(exc))
+                if connected:
+                    reason = repr(exc)
+                else:
+                    log.warning("ari.events_connect_failed", app=self.app, error=repr(exc))
             if connected:
-                log.info("ari.events_disconnected", app=self.app)
+                if stop.is_set():
+                    log.info("ari.events_disconnected", app=self.app, reason="stopping")
+                else:
+                    log.warning("ari.events_disconnected", app=self.app, reason=reason)
                 await self._notify(on_disconnect, "ari.on_disconnect_failed")
             if stop.is_set():
                 break
@@ -460,6 +492,18 @@ class AriClient:
                 await asyncio.wait_for(stop.wait(), delay)
             backoff = min(RECONNECT_MAX_DELAY, backoff * 2)
         log.info("ari.events_stopped", app=self.app)
+
+    @staticmethod
+    def _lost_reason(ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event) -> str:
+        """Why the socket ended, for the log: a missed pong, a close frame, or a dropped TCP."""
+        if stop.is_set():
+            return "stopping"
+        exc = ws.exception()
+        if exc is not None:
+            return str(exc) or repr(exc)
+        if ws.close_code is not None:
+            return f"closed by Asterisk (code {ws.close_code})"
+        return "connection dropped"
 
     @staticmethod
     async def _notify(handler: ConnectionHandler | None, failure_event: str) -> None:
