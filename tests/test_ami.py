@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ari_handlers.ami_client import AgentPhones, AmiLoginError, PhoneState
+from ari_handlers.ami_client import (
+    DEFAULT_PING_SECONDS,
+    AgentPhones,
+    AmiConnectionLost,
+    AmiLoginError,
+    PhoneState,
+)
 from ari_handlers.simulator.ami_server import AmiServer
 
 USER, SECRET = "liyi", "s3cret"
@@ -103,7 +109,9 @@ class Recorder:
         self.changes.append(state)
 
 
-def phones_for(server: AmiServer, recorder: Recorder, secret: str = SECRET) -> AgentPhones:
+def phones_for(
+    server: AmiServer, recorder: Recorder, secret: str = SECRET, ping_seconds: float = 30.0
+) -> AgentPhones:
     return AgentPhones(
         host="127.0.0.1",
         port=server.port,
@@ -113,7 +121,22 @@ def phones_for(server: AmiServer, recorder: Recorder, secret: str = SECRET) -> A
         on_change=recorder,
         reconnect_delay=0.2,
         login_timeout=2.0,
+        ping_seconds=ping_seconds,
     )
+
+
+def received(server: AmiServer, action: str) -> list[tuple[int, dict[str, str]]]:
+    """The actions named ``action`` the server read, with the connection each came on."""
+    return [(n, h) for n, h in server.received if h.get("Action", "").lower() == action.lower()]
+
+
+ORIGINATE = {
+    "Action": "Originate",
+    "Channel": "PJSIP/agent1",
+    "Application": "Playback",
+    "Data": "hello-world",
+    "Async": "true",
+}
 
 
 class TestAmiServerFraming:
@@ -341,3 +364,104 @@ class TestAgentPhones:
         finally:
             await phones.stop()
             await ami.stop()
+
+
+class TestLiveness:
+    """Issue 9: a half-open AMI socket is noticed, reconnected, re-read; no action is sent twice."""
+
+    def test_default_ping_notices_a_silent_asterisk_within_15_seconds(self) -> None:
+        """With the default settings a silent Asterisk is noticed within 15 s (two Ping ticks)."""
+        assert 2 * DEFAULT_PING_SECONDS <= 15
+
+    async def test_silent_asterisk_is_noticed_and_the_roster_read_again(
+        self, server: AmiServer
+    ) -> None:
+        """When Asterisk stops answering on an open socket, the client notices within seconds, logs
+        the disconnect, reconnects and re-reads the phones, so a REGISTER it missed is known."""
+        rec = Recorder()
+        phones = phones_for(server, rec, ping_seconds=0.5)
+        await phones.start()
+        try:
+            assert phones.connected and not phones.state("agent2").registered
+            with capture_logs() as logs:
+                server.stall()
+                server.set_contact("agent2", True)  # its events go nowhere: the socket is silent
+                await eventually(lambda: not phones.connected, timeout=5.0)  # 2 × 0.5 s expected
+                await eventually(lambda: phones.connected, timeout=5.0)
+                await eventually(lambda: phones.state("agent2").registered, timeout=5.0)
+            lost = [e for e in logs if e["event"] == "ami.disconnected"]
+            assert len(lost) == 1 and "Ping" in lost[0]["reason"]
+            assert [e["event"] for e in logs].count("ami.logged_in") == 1
+            assert rec.changes[-1] == PhoneState("agent2", True, "NOT_INUSE")
+            await eventually(lambda: server.clients == 1)  # the silent socket was dropped
+        finally:
+            await phones.stop()
+
+    async def test_action_pending_at_a_drop_is_not_sent_again(self, server: AmiServer) -> None:
+        """An Originate still unanswered when Asterisk restarts fails for its sender and is not
+        sent again after the reconnect (panoramisk would re-send it: a phone rung twice)."""
+        phones = phones_for(server, Recorder())
+        await phones.start()
+        try:
+            server.stall()  # Asterisk reads the Originate but never answers...
+            pending = asyncio.ensure_future(phones.send_action(ORIGINATE))
+            await eventually(lambda: len(received(server, "Originate")) == 1)
+            await server.stop()  # ...then restarts
+            with pytest.raises(AmiConnectionLost):
+                await asyncio.wait_for(pending, 5)
+            await server.start()
+            await eventually(lambda: phones.connected, timeout=5.0)
+            first = received(server, "Originate")[0][0]
+            await eventually(  # the new connection's snapshot is done: FullyBooted has passed
+                lambda: any(n > first for n, _ in received(server, "DeviceStateList"))
+            )
+            await asyncio.sleep(0.3)
+            assert len(received(server, "Originate")) == 1
+        finally:
+            await phones.stop()
+
+    async def test_action_pending_on_a_silent_socket_is_not_sent_again(
+        self, server: AmiServer
+    ) -> None:
+        """An Originate sent into a silent socket fails once the silence is noticed, and the
+        reconnected client does not send it again."""
+        phones = phones_for(server, Recorder(), ping_seconds=0.5)
+        await phones.start()
+        try:
+            server.stall()
+            pending = asyncio.ensure_future(phones.send_action(ORIGINATE))
+            with pytest.raises(AmiConnectionLost):
+                await asyncio.wait_for(pending, 5)
+            await eventually(lambda: phones.connected, timeout=5.0)
+            pings = received(server, "Ping")
+            await eventually(lambda: len(received(server, "Ping")) > len(pings), timeout=5.0)
+            assert len(received(server, "Originate")) == 1
+        finally:
+            await phones.stop()
+
+    async def test_action_while_disconnected_fails_at_once(self) -> None:
+        """With AMI down, send_action raises AmiConnectionLost at once instead of queueing."""
+        ami = AmiServer(username=USER, secret=SECRET, endpoints=["agent1"])
+        await ami.start()
+        await ami.stop()
+        phones = phones_for(ami, Recorder())
+        await phones.start()
+        try:
+            with pytest.raises(AmiConnectionLost):
+                await asyncio.wait_for(phones.send_action(ORIGINATE), 1)
+        finally:
+            await phones.stop()
+
+    async def test_reconnect_delays_grow(self) -> None:
+        """While Asterisk stays down the client retries with growing delays, not in a tight loop."""
+        ami = AmiServer(username=USER, secret=SECRET, endpoints=["agent1"])
+        await ami.start()
+        await ami.stop()
+        phones = phones_for(ami, Recorder())
+        with capture_logs() as logs:
+            await phones.start()
+            await asyncio.sleep(2.0)
+            await phones.stop()
+        delays = [e["delay"] for e in logs if e["event"] == "ami.reconnect_wait"]
+        assert 3 <= len(delays) <= 5  # 0.2, 0.4, 0.8, ... (±20 %) within 2 s
+        assert delays[-1] > 2 * delays[0]

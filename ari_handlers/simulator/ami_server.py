@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -76,13 +77,15 @@ class _Session:
 
     writer: asyncio.StreamWriter
     peer: str
+    number: int = 0
     authenticated: bool = False
     events: bool = True
     closed: bool = False
+    stalled: bool = False  # half-open: reads on, answers nothing (see AmiServer.stall)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def send(self, message: Message) -> None:
-        if self.closed or self.writer.is_closing():
+        if self.closed or self.stalled or self.writer.is_closing():
             return
         self.writer.write(encode(message))
 
@@ -115,6 +118,10 @@ class AmiServer:
         self._endpoints: dict[str, None] = {}  # ordered set
         self._contacts: dict[str, _Contact] = {}
         self._started_at = time.monotonic()
+        self._session_count = 0
+        #: Every action received, as (connection number, headers), oldest first, so a test
+        #: can check what reached "Asterisk" and how often.
+        self.received: deque[tuple[int, dict[str, str]]] = deque(maxlen=10_000)
         for endpoint in endpoints:
             self._add_endpoint(endpoint)
             self._devices.setdefault(f"PJSIP/{endpoint}", "UNAVAILABLE")
@@ -145,6 +152,17 @@ class AmiServer:
             self._server = None
         self._sessions.clear()
         log.info("ami_server.stopped", port=self.port)
+
+    def stall(self) -> None:
+        """Make every current connection half-open: still read (and recorded), never answered.
+
+        What a client sees when Asterisk's host vanishes or a NAT forgets the
+        flow: no FIN, no RST, just silence. New connections are served as usual,
+        as they would be once the path is back.
+        """
+        for session in self._sessions:
+            session.stalled = True
+        log.info("ami_server.stalled", sessions=len(self._sessions))
 
     @property
     def clients(self) -> int:
@@ -241,7 +259,8 @@ class AmiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
-        session = _Session(writer=writer, peer=peer)
+        self._session_count += 1
+        session = _Session(writer=writer, peer=peer, number=self._session_count)
         task = asyncio.current_task()
         if task is not None:
             session.tasks.add(task)
@@ -253,6 +272,9 @@ class AmiServer:
                 action = await self._read_message(reader)
                 if action is None:
                     break
+                self.received.append((session.number, dict(action)))
+                if session.stalled:
+                    continue
                 self._handle(session, action)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
