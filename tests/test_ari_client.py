@@ -21,7 +21,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from ari_handlers.ari_client import AriClient, AriConnectionError, AriError
+from ari_handlers.ari_client import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    AriClient,
+    AriConnectionError,
+    AriError,
+)
 from tests.ari_spec import load_spec
 
 USER, PASSWORD, APP = "liyi", "s3cret", "liyi"
@@ -121,7 +126,8 @@ class FakeAsterisk:
     requests: list[Recorded] = field(default_factory=list)
     # (method, concrete path) -> (status, body), checked before ANSWERS
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
-    # one script per WebSocket connection: frames to send, then "close" or "hold"
+    # one script per WebSocket connection: frames to send, then "close" or "hold", or
+    # "silent": hold but answer no ping, as a half-open socket (no autoping)
     ws_scripts: list[list[str]] = field(default_factory=list)
     ws_connections: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
@@ -154,15 +160,15 @@ class FakeAsterisk:
     async def events(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
             return web.json_response({"message": "Authentication required"}, status=401)
-        ws = web.WebSocketResponse()
+        script = self.ws_scripts.pop(0) if self.ws_scripts else ["hold"]
+        ws = web.WebSocketResponse(autoping="silent" not in script)
         await ws.prepare(request)
         self.ws_connections.append(dict(request.query))
-        script = self.ws_scripts.pop(0) if self.ws_scripts else ["hold"]
         for frame in script:
             if frame == "close":
                 await ws.close()
                 return ws
-            if frame == "hold":
+            if frame in ("hold", "silent"):
                 break
             await ws.send_str(frame)
         async for _ in ws:  # hold until the client closes
@@ -563,3 +569,82 @@ class TestEvents:
         finally:
             await ari.close()
         assert fake.ws_connections == [{"app": APP, "api_key": f"{USER}:{PASSWORD}"}]
+
+
+class TestLiveness:
+    """Issue 9: a half-open event socket is noticed and reopened."""
+
+    def test_default_heartbeat_notices_a_silent_asterisk_within_15_seconds(self) -> None:
+        """With the default heartbeat a silent Asterisk is noticed within 15 s (ping, half for
+        the pong, and up to 1 s of aiohttp's timer rounding on each)."""
+        assert 1.5 * DEFAULT_HEARTBEAT_SECONDS + 2 <= 15
+
+    async def test_socket_that_stops_answering_pings_is_reopened(self, fake: FakeAsterisk) -> None:
+        """When Asterisk stops answering on an open event socket, the client notices within
+        seconds, logs why, reconnects and runs on_connect again (to reconcile)."""
+        fake.ws_scripts = [[_event(1), "silent"], [_event(2), "hold"]]
+        ari = AriClient(fake.url, USER, PASSWORD, APP, heartbeat_seconds=0.5)
+        seen: list[str] = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        times: dict[str, float] = {}
+
+        async def on_event(event: dict[str, Any]) -> None:
+            seen.append(event["value"])
+            times.setdefault(event["value"], loop.time())
+            if event["value"] == "2":
+                stop.set()
+
+        async def on_connect() -> None:
+            seen.append("connect")
+
+        async def on_disconnect() -> None:
+            seen.append("disconnect")
+            times.setdefault("disconnect", loop.time())
+
+        try:
+            with capture_logs() as logs:
+                await asyncio.wait_for(
+                    ari.events(on_event, on_connect=on_connect, on_disconnect=on_disconnect,
+                               stop=stop),
+                    timeout=10,
+                )
+        finally:
+            await ari.close()
+        assert seen == ["connect", "1", "disconnect", "connect", "2", "disconnect"]
+        assert times["disconnect"] - times["1"] < 5.0  # 0.5 s + 0.25 s expected
+        lost = [e for e in logs if e["event"] == "ari.events_disconnected"]
+        assert lost[0]["log_level"] == "warning" and "PONG" in lost[0]["reason"]
+        assert lost[-1]["reason"] == "stopping"
+
+    async def test_handshake_that_never_answers_is_retried(self) -> None:
+        """A peer that accepts the TCP connection but never answers the WebSocket upgrade is
+        given up on after connect_timeout and tried again, not waited on for minutes."""
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def mute(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ari = AriClient(f"http://127.0.0.1:{port}", USER, PASSWORD, APP, connect_timeout=0.5)
+        stop = asyncio.Event()
+
+        async def on_event(event: dict[str, Any]) -> None:
+            pass
+
+        task = asyncio.create_task(ari.events(on_event, stop=stop))
+        try:
+            for _ in range(100):
+                if len(accepted) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(accepted) >= 2
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await ari.close()
+            for writer in accepted:
+                writer.close()
+            server.close()
+            await server.wait_closed()
