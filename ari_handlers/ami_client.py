@@ -262,7 +262,7 @@ class AgentPhones:
         secret: str,
         endpoints: Iterable[str],
         on_change: Callable[[PhoneState], None],
-        reconnect_delay: float = 0.5,
+        reconnect_delay: float = 0.2,
         login_timeout: float = 10.0,
         ping_seconds: float = DEFAULT_PING_SECONDS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,

@@ -76,7 +76,8 @@ class Service:
         self.store = CallStore(self.settings.database_url, journal_path=self.settings.journal_path)
         await self.store.start()
         ast = self.asterisk
-        self.ari = AriClient(ast.ari_url, ast.ari_user, ast.ari_password, ast.app)
+        self.ari = AriClient(ast.ari_url, ast.ari_user, ast.ari_password, ast.app,
+                             heartbeat_seconds=ast.ari_heartbeat_seconds)
         roster = Roster([(a.name, a.endpoint) for a in cfg.agents],
                         assume_registered=not ast.ami_host, now=time.time())
         self.controller = Controller(config=cfg, ari=self.ari, store=self.store, roster=roster,
@@ -136,7 +137,8 @@ class Service:
         endpoints = [a.endpoint.split("/", 1)[-1] for a in self.settings.callflow.agents]
         self.phones = AgentPhones(host=ast.ami_host or "127.0.0.1", port=ast.ami_port,
                                   username=ast.ami_user, secret=ast.ami_secret,
-                                  endpoints=endpoints, on_change=on_change)
+                                  endpoints=endpoints, on_change=on_change,
+                                  ping_seconds=ast.ami_ping_seconds)
         await self.phones.start()
         for endpoint in endpoints:  # what AMI knew at login
             on_change(self.phones.state(endpoint))

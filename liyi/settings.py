@@ -31,6 +31,16 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+#: Liveness defaults (the clients' own: ``ari_client.DEFAULT_HEARTBEAT_SECONDS``,
+#: ``ami_client.DEFAULT_PING_SECONDS``; kept as literals so the CLI's light commands
+#: need not import aiohttp or panoramisk). A silent Asterisk is noticed within about
+#: 1.5 × the heartbeat (+1 s) on ARI and 2 × the ping on AMI: under 15 s both.
+DEFAULT_ARI_HEARTBEAT_SECONDS = 6.0
+DEFAULT_AMI_PING_SECONDS = 5.0
+#: Longest liveness interval accepted: beyond it a dead Asterisk goes unnoticed too long.
+MAX_LIVENESS_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class AsteriskSettings:
     ari_url: str = "http://127.0.0.1:8088"
@@ -41,6 +51,8 @@ class AsteriskSettings:
     ami_port: int = 5038
     ami_user: str = "liyi"
     ami_secret: str = field(default="", repr=False)
+    ari_heartbeat_seconds: float = DEFAULT_ARI_HEARTBEAT_SECONDS
+    ami_ping_seconds: float = DEFAULT_AMI_PING_SECONDS
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,18 @@ def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str]
             problems.append(ConfigProblem("asterisk.ami_port", f"{port!r} — must be a port 1..65535"))
             port = 5038
         ami_host = raw_ast.get("ami_host", "127.0.0.1")
+        liveness: dict[str, float] = {}
+        for key, default in (("ari_heartbeat_seconds", DEFAULT_ARI_HEARTBEAT_SECONDS),
+                             ("ami_ping_seconds", DEFAULT_AMI_PING_SECONDS)):
+            value = raw_ast.get(key, default)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 < value <= MAX_LIVENESS_SECONDS):
+                problems.append(ConfigProblem(
+                    f"asterisk.{key}",
+                    f"{value!r} — must be a number of seconds above 0, at most "
+                    f"{MAX_LIVENESS_SECONDS:g}"))
+                value = default
+            liveness[key] = float(value)
         asterisk = AsteriskSettings(
             ari_url=env.get("LIYI_ARI_URL", url).rstrip("/"),
             ari_user=str(raw_ast.get("ari_user", "liyi")),
@@ -161,6 +185,7 @@ def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str]
             ami_port=port,
             ami_user=str(raw_ast.get("ami_user", "liyi")),
             ami_secret=env.get("LIYI_AMI_SECRET", ""),
+            **liveness,
         )
 
     db = data.get("database") or {}

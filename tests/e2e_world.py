@@ -56,6 +56,7 @@ class World:
 @asynccontextmanager
 async def running_world(tmp_path: Path, *, prompt_seconds: float = 0.05,
                         agents: tuple[str, ...] = ("agent1", "agent2"), web: bool = False,
+                        asterisk_options: dict[str, Any] | None = None,
                         **callflow: Any) -> AsyncIterator[World]:
     sim = AsteriskSimulator(prompt_seconds=prompt_seconds)
     await sim.start()
@@ -64,7 +65,7 @@ async def running_world(tmp_path: Path, *, prompt_seconds: float = 0.05,
     settings = replace(fast_settings(tmp_path / "calls.db", **callflow), web_port=0)
     asterisk = AsteriskSettings(ari_url=sim.ari_url, ari_user="liyi", ari_password="liyi-sim",
                                 ami_host="127.0.0.1", ami_port=sim.ami_port, ami_user="liyi",
-                                ami_secret="liyi-sim")
+                                ami_secret="liyi-sim", **(asterisk_options or {}))
     service = Service(settings, asterisk, web_enabled=web)
     try:
         await service.start()

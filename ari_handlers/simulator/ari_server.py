@@ -51,6 +51,7 @@ class _Connection:
     def __init__(self, ws: web.WebSocketResponse, apps: tuple[str, ...]) -> None:
         self.ws = ws
         self.apps = apps
+        self.stalled = False  # half-open: events lost, pings unanswered (EventHub.stall)
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()
@@ -58,6 +59,8 @@ class _Connection:
         self.task = asyncio.get_running_loop().create_task(self._write())
 
     def push(self, text: str) -> None:
+        if self.stalled:
+            return
         self._queue.append(text)
         self.idle.clear()
         self._wake.set()
@@ -123,6 +126,17 @@ class EventHub:
     async def close_all(self) -> None:
         for conn in set(self._by_app.values()):
             await conn.ws.close()
+
+    def stall(self) -> None:
+        """Make every current app socket half-open: its events are lost, its pings unanswered.
+
+        What the app sees when Asterisk's host or the network path dies: no
+        close frame, no FIN, just silence. A new socket is served as usual.
+        """
+        for conn in set(self._by_app.values()):
+            conn.stalled = True
+            conn._queue.clear()
+        log.info("sim.ws_stalled", sockets=len(self._by_app))
 
 
 async def _close_later(conn: _Connection) -> None:
@@ -509,7 +523,8 @@ async def events(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
         raise AriError(400, "Missing parameter app")
     if p.flag("subscribeAll"):
         log.warning("sim.subscribe_all_ignored", apps=apps)
-    ws = web.WebSocketResponse(autoping=True)
+    # Pings are answered here rather than by aiohttp, so that a stalled socket can stop.
+    ws = web.WebSocketResponse(autoping=False)
     await ws.prepare(p.request)
     sim.known_apps.update(apps)
     conn = sim.server.hub.attach(ws, apps)
@@ -518,6 +533,8 @@ async def events(sim: AsteriskSimulator, p: Params) -> web.StreamResponse:
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 break
+            if msg.type == WSMsgType.PING and not conn.stalled:
+                await ws.pong(msg.data)
     finally:
         sim.server.hub.detach(conn)
         log.info("sim.app_disconnected", apps=apps)

@@ -234,6 +234,17 @@ class AsteriskSimulator:
         if self.ami is not None:
             await self.ami.stop()
 
+    def stall_connections(self) -> None:
+        """Asterisk's end of every open ARI event socket and AMI session goes silent.
+
+        As when its host or the network path dies without a word: nothing is
+        closed, nothing more is answered, events are lost. New connections are
+        served, so a client that notices and reconnects finds Asterisk again.
+        """
+        self.server.hub.stall()
+        if self.ami is not None:
+            self.ami.stall()
+
     @property
     def ari_url(self) -> str:
         return f"http://{self.host}:{self.server.port}"
