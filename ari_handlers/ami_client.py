@@ -30,7 +30,9 @@ How it works (messages as in ``tests/traces/09-ami-agent-presence.jsonl``):
     ``connect`` has no timeout. Ours waits ``reconnect_delay`` doubling to
     :data:`RECONNECT_MAX_DELAY` (with jitter, reset after a login), gives each
     TCP connect ``connect_timeout`` seconds, and stops for good after
-    :meth:`AgentPhones.stop`. A refused login is reported, not looped on.
+    :meth:`AgentPhones.stop`. A refused first login raises
+    :class:`AmiLoginError`; a refused re-login is logged each time and retried
+    with the same backoff (an admin may be fixing the secret).
   - On a lost connection it queues every unanswered action and sends it again
     after the next login (``AMIProtocol.close`` → ``awaiting_actions`` →
     ``send_awaiting_actions`` on FullyBooted). Asterisk may have run it
