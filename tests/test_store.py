@@ -1238,7 +1238,8 @@ async def postgres_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     if not POSTGRES_URL:
         pytest.skip("set LIYI_TEST_POSTGRES_URL=postgresql+asyncpg://user@host/db to run")
-    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the cluster, closing the connection this engine keeps.
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"liyi_test_{uuid.uuid4().hex[:12]}"
     try:
         async with admin.connect() as conn:
