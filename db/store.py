@@ -5,8 +5,18 @@ How this works:
 - The controller calls the write methods (``call_started``, ``append``,
   ``call_updated``, ``call_ended``, ``agent_state``) from the event loop. Each
   one cleans its input into a JSON-safe snapshot (``db.sanitize``), puts it
-  on an in-memory queue, appends it to the crash journal, and returns. They
-  never block on the database and never raise.
+  on an in-memory queue, hands it to the crash journal, and returns. They
+  never block on the database or the disk, and never raise.
+- The crash journal (``db.journal``) writes on its own thread and fsyncs in
+  batches, at most one fsync per ``journal_sync_interval`` (0.1 s): a power
+  cut loses at most the records queued since the last fsync began (the last
+  batch), a crash of the process alone at most the lines its thread had not
+  yet written. Everything else is replayed in order at the next start.
+- A database outage of minutes does not grow memory without bound: past
+  ``memory_limit`` records in memory (20 000), new records are *spilled* —
+  kept only in the journal on disk — and read back in order once the writer
+  has committed what was in memory. An earlier run's journal is read back the
+  same way. (Without a journal there is nowhere to spill: memory grows.)
 - One background writer task drains the queue in order, in batches, one
   transaction per batch. Records leave the queue only after their batch is
   committed. If a write fails — database down, locked, disk full — the batch
@@ -24,7 +34,9 @@ How this works:
 - Every batch also advances a per-store mark in ``journal_marks`` in the same
   transaction. A record is written only if its number is past its store's
   mark, so neither a journal replayed after a crash nor a retry after a
-  commit whose answer was lost can write a record twice.
+  commit whose answer was lost (say, PostgreSQL stopped mid-commit) can
+  write a record twice. A replayed journal's mark is dropped only once the
+  emptied journal file is on disk, so no line can come back without it.
 - A record the database refuses by itself (an integrity or data error, not
   an outage) is isolated by writing the batch one record at a time; after a
   few refusals it is logged in full and dropped, so one bad record cannot
@@ -285,6 +297,7 @@ class CallStore:
             journal.append(record, spilled=True)
         self._spilled = scan.records + len(before_start)
         self._replayed_journals = set(scan.journal_ids) - {self._journal_id}
+        self._spill_warned = True  # the replay is logged below; spilling is part of it
         self._drained.clear()
         self._wakeup.set()
         logger.info("call_log.journal_replayed", records=scan.records, path=str(journal.path))
@@ -648,6 +661,8 @@ class CallStore:
                     refusals += 1
                     if refusals >= _REFUSALS_BEFORE_DROP:
                         dropped = self._queue.popleft()
+                        if dropped.get("op") == "followup":
+                            self._uncommitted_followups.pop(dropped.get("followup_id", ""), None)
                         isolate = max(0, isolate - 1)
                         refusals = 0
                         logger.error(
