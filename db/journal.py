@@ -100,6 +100,8 @@ class Journal:
         self._handoff_scheduled = False
         self._sync_timer: asyncio.TimerHandle | None = None
         self._last_sync = float("-inf")
+        # Bytes appended since the file was last emptied or rewritten (see compact()).
+        self.grown = 0
         # Journal-thread side (touched only by jobs running on the journal thread).
         self._fd: int | None = None
         self._size = 0
@@ -151,7 +153,9 @@ class Journal:
         """
         if self._executor is None:
             return
-        self._outbox.append(((_ENCODER.encode(record) + "\n").encode("utf-8"), spilled))
+        line = (_ENCODER.encode(record) + "\n").encode("utf-8")
+        self.grown += len(line)
+        self._outbox.append((line, spilled))
         if not self._handoff_scheduled:
             self._handoff_scheduled = True
             assert self._loop is not None
@@ -167,11 +171,29 @@ class Journal:
     def clear(self) -> asyncio.Future[bool]:
         """Empty the journal (everything in it has been committed); True once durable."""
         self._outbox.clear()
+        self.grown = 0
         if self._executor is None:
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             done.set_result(False)
             return done
         return asyncio.wrap_future(self._executor.submit(self._truncate_sync))
+
+    def compact(self, uncommitted: list[Record]) -> None:
+        """Rewrite the file with only ``uncommitted`` (every record not yet committed).
+
+        Why: the journal is emptied when nothing is pending, which a busy
+        center may not see for hours; without this the file would grow with
+        every record of the day. The new file is written and fsync'd beside
+        the old one and renamed over it, so a power cut leaves one or the
+        other, whole. Only while nothing is spilled: then ``uncommitted`` is
+        the store's queue.
+        """
+        if self._executor is None:
+            return
+        self._handoff()  # lines of this step go to the old file first, not twice
+        self.grown = 0
+        # Encoded on the journal thread: queued records are never changed once queued.
+        self._executor.submit(self._rewrite_sync, list(uncommitted))
 
     async def sync(self) -> None:
         """Write and fsync everything appended so far (close() and tests wait on it)."""
@@ -385,6 +407,40 @@ class Journal:
         self._size = self._synced_size = 0
         self._needs_newline = False
         return True
+
+    def _rewrite_sync(self, records: list[Record]) -> None:
+        if self._fd is None:
+            return
+        lines = [(_ENCODER.encode(r) + "\n").encode("utf-8") for r in records]
+        fresh = self.path.with_name(self.path.name + ".new")
+        fd = -1
+        try:
+            fd = os.open(
+                fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666
+            )
+            # Locked before it takes the journal's name: a second store must not get in.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            data = memoryview(b"".join(lines))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+            os.replace(fresh, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            logger.warning("call_log.journal_compact_failed", path=str(self.path), error=repr(exc))
+            if fd >= 0:
+                os.close(fd)
+            return
+        os.close(self._fd)
+        self._fd = fd
+        self._size = self._synced_size = sum(len(line) for line in lines)
+        self._needs_newline = False
+        self._read_pos = None
+        self._file_unread = 0
 
     def _close_sync(self) -> None:
         if self._fd is not None:

@@ -135,6 +135,9 @@ _BATCH_SIZE = 1000
 # Records kept in memory at most; beyond, they wait in the journal on disk only. A
 # record is about 1 KB in memory, so this bounds an outage's memory to some 20 MB.
 _MEMORY_LIMIT = 20_000
+# A journal that has grown this much without emptying (a busy center's queue is
+# never empty for long) is rewritten with only its uncommitted records.
+_COMPACT_BYTES = 16 * 1024 * 1024
 # Records that concern a call's row (and so its existence).
 _CALL_OPS = frozenset({"start", "append", "update", "end", "followup"})
 # How often one record may be refused on its own before it is dropped.
@@ -183,6 +186,7 @@ class CallStore:
         linger: float = 0.2,
         memory_limit: int = _MEMORY_LIMIT,
         journal_sync_interval: float = SYNC_INTERVAL,
+        journal_compact_bytes: int = _COMPACT_BYTES,
     ) -> None:
         self._url = url
         # Group commit: at most one transaction per ``linger`` seconds while records keep
@@ -210,6 +214,7 @@ class CallStore:
         self._memory_limit = max(self._batch_size, memory_limit)
         self._spilled = 0
         self._spill_warned = False
+        self._compact_bytes = journal_compact_bytes
         # Follow-ups not yet committed -> their call (callback_attempted needs it, and
         # a spilled follow-up is not in the queue to be found).
         self._uncommitted_followups: dict[str, str] = {}
@@ -687,6 +692,14 @@ class CallStore:
                 self._queue.popleft()
                 if record.get("op") == "followup":
                     self._uncommitted_followups.pop(record.get("followup_id", ""), None)
+            journal = self._journal
+            if (
+                journal is not None
+                and self._queue
+                and not self._spilled
+                and journal.grown > self._compact_bytes
+            ):
+                journal.compact(list(self._queue))
             isolate = max(0, isolate - len(batch))
             refusals = 0
             delay = self._retry_initial
