@@ -135,6 +135,8 @@ _BATCH_SIZE = 1000
 # Records kept in memory at most; beyond, they wait in the journal on disk only. A
 # record is about 1 KB in memory, so this bounds an outage's memory to some 20 MB.
 _MEMORY_LIMIT = 20_000
+# close() waits this long at most for the journal's disk (emptying, last fsync).
+_DISK_TIMEOUT = 2.0
 # A journal that has grown this much without emptying (a busy center's queue is
 # never empty for long) is rewritten with only its uncommitted records.
 _COMPACT_BYTES = 16 * 1024 * 1024
@@ -324,10 +326,18 @@ class CallStore:
             except asyncio.CancelledError:
                 pass
             self._writer = None
+        journal_empty = True
         if drained and self._clearing is not None:
             # Marks may go only once no journal line can bring their records back.
-            drained = await self._clearing
-        if drained and self._engine is not None and (self._counter or self._marks_to_prune):
+            try:
+                journal_empty = await asyncio.wait_for(
+                    asyncio.shield(self._clearing), _DISK_TIMEOUT
+                )
+            except TimeoutError:
+                journal_empty = False
+        if drained and not journal_empty:
+            pass  # committed, but the journal still holds lines: their marks stay
+        elif drained and self._engine is not None and (self._counter or self._marks_to_prune):
             await self._prune_own_marks()
         elif not drained:
             if self._journal is not None:
@@ -339,7 +349,12 @@ class CallStore:
             else:
                 logger.error("call_log.closed_records_lost", pending=self.pending)
         if self._journal is not None:
-            await self._journal.close()
+            try:
+                await asyncio.wait_for(self._journal.close(), _DISK_TIMEOUT)
+            except TimeoutError:
+                # A disk that hangs must not hang the shutdown; the lines written so
+                # far are in the file, the rest of the last batch is the loss bound.
+                logger.warning("call_log.journal_close_timed_out", path=str(self._journal.path))
         if self._engine is not None:
             await self._engine.dispose()
 
