@@ -5,8 +5,18 @@ How this works:
 - The controller calls the write methods (``call_started``, ``append``,
   ``call_updated``, ``call_ended``, ``agent_state``) from the event loop. Each
   one cleans its input into a JSON-safe snapshot (``db.sanitize``), puts it
-  on an in-memory queue, appends it to the crash journal, and returns. They
-  never block on the database and never raise.
+  on an in-memory queue, hands it to the crash journal, and returns. They
+  never block on the database or the disk, and never raise.
+- The crash journal (``db.journal``) writes on its own thread and fsyncs in
+  batches, at most one fsync per ``journal_sync_interval`` (0.1 s): a power
+  cut loses at most the records queued since the last fsync began (the last
+  batch), a crash of the process alone at most the lines its thread had not
+  yet written. Everything else is replayed in order at the next start.
+- A database outage of minutes does not grow memory without bound: past
+  ``memory_limit`` records in memory (20 000), new records are *spilled* —
+  kept only in the journal on disk — and read back in order once the writer
+  has committed what was in memory. An earlier run's journal is read back the
+  same way. (Without a journal there is nowhere to spill: memory grows.)
 - One background writer task drains the queue in order, in batches, one
   transaction per batch. Records leave the queue only after their batch is
   committed. If a write fails — database down, locked, disk full — the batch
@@ -24,7 +34,9 @@ How this works:
 - Every batch also advances a per-store mark in ``journal_marks`` in the same
   transaction. A record is written only if its number is past its store's
   mark, so neither a journal replayed after a crash nor a retry after a
-  commit whose answer was lost can write a record twice.
+  commit whose answer was lost (say, PostgreSQL stopped mid-commit) can
+  write a record twice. A replayed journal's mark is dropped only once the
+  emptied journal file is on disk, so no line can come back without it.
 - A record the database refuses by itself (an integrity or data error, not
   an outage) is isolated by writing the batch one record at a time; after a
   few refusals it is logged in full and dropped, so one bad record cannot
@@ -81,7 +93,7 @@ from db.batch import (
     utc,
     write_batch,
 )
-from db.journal import Journal, Record
+from db.journal import SYNC_INTERVAL, Journal, Record
 from db.migrations import upgrade
 from db.models import Agent, Call, ComplianceRow, FollowUpRow, JournalMark, TimelineRow
 from db.records import (
@@ -120,6 +132,14 @@ _JSON_FIELDS = frozenset({"summary"})
 # Records per transaction at most. Bigger batches cost less per record under a burst;
 # a batch the database refuses is retried one record per transaction, so not huge.
 _BATCH_SIZE = 1000
+# Records kept in memory at most; beyond, they wait in the journal on disk only. A
+# record is about 1 KB in memory, so this bounds an outage's memory to some 20 MB.
+_MEMORY_LIMIT = 20_000
+# close() waits this long at most for the journal's disk (emptying, last fsync).
+_DISK_TIMEOUT = 2.0
+# A journal that has grown this much without emptying (a busy center's queue is
+# never empty for long) is rewritten with only its uncommitted records.
+_COMPACT_BYTES = 16 * 1024 * 1024
 # Records that concern a call's row (and so its existence).
 _CALL_OPS = frozenset({"start", "append", "update", "end", "followup"})
 # How often one record may be refused on its own before it is dropped.
@@ -166,6 +186,9 @@ class CallStore:
         retry_max: float = 5.0,
         batch_size: int = _BATCH_SIZE,
         linger: float = 0.2,
+        memory_limit: int = _MEMORY_LIMIT,
+        journal_sync_interval: float = SYNC_INTERVAL,
+        journal_compact_bytes: int = _COMPACT_BYTES,
     ) -> None:
         self._url = url
         # Group commit: at most one transaction per ``linger`` seconds while records keep
@@ -179,10 +202,26 @@ class CallStore:
         self._batch_ready = asyncio.Event()
         # A flush()/close() is waiting: no lingering until the queue is empty.
         self._hurry = False
-        self._journal = Journal(Path(journal_path)) if journal_path is not None else None
+        self._journal = (
+            Journal(Path(journal_path), sync_interval=journal_sync_interval)
+            if journal_path is not None
+            else None
+        )
         self._retry_initial = retry_initial
         self._retry_max = max(retry_max, retry_initial)
         self._batch_size = max(1, batch_size)
+        # Records kept in memory at most while the database is down; later ones are
+        # spilled to the journal (disk only) and read back in order. Without a
+        # journal there is nowhere to spill, and memory grows with the outage.
+        self._memory_limit = max(self._batch_size, memory_limit)
+        self._spilled = 0
+        self._spill_warned = False
+        self._compact_bytes = journal_compact_bytes
+        # Follow-ups not yet committed -> their call (callback_attempted needs it, and
+        # a spilled follow-up is not in the queue to be found).
+        self._uncommitted_followups: dict[str, str] = {}
+        # The journal's emptying in progress (close() waits for it before pruning marks).
+        self._clearing: asyncio.Future[bool] | None = None
         # Records of this store are numbered (j, n); marks in the database say how far
         # each j has been written.
         self._journal_id = uuid.uuid4().hex
@@ -212,8 +251,8 @@ class CallStore:
 
     @property
     def pending(self) -> int:
-        """Records queued and not yet committed to the database."""
-        return len(self._queue)
+        """Records queued and not yet committed to the database (in memory or spilled)."""
+        return len(self._queue) + self._spilled
 
     async def start(self) -> None:
         """Connect, migrate to the newest schema, replay the journal, start the writer.
@@ -239,23 +278,36 @@ class CallStore:
         except Exception as exc:  # noqa: BLE001 - any failure here is retried by the writer
             logger.warning("call_log.database_unavailable", url=self._safe_url(), error=repr(exc))
         if self._journal is not None:
-            self._replay_journal(self._journal)
+            await self._replay_journal(self._journal)
         self._writer = asyncio.create_task(self._run_writer(), name="call-log-writer")
 
-    def _replay_journal(self, journal: Journal) -> None:
-        """Queue an earlier run's records ahead of any queued before ``start``."""
-        if not journal.open():
+    async def _replay_journal(self, journal: Journal) -> None:
+        """Queue an earlier run's records ahead of any queued before ``start``.
+
+        The earlier records are only counted here; they stay on disk as spilled
+        records and the writer reads them back in order, so a journal left by a
+        long outage is never loaded whole into memory. Records queued before
+        ``start`` follow them (spilled too, to keep the order).
+        """
+        scan = await journal.open()
+        if scan is None:
             # Unusable (or another live store holds it): log to the database only.
             self._journal = None
             return
-        earlier = journal.read()
         before_start = list(self._queue)
-        journal.append(before_start)
-        if earlier:
-            self._replayed_journals = {r["j"] for r in earlier} - {self._journal_id}
-            self._queue.extendleft(reversed(earlier))
-            self._drained.clear()
-            logger.info("call_log.journal_replayed", records=len(earlier), path=str(journal.path))
+        if not scan.records:
+            for record in before_start:
+                journal.append(record)
+            return
+        self._queue.clear()
+        for record in before_start:
+            journal.append(record, spilled=True)
+        self._spilled = scan.records + len(before_start)
+        self._replayed_journals = set(scan.journal_ids) - {self._journal_id}
+        self._spill_warned = True  # the replay is logged below; spilling is part of it
+        self._drained.clear()
+        self._wakeup.set()
+        logger.info("call_log.journal_replayed", records=scan.records, path=str(journal.path))
 
     async def close(self, timeout: float = 3.0) -> None:
         """Write what can be written within ``timeout`` seconds, then stop.
@@ -266,7 +318,7 @@ class CallStore:
         if self._closed:
             return
         self._closed = True
-        drained = await self.flush(timeout) if self._writer is not None else not self._queue
+        drained = await self.flush(timeout) if self._writer is not None else not self.pending
         if self._writer is not None:
             self._writer.cancel()
             try:
@@ -274,7 +326,18 @@ class CallStore:
             except asyncio.CancelledError:
                 pass
             self._writer = None
-        if drained and self._engine is not None and (self._counter or self._marks_to_prune):
+        journal_empty = True
+        if drained and self._clearing is not None:
+            # Marks may go only once no journal line can bring their records back.
+            try:
+                journal_empty = await asyncio.wait_for(
+                    asyncio.shield(self._clearing), _DISK_TIMEOUT
+                )
+            except TimeoutError:
+                journal_empty = False
+        if drained and not journal_empty:
+            pass  # committed, but the journal still holds lines: their marks stay
+        elif drained and self._engine is not None and (self._counter or self._marks_to_prune):
             await self._prune_own_marks()
         elif not drained:
             if self._journal is not None:
@@ -286,13 +349,22 @@ class CallStore:
             else:
                 logger.error("call_log.closed_records_lost", pending=self.pending)
         if self._journal is not None:
-            self._journal.close()
+            try:
+                await asyncio.wait_for(self._journal.close(), _DISK_TIMEOUT)
+            except TimeoutError:
+                # A disk that hangs must not hang the shutdown; the lines written so
+                # far are in the file, the rest of the last batch is the loss bound.
+                logger.warning("call_log.journal_close_timed_out", path=str(self._journal.path))
         if self._engine is not None:
             await self._engine.dispose()
 
     async def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued is committed; True if it was within ``timeout``."""
-        if not self._queue:
+        """Wait until everything queued is committed; True if it was within ``timeout``.
+
+        The journal's emptying is waited for too, so that after a True the
+        journal holds nothing already in the database.
+        """
+        if not self.pending:
             return True
         if self._writer is None:
             return False
@@ -300,10 +372,13 @@ class CallStore:
         self._hurry = True
         self._batch_ready.set()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+                if self._clearing is not None and not self.pending:
+                    await asyncio.shield(self._clearing)
         except TimeoutError:
             return False
-        return not self._queue
+        return not self.pending
 
     # ------------------------------------------------------------------ writes (never raise)
 
@@ -444,6 +519,7 @@ class CallStore:
         """
 
         def build() -> Record:
+            self._uncommitted_followups[clean_text(followup_id)] = clean_text(call_id)
             clean_kind = clean_text(kind)
             if clean_kind not in FOLLOWUP_KINDS:
                 logger.warning("call_log.unknown_followup_kind", call_id=call_id, kind=clean_kind)
@@ -505,11 +581,8 @@ class CallStore:
             )
 
     def _pending_followup(self, followup_id: str) -> str | None:
-        """The call of a follow-up still waiting in the queue, if it is there."""
-        for record in reversed(self._queue):
-            if record.get("op") == "followup" and record.get("followup_id") == followup_id:
-                return str(record.get("call_id", ""))
-        return None
+        """The call of a follow-up not yet committed (in memory or spilled), if it is one."""
+        return self._uncommitted_followups.get(followup_id)
 
     def _guarded(self, op: str, call_id: str | None, build: Callable[[], Record]) -> None:
         """Build and queue one record; a bug here is logged, never raised into the call."""
@@ -531,13 +604,28 @@ class CallStore:
         self._counter += 1
         record["j"] = self._journal_id
         record["n"] = self._counter
-        self._queue.append(record)
         self._drained.clear()
         self._wakeup.set()
+        journal = self._journal
+        if journal is not None and journal.is_open and (
+            self._spilled or len(self._queue) >= self._memory_limit
+        ):
+            # Memory is full (the database is behind): this record lives on disk only.
+            self._spilled += 1
+            journal.append(record, spilled=True)
+            if not self._spill_warned:
+                self._spill_warned = True
+                logger.warning(
+                    "call_log.spilling_to_journal",
+                    in_memory=len(self._queue),
+                    journal=str(journal.path),
+                )
+            return
+        self._queue.append(record)
         if len(self._queue) >= self._batch_size:
             self._batch_ready.set()
-        if self._journal is not None:
-            self._journal.append([record])
+        if journal is not None:
+            journal.append(record)
 
     @staticmethod
     def _epoch(value: Any, name: str, call_id: str | None) -> float:
@@ -562,6 +650,9 @@ class CallStore:
         isolate = 0  # records still to be written one at a time
         refusals = 0  # consecutive refusals of the single record at the head
         while True:
+            if not self._queue and self._spilled:
+                await self._load_spilled()
+                continue
             if not self._queue:
                 self._all_committed()
                 self._wakeup.clear()
@@ -590,6 +681,8 @@ class CallStore:
                     refusals += 1
                     if refusals >= _REFUSALS_BEFORE_DROP:
                         dropped = self._queue.popleft()
+                        if dropped.get("op") == "followup":
+                            self._uncommitted_followups.pop(dropped.get("followup_id", ""), None)
                         isolate = max(0, isolate - 1)
                         refusals = 0
                         logger.error(
@@ -610,8 +703,18 @@ class CallStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
                 continue
-            for _ in batch:
+            for record in batch:
                 self._queue.popleft()
+                if record.get("op") == "followup":
+                    self._uncommitted_followups.pop(record.get("followup_id", ""), None)
+            journal = self._journal
+            if (
+                journal is not None
+                and self._queue
+                and not self._spilled
+                and journal.grown > self._compact_bytes
+            ):
+                journal.compact(list(self._queue))
             isolate = max(0, isolate - len(batch))
             refusals = 0
             delay = self._retry_initial
@@ -640,13 +743,34 @@ class CallStore:
         except TimeoutError:
             pass
 
+    async def _load_spilled(self) -> None:
+        """Read the next spilled records back from the journal into the queue, in order."""
+        assert self._journal is not None
+        before = self._spilled
+        records, left = await self._journal.load(self._memory_limit)
+        # Records spilled while we read are not in ``left`` yet: keep counting them.
+        self._spilled = left + (self._spilled - before)
+        self._queue.extend(records)
+        if not self._spilled:
+            self._spill_warned = False
+            logger.info("call_log.spill_read_back", in_memory=len(self._queue))
+        if not records and self._spilled:
+            await asyncio.sleep(self._retry_max)  # unreadable for now; try again later
+
     def _all_committed(self) -> None:
         """Everything queued is in the database: empty the journal, let flush() return."""
         if self._journal is not None:
-            self._journal.clear()
-            # Only now may earlier runs' marks go: their records left the journal file.
-            self._marks_to_prune |= self._replayed_journals
-            self._replayed_journals = set()
+            clearing = self._journal.clear()
+            # Only once the emptied file is on disk may earlier runs' marks go: a
+            # journal line that comes back after a power cut needs its mark.
+            replayed, self._replayed_journals = self._replayed_journals, set()
+            if replayed:
+                clearing.add_done_callback(
+                    lambda done: self._marks_to_prune.update(replayed)
+                    if not done.cancelled() and done.exception() is None and done.result()
+                    else None
+                )
+            self._clearing = clearing
         self._hurry = False
         self._drained.set()
 

@@ -86,8 +86,14 @@ def log_whole_call(
     )
 
 
-async def crash(store: CallStore) -> None:
-    """Stop a store the way a killed process stops: no flush, journal left as it is."""
+async def crash(store: CallStore, *, journal_caught_up: bool = True) -> None:
+    """Stop a store the way a killed process stops: no flush, journal left as it is.
+
+    ``journal_caught_up``: killed after the journal thread wrote what it was
+    handed (the usual case); False: also lose the lines it had not written.
+    """
+    if journal_caught_up and store._journal is not None:
+        await store._journal.sync()
     assert store._writer is not None
     store._writer.cancel()
     with suppress(asyncio.CancelledError):
@@ -95,9 +101,21 @@ async def crash(store: CallStore) -> None:
     store._writer = None
     store._closed = True
     if store._journal is not None:
-        store._journal.close()
+        store._journal.abandon()
     assert store._engine is not None
     await store._engine.dispose()
+
+
+def keep_journal(store: CallStore) -> None:
+    """Never empty the store's journal, as if the process died just before it could."""
+    assert store._journal is not None
+
+    def never() -> asyncio.Future[bool]:
+        kept: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        kept.set_result(False)
+        return kept
+
+    store._journal.clear = never  # type: ignore[method-assign]
 
 
 def fail_writes(store: CallStore, times: int, error: Exception | None = None) -> Callable[[], int]:
@@ -474,7 +492,7 @@ class TestJournal:
         first = make_store(url, journal)
         await first.start()
         assert first._journal is not None
-        first._journal.clear = lambda: None  # type: ignore[method-assign]
+        keep_journal(first)
         log_whole_call(first, "c")
         assert await first.flush()
         await crash(first)
@@ -541,6 +559,7 @@ class TestJournal:
 
         store._apply_batch = held  # type: ignore[method-assign]
         log_whole_call(store, "c")
+        await store._journal.sync()
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         assert [r["op"] for r in lines] == ["start", "append", "append", "update", "append", "end"]
         release.set()
@@ -1219,7 +1238,8 @@ async def postgres_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     if not POSTGRES_URL:
         pytest.skip("set LIYI_TEST_POSTGRES_URL=postgresql+asyncpg://user@host/db to run")
-    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the cluster, closing the connection this engine keeps.
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     name = f"liyi_test_{uuid.uuid4().hex[:12]}"
     try:
         async with admin.connect() as conn:
@@ -1277,7 +1297,7 @@ class TestPostgres:
         log_whole_call(first, "a")
         assert await first.flush()
         assert first._journal is not None
-        first._journal.clear = lambda: None  # type: ignore[method-assign]
+        keep_journal(first)
         log_whole_call(first, "b", offset=1)
         assert await first.flush()
         fail_writes(first, times=10_000)
