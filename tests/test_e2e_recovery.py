@@ -23,6 +23,7 @@ import pytest
 from ari_handlers.simulator import AsteriskSimulator, CallerScript
 from liyi.app import Service
 from liyi.settings import AsteriskSettings, Settings
+from tests.ari_spec import load_spec
 from tests.e2e_world import fast_settings
 
 pytestmark = pytest.mark.asyncio
@@ -151,7 +152,12 @@ class TestConnectedCallTakenBack:
             s.sim.caller_hangs_up(call)
             record = await s.ended_record(call.channel_id)
             await until(lambda: leg.outcome != "answered", 5)
+            requests = list(s.sim.requests)
         assert leg.outcome == "service-hung-up"
+        spec = load_spec()
+        assert [p for method, path, params in requests
+                for p in spec.check_request(method, path, params)] == []
+        assert any(m == "GET" and p.endswith("/applications/liyi") for m, p, _ in requests)
         assert record.first_hangup == "caller" and record.outcome == "completed"
         assert record.summary["recovered"] is True
         assert log_kinds(record).count("ended") == 1 and "recovered" in log_kinds(record)
@@ -225,4 +231,71 @@ class TestWaitingCallerTakenBack:
         assert "connected" in kinds(call) and call.hung_up_by == "caller"
         assert record.agent == "agent1" and record.first_hangup == "caller"
         assert record.summary["recovered"] is True
+        assert log_kinds(record).count("ended") == 1
+
+
+class TestKilledProcess:
+    async def test_liyi_run_killed_with_sigkill_mid_call_is_restarted_and_takes_the_call_back(
+            self, tmp_path: Path) -> None:
+        """`liyi run` SIGKILLed during a bridged call: a new `liyi run` re-adopts it, and the caller's
+        hang-up releases the agent and closes the record once, caller first, marked recovered."""
+        import os
+        import signal
+        import sys
+
+        from ari_handlers.simulator import AgentScript
+        from db import CallStore
+        from tests.test_run_command import ROOT, write_config
+
+        sim = AsteriskSimulator(prompt_seconds=0.05)
+        await sim.start()
+        sim.add_agent("agent1", script=AgentScript(answer_after=0.1))
+        config = tmp_path / "liyi.yaml"
+        db = tmp_path / "run.db"
+        write_config(config, sim, db)
+        env = {**os.environ, "LIYI_ARI_PASSWORD": "liyi-sim", "LIYI_AMI_SECRET": "liyi-sim"}
+
+        async def run() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "liyi.cli", "run", "--config", str(config), cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+        first = await run()
+        second: asyncio.subprocess.Process | None = None
+        try:
+            await until(lambda: sim.app_connected, 20)
+            await asyncio.sleep(0.3)  # AMI presence
+            call = await sim.place_call("13800138000", script=CallerScript())
+            await until(lambda: "connected" in kinds(call))
+            leg = sim.legs_of("agent1")[-1]
+            await asyncio.sleep(1.0)  # the log writer's group commit
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await until(lambda: not sim.app_connected, 5)
+            second = await run()
+            await until(lambda: sim.app_connected, 20)
+            await asyncio.sleep(ADOPT_WITHIN)
+            assert call.channel_id in sim.channels and leg.outcome == "answered"
+            sim.caller_hangs_up(call)
+            await until(lambda: leg.outcome != "answered", 5)
+            await asyncio.sleep(1.0)  # the log writer's group commit
+            second.send_signal(signal.SIGINT)
+            await asyncio.wait_for(second.wait(), 20)
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            await sim.stop()
+        assert leg.outcome == "service-hung-up"
+        store = CallStore(f"sqlite+aiosqlite:///{db}")
+        await store.start()
+        try:
+            calls = await store.list_calls()
+            record = await store.get_call(calls[0].id)
+        finally:
+            await store.close()
+        assert len(calls) == 1 and record is not None
+        assert record.ended_at is not None and record.first_hangup == "caller"
+        assert record.outcome == "completed" and record.summary["recovered"] is True
         assert log_kinds(record).count("ended") == 1
