@@ -110,6 +110,10 @@ class Controller:
         self.calls_ended = 0
         self.connected = asyncio.Event()
         self._stop: asyncio.Event | None = None
+        # Calls this process has known: their records are its own to end, never "ended while
+        # down" — a reconnect may come while their end is still on its way to the database.
+        self._started_at = clock()
+        self._adopted: set[str] = set()
 
     # -- events in --------------------------------------------------------
 
@@ -616,6 +620,7 @@ class Controller:
             call.bridges.add(snapshot.bridge or "")  # type: ignore[union-attr]
         self.calls[engine.call_id] = call
         self._by_channel[caller.channel_id] = call
+        self._adopted.add(engine.call_id)
         self.calls_started += 1
         self._write("call_updated", engine.call_id, state=engine.state.value,
                     **({"agent": engine.facts.agent} if kept else {}))
@@ -680,8 +685,11 @@ class Controller:
     def _close_ended(self, records: list[Any], alive: set[str], now: float) -> None:
         """Close every open record whose caller is gone: ended while down, nothing claimed (R10, R12)."""
         for record in records:
-            if record.id in self.calls or (record.channel_id and record.channel_id in alive):
+            if record.id in self.calls or record.id in self._adopted \
+                    or (record.channel_id and record.channel_id in alive):
                 continue
+            if record.created_at is not None and record.created_at.timestamp() >= self._started_at:
+                continue  # started by this process: it ends it itself
             detail = {"last_state": record.state, "channel": record.channel_id}
             self._write("append", record.id, at=now, source="log", kind="recovered-ended", detail=detail)
             self._write("call_ended", record.id, ended_at=now, first_hangup="unknown",
@@ -720,9 +728,11 @@ class Controller:
 
 
 def _our_leg(channel_id: str) -> bool:
-    """A channel we originated (``<call id>-a1``, ``-t1``, ``-c1``); a caller's id is Asterisk's."""
+    """A channel we originated (``<call id>-a1``, ``-t1``, ``-c1``); a caller's id is Asterisk's
+    (``1796398541.8``, or ``<systemname>-1796398541.8``)."""
     call_id, sep, rest = channel_id.partition("-")
-    return bool(sep) and len(call_id) == 12 and call_id.isalnum() and rest[:1] in ("a", "t", "c")
+    return bool(sep) and len(call_id) == 12 and all(ch in "0123456789abcdef" for ch in call_id) \
+        and rest[:1] in ("a", "t", "c") and rest[1:].isdigit()
 
 
 def _in_app(channel: dict[str, Any], app: str) -> bool:
