@@ -563,9 +563,14 @@ class Controller:
             if _our_leg(channel):
                 legs.append(channel)
                 continue
-            info = await self._read(self.ari.get_channel(channel), "recovery-get-channel")
-            if not isinstance(info, dict):
-                continue  # gone meanwhile: its record is closed below
+            try:
+                info = await self.ari.get_channel(channel)
+            except (TimeoutError, AriError, OSError) as exc:
+                log.warning("recovery.channel_unreadable", channel=channel, error=str(exc))
+                continue  # cannot tell: left for the next reconnect, its record kept open
+            if info is None:
+                alive.remove(channel)  # gone meanwhile (404): its record is closed below
+                continue
             raw = await self._read(self.ari.get_channel_var(channel, rc.VARIABLE), "recovery-getvar")
             snapshot = rc.parse_snapshot(raw if isinstance(raw, str) else None)
             if snapshot is not None and (snapshot.call_id in self.calls or snapshot.kind != "inbound"):
@@ -610,7 +615,8 @@ class Controller:
             call_id = snapshot.call_id if snapshot else (record.id if record else uuid.uuid4().hex[:12])
             engine, commands = rc.adopt_waiting(
                 self.config, call_id, caller, now, was=snapshot.state if snapshot else "unknown",
-                agent_lost=snapshot is not None and snapshot.state == "connected")
+                agent_lost=snapshot is not None and snapshot.state == "connected",
+                queue=snapshot.queue if snapshot else "")
         if record is None:  # the log lost its start (a write that never reached the disk)
             self._write("call_started", engine.call_id, channel_id=caller.channel_id,
                         caller_number=caller.caller_number, caller_name=caller.caller_name,

@@ -82,7 +82,7 @@ RELEASE_CONFIRM_SECONDS = 5.0
 JOIN_SECONDS = 6.0
 AGENT_TONE = "sound:beep"
 
-_PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
+_PERSISTED = frozenset({CallState.RINGING, CallState.OFFERING, CallState.CONNECTED, CallState.CLOSING})
 
 Commands = list[c.Command]
 
@@ -325,16 +325,20 @@ class EngineCore:
         """Change state; keep the states a restarted controller needs on the caller's channel.
 
         Only the states that change what recovery must do are written (each is an
-        ARI request): the call's id from the first ring, who is connected, and
+        ARI request): the call's id from the first ring, the queue it waits in
+        (a restarted controller queues it there again), who is connected, and
         whether the caller is in closing (R9 idle timing).
         """
         self.state = state
         if state not in _PERSISTED:
             return []
-        snapshot = {"call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
-                    "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+        snapshot: dict[str, object] = {
+            "call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
+            "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+        if self._queue_name:
+            snapshot["queue"] = self._queue_name
         return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
-                         value=json.dumps(snapshot, separators=(",", ":")))]
+                         value=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False))]
 
     # -- bridges ----------------------------------------------------------
 

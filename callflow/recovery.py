@@ -54,6 +54,7 @@ class Snapshot:
     agent: str | None = None
     leg: str | None = None
     bridge: str | None = None
+    queue: str = ""  # the department queue it waited in ("" = any agent)
 
 
 def parse_snapshot(raw: str | None) -> Snapshot | None:
@@ -82,7 +83,8 @@ def parse_snapshot(raw: str | None) -> Snapshot | None:
         return value if isinstance(value, str) and value else None
 
     return Snapshot(call_id=call_id, state=state, kind=text("kind") or "inbound",
-                    agent=text("agent"), leg=text("leg"), bridge=text("bridge"))
+                    agent=text("agent"), leg=text("leg"), bridge=text("bridge"),
+                    queue=text("queue") or "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +153,7 @@ def adopt_connected(config: CallFlowConfig, snapshot: Snapshot, caller: LiveCall
 
 
 def adopt_waiting(config: CallFlowConfig, call_id: str, caller: LiveCaller, at: float, *,
-                  was: str, agent_lost: bool = False) -> tuple[CallEngine, Commands]:
+                  was: str, agent_lost: bool = False, queue: str = "") -> tuple[CallEngine, Commands]:
     """A caller whose place in the flow cannot be resumed exactly: safe, honest, at the head of the line.
 
     Answered if still ringing (R1 cannot be claimed either way), told to keep
@@ -161,20 +163,24 @@ def adopt_waiting(config: CallFlowConfig, call_id: str, caller: LiveCaller, at: 
     """
     engine = _engine(config, call_id, caller, at)
     f = engine.facts
+    if queue and any(d.name == queue for d in config.departments):
+        engine._queue_name = queue  # a department renamed since is any agent's to answer
     f.requeued = True  # first in line: they waited before anyone who joined since
     out: Commands = []
     if not caller.answered:
         f.answered_at = at
         out.append(c.Answer(channel_id=caller.channel_id))
-    snapshot = {"call_id": call_id, "state": CallState.REQUEUE.value, "agent": None, "leg": None,
-                "bridge": None}
+    snapshot: dict[str, object] = {"call_id": call_id, "state": CallState.REQUEUE.value,
+                                   "agent": None, "leg": None, "bridge": None}
+    if engine._queue_name:
+        snapshot["queue"] = engine._queue_name
     out += [
         c.SetVar(channel_id=caller.channel_id, name=VARIABLE,
-                 value=json.dumps(snapshot, separators=(",", ":"))),
+                 value=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)),
         c.StopMusic(channel_id=caller.channel_id),  # whatever the lost controller left playing
         *engine._goto(CallState.REQUEUE),
         engine._log(at, "recovered", state="requeue", was=was, answered_by_recovery=not caller.answered,
-                    agent_lost=agent_lost),
+                    agent_lost=agent_lost, queue=engine._queue_name or "all"),
         *engine._play(at, (AGENT_LOST_PROMPT if agent_lost else WAITING_PROMPT,), "requeue"),
     ]
     return engine, out

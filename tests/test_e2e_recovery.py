@@ -185,6 +185,29 @@ class TestConnectedCallTakenBack:
         assert record.first_hangup == "agent"
 
 
+class TestAgentLostWhileDown:
+    async def test_a_caller_whose_agent_left_while_down_hears_the_apology_and_reaches_an_agent(
+            self, tmp_path: Path) -> None:
+        """The agent hung up while no controller ran: the caller, alone in the bridge, is not hung up
+        but hears the apology and is connected to the next agent, ahead of the line."""
+        async with site(tmp_path) as s:
+            call = await s.sim.place_call("13800138000", script=CallerScript())
+            await until(lambda: "connected" in kinds(call))
+            first = s.sim.legs_of("agent1")[-1]
+            await asyncio.sleep(0.2)
+            await s.crash()
+            s.sim._agent_hangs_up(s.sim.channels[first.channel_id])
+            await until(lambda: first.channel_id not in s.sim.channels, 5)
+            await s.restart()
+            await until(lambda: kinds(call).count("connected") == 2)
+            s.sim.caller_hangs_up(call)
+            record = await s.ended_record(call.channel_id)
+        prompts = [h.detail for h in call.heard if h.what == "prompt"]
+        assert any(p.endswith("requeue-apology") for p in prompts)
+        assert kinds(call).count("connected") == 2 and call.hung_up_by == "caller"
+        assert record.first_hangup == "caller" and record.summary["recovered"] is True
+
+
 class TestEndedWhileDown:
     async def test_a_call_that_ended_while_down_is_closed_as_recovered_and_its_agent_released(
             self, tmp_path: Path) -> None:
@@ -206,6 +229,29 @@ class TestEndedWhileDown:
         assert record.outcome == "ended-while-down" and record.first_hangup == "unknown"
         assert record.summary["recovered"] is True
         assert {mark.status for mark in record.compliance.values()} == {"not_applicable"}
+
+
+class TestHungUpAsItRestarted:
+    async def test_a_caller_gone_between_the_listing_and_the_look_is_closed_not_left_open(
+            self, tmp_path: Path) -> None:
+        """A caller listed by Asterisk but gone when looked at is closed in the log, never left open."""
+        async with site(tmp_path) as s:
+            call = await s.sim.place_call("13800138000", script=CallerScript())
+            await until(lambda: "connected" in kinds(call))
+            await asyncio.sleep(0.2)
+            await s.crash()
+            real = s.sim.application_json
+
+            def listed_then_gone(name: str) -> dict[str, Any]:
+                shown = real(name)
+                if call.channel_id in shown["channel_ids"]:
+                    s.sim.caller_hangs_up(call)  # hangs up right after Asterisk listed them
+                return shown
+
+            s.sim.application_json = listed_then_gone  # type: ignore[method-assign]
+            await s.restart()
+            record = await s.ended_record(call.channel_id)
+        assert record.outcome == "ended-while-down" and record.first_hangup == "unknown"
 
 
 class TestWaitingCallerTakenBack:

@@ -13,7 +13,7 @@ import json
 from callflow import commands as c
 from callflow import events as e
 from callflow import recovery as rc
-from callflow.config import AgentConfig, CallFlowConfig
+from callflow.config import AgentConfig, CallFlowConfig, Department
 from callflow.engine import CallState
 from callflow.roster import Roster
 
@@ -127,6 +127,29 @@ class TestAdoptWaiting:
                                         agent_lost=True)
         play = next(cmd for cmd in out if isinstance(cmd, c.Play))
         assert play.media[-1].endswith(rc.AGENT_LOST_PROMPT)
+
+
+class TestQueueKept:
+    def test_a_queued_caller_s_department_survives_a_restart(self) -> None:
+        """The queue a caller waits in is on their channel, and a restarted controller queues them there again."""
+        cfg = CallFlowConfig(agents=AGENTS, wait_prompt=None,
+                             departments=(Department("报修", "2", ("a2",)),))
+        engine, _ = rc.adopt_waiting(cfg, "abcdef123456", live(), T, was="ringing", queue="报修")
+        setvar = next(cmd for cmd in _ if isinstance(cmd, c.SetVar))
+        snap = rc.parse_snapshot(setvar.value)
+        assert snap is not None and snap.queue == "报修" and snap.call_id == "abcdef123456"
+        play = next(cmd for cmd in _ if isinstance(cmd, c.Play))
+        out = engine.handle(e.PlaybackFinished(at=T + 3, playback_id=play.playback_id, state="done"))
+        request = next(cmd for cmd in out if isinstance(cmd, c.RequestAgent))
+        assert request.queue == "报修" and request.only == ("a2",) and request.first_in_line
+
+    def test_a_queue_no_longer_configured_falls_back_to_any_agent(self) -> None:
+        """A caller whose department was removed from the config waits for any agent, not for nobody."""
+        engine, out = rc.adopt_waiting(CFG, "abcdef123456", live(), T, was="offering", queue="gone")
+        play = next(cmd for cmd in out if isinstance(cmd, c.Play))
+        out = engine.handle(e.PlaybackFinished(at=T + 3, playback_id=play.playback_id, state="done"))
+        request = next(cmd for cmd in out if isinstance(cmd, c.RequestAgent))
+        assert request.queue == ""
 
 
 class TestAdoptClosing:
