@@ -609,6 +609,13 @@ class Controller:
             engine, commands = rc.adopt_connected(self.config, snapshot, caller, now)
             self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
             kept = snapshot.leg
+        elif snapshot is not None and snapshot.state == "connected" and snapshot.leg \
+                and snapshot.bridge and snapshot.agent \
+                and await self._bridged(snapshot.bridge, snapshot.leg):
+            # the caller was out of the bridge (on hold) and their agent still waits in it
+            engine, commands = rc.adopt_back_to_agent(self.config, snapshot, caller, now)
+            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+            kept = snapshot.leg
         elif snapshot is not None and snapshot.state == "closing":
             engine, commands = rc.adopt_closing(self.config, snapshot, caller, now)
         else:

@@ -206,3 +206,33 @@ def adopt_closing(config: CallFlowConfig, snapshot: Snapshot, caller: LiveCaller
         engine._log(at, "recovered", state="closing", was=snapshot.state, agent=snapshot.agent),
         engine._timer(IDLE, at + config.idle_release_seconds),
     ]
+
+
+def adopt_back_to_agent(config: CallFlowConfig, snapshot: Snapshot, caller: LiveCaller,
+                        at: float) -> tuple[CallEngine, Commands]:
+    """A caller out of the bridge (on hold) whose agent still waits in it: back with the agent.
+
+    The hold's reason, limit and timers died with the old controller, so it
+    cannot be resumed exactly; returning the caller to their agent with the
+    apology is what the hold would have come to at its limit (R4): music until
+    both are really in the bridge, then the conversation goes on.
+    """
+    assert snapshot.agent and snapshot.leg and snapshot.bridge
+    engine = _engine(config, snapshot.call_id, caller, at)
+    f = engine.facts
+    offer = AgentOffer(agent=snapshot.agent, leg=snapshot.leg, rung_at=at, ended_at=at,
+                       outcome="answered")
+    engine._offer = offer
+    f.offers.append(offer)
+    f.agent = snapshot.agent
+    f.agents_talked.append(snapshot.agent)
+    f.connected_at = at
+    engine._bridge = snapshot.bridge
+    engine._bridges = 1 if snapshot.bridge == f"{snapshot.call_id}-b" else ID_OFFSET
+    engine._in_bridge = {snapshot.leg}
+    engine._present = {snapshot.leg}
+    return engine, [
+        engine._log(at, "recovered", state="back-with-agent", was=snapshot.state,
+                    agent=snapshot.agent, leg=snapshot.leg, bridge=snapshot.bridge),
+        *engine._back_to_agent(at, "hold-return"),
+    ]

@@ -185,6 +185,34 @@ class TestConnectedCallTakenBack:
         assert record.first_hangup == "agent"
 
 
+class TestHeldCallerTakenBack:
+    async def test_a_caller_on_hold_when_the_controller_died_is_put_back_with_their_agent(
+            self, tmp_path: Path) -> None:
+        """A caller held (*1) when the controller was killed is returned to the same agent with
+        the apology after the restart, and the call then ends normally, caller first."""
+        async with site(tmp_path) as s:
+            call = await s.sim.place_call("13800138000", script=CallerScript())
+            await until(lambda: "connected" in kinds(call))
+            leg = s.sim.legs_of("agent1")[-1]
+            s.sim.agent_sends_dtmf(leg.channel_id, "*")
+            s.sim.agent_sends_dtmf(leg.channel_id, "1")
+            ctrl = s.service.controller
+            await until(lambda: any(c.engine.state.value == "hold" for c in ctrl.calls.values()))
+            await asyncio.sleep(0.3)
+            await s.crash()
+            since = await s.restart()
+            await s.adopted(call.channel_id, "connected", since)
+            await until(lambda: kinds(call).count("connected") == 2)
+            s.sim.caller_hangs_up(call)
+            record = await s.ended_record(call.channel_id)
+            await until(lambda: leg.outcome != "answered", 5)
+        prompts = [h.detail for h in call.heard if h.what == "prompt"]
+        assert any(p.endswith("hold-return") for p in prompts)
+        assert leg.outcome == "service-hung-up" and len(s.sim.legs_of("agent1")) == 1
+        assert record.first_hangup == "caller" and record.agent == "agent1"
+        assert record.summary["recovered"] is True
+
+
 class TestAgentLostWhileDown:
     async def test_a_caller_whose_agent_left_while_down_hears_the_apology_and_reaches_an_agent(
             self, tmp_path: Path) -> None:

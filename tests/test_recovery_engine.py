@@ -152,6 +152,26 @@ class TestQueueKept:
         assert request.queue == ""
 
 
+class TestAdoptBackToAgent:
+    def test_a_held_caller_goes_back_to_their_waiting_agent_with_the_apology(self) -> None:
+        """A caller on hold when the controller died is put back with their agent, with music until
+        both are in the bridge and the apology, and then counts as talking again."""
+        snap = rc.parse_snapshot(CONNECTED)
+        assert snap is not None
+        engine, out = rc.adopt_back_to_agent(CFG, snap, live(), T)
+        bridge = next(cmd for cmd in out if isinstance(cmd, c.Bridge))
+        assert bridge.bridge_id == "abcdef123456-b" and bridge.channel_ids == (CALLER,)
+        assert any(isinstance(cmd, c.StartMusic) for cmd in out)
+        apology = [cmd for cmd in out if isinstance(cmd, c.Play)]
+        assert apology and apology[0].media[-1].endswith("hold-return")
+        out = engine.handle(e.ChannelEnteredBridge(at=T + 0.2, channel_id=CALLER,
+                                                   bridge_id="abcdef123456-b"))
+        assert any(isinstance(cmd, c.StopMusic) for cmd in out)
+        assert engine.state is CallState.CONNECTED and engine.agent == "a1"
+        out = engine.handle(e.ChannelHangupRequest(at=T + 5, channel_id=CALLER))
+        assert c.Hangup(channel_id="abcdef123456-a1") in out
+
+
 class TestAdoptClosing:
     def test_a_caller_in_closing_keeps_an_open_line_and_ends_as_agent_first(self) -> None:
         """A caller who had heard the thanks keeps the line until they hang up; the agent's side left first."""
