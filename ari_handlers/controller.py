@@ -629,8 +629,8 @@ class Controller:
                         caller_number=caller.caller_number, caller_name=caller.caller_name,
                         created_at=engine.facts.created_at or now)
         call = LiveCall(engine=engine, first_channel=caller.channel_id)
-        if engine.facts.agent and kept:
-            call.bridges.add(snapshot.bridge or "")  # type: ignore[union-attr]
+        if kept and snapshot is not None and snapshot.bridge:
+            call.bridges.add(snapshot.bridge)  # ours to delete when the call ends
         self.calls[engine.call_id] = call
         self._by_channel[caller.channel_id] = call
         self._adopted.add(engine.call_id)
