@@ -166,6 +166,46 @@ class EngineCore:
         ) or channel_id in self._old_legs or (
             self._transfer is not None and self._transfer.leg == channel_id)
 
+    # -- taken back after a controller restart (``recovery.py``) -----------------
+
+    def _restore_caller(self, at: float, *, channel: str, number: str, name: str,
+                        created_at: float | None, answered_at: float | None,
+                        id_offset: int) -> None:
+        """The caller as a restarted controller finds them; ids made from here on start at
+        ``id_offset``, clear of the legs and prompts the lost controller made."""
+        f = self.facts
+        f.caller_channel = channel
+        f.caller_number = number
+        f.caller_name = name
+        f.created_at = created_at if created_at is not None and created_at <= at else at
+        f.seen_at = at
+        f.recovered_at = at
+        f.answered_at = answered_at
+        self._legs = self._target_legs = self._playbacks = id_offset
+        self._choose_flow(at)
+
+    def _choose_flow(self, at: float) -> None:
+        """Overridden by the flows (``steps.py``): the open or closed flow for this moment."""
+
+    def _restore_agent(self, at: float, *, agent: str, leg: str, bridge: str,
+                       caller_in_bridge: bool, id_offset: int) -> None:
+        """The agent a lost controller had connected (their leg waiting in ``bridge``, with the
+        caller or without), so hang-ups and requests act on them as on any connected call."""
+        offer = AgentOffer(agent=agent, leg=leg, rung_at=at, ended_at=at, outcome="answered")
+        self._offer = offer
+        f = self.facts
+        f.offers.append(offer)
+        f.agent = agent
+        f.agents_talked.append(agent)
+        f.connected_at = at
+        self._bridge = bridge
+        self._bridges = 1 if bridge == f"{self.call_id}-b" else id_offset
+        there = {leg, self.facts.caller_channel} if caller_in_bridge else {leg}
+        self._in_bridge = set(there)
+        self._present = set(there)
+        if caller_in_bridge:
+            self._heard(at, "agent")
+
     # -- channels going: the first sign counts, once ---------------------------
 
     def _repeat_of_gone(self, event: e.Event) -> bool:

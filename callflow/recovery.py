@@ -32,7 +32,6 @@ from callflow.compliance import NOT_APPLICABLE
 from callflow.config import CallFlowConfig
 from callflow.core import IDLE, CallState, Commands
 from callflow.engine import CallEngine
-from callflow.facts import AgentOffer
 
 VARIABLE = "LIYI_CALL"
 RULES = tuple(f"R{n}" for n in range(1, 11))
@@ -108,17 +107,11 @@ def ended_while_down(at: float, *, last_state: str | None) -> dict[str, dict[str
 
 def _engine(config: CallFlowConfig, call_id: str, caller: LiveCaller, at: float) -> CallEngine:
     engine = CallEngine(config, call_id)
-    f = engine.facts
-    f.caller_channel = caller.channel_id
-    f.caller_number = caller.caller_number
-    f.caller_name = caller.caller_name
-    f.created_at = caller.created_at if caller.created_at is not None and caller.created_at <= at else at
-    f.seen_at = at
-    f.recovered_at = at
-    if caller.answered:
-        f.answered_at = caller.answered_at if caller.answered_at is not None else at
-    engine._legs = engine._target_legs = engine._playbacks = ID_OFFSET
-    engine._choose_flow(at)
+    answered_at = (caller.answered_at if caller.answered_at is not None else at) \
+        if caller.answered else None
+    engine._restore_caller(at, channel=caller.channel_id, number=caller.caller_number,
+                           name=caller.caller_name, created_at=caller.created_at,
+                           answered_at=answered_at, id_offset=ID_OFFSET)
     return engine
 
 
@@ -132,19 +125,8 @@ def adopt_connected(config: CallFlowConfig, snapshot: Snapshot, caller: LiveCall
     """
     assert snapshot.agent and snapshot.leg and snapshot.bridge
     engine = _engine(config, snapshot.call_id, caller, at)
-    f = engine.facts
-    offer = AgentOffer(agent=snapshot.agent, leg=snapshot.leg, rung_at=at, ended_at=at,
-                       outcome="answered")
-    engine._offer = offer
-    f.offers.append(offer)
-    f.agent = snapshot.agent
-    f.agents_talked.append(snapshot.agent)
-    f.connected_at = at
-    engine._bridge = snapshot.bridge
-    engine._bridges = 1 if snapshot.bridge == f"{snapshot.call_id}-b" else ID_OFFSET
-    engine._in_bridge = {caller.channel_id, snapshot.leg}
-    engine._present = {caller.channel_id, snapshot.leg}
-    engine._heard(at, "agent")
+    engine._restore_agent(at, agent=snapshot.agent, leg=snapshot.leg, bridge=snapshot.bridge,
+                          caller_in_bridge=True, id_offset=ID_OFFSET)
     return engine, [
         *engine._goto(CallState.CONNECTED),
         engine._log(at, "recovered", state="connected", was=snapshot.state, agent=snapshot.agent,
@@ -219,18 +201,8 @@ def adopt_back_to_agent(config: CallFlowConfig, snapshot: Snapshot, caller: Live
     """
     assert snapshot.agent and snapshot.leg and snapshot.bridge
     engine = _engine(config, snapshot.call_id, caller, at)
-    f = engine.facts
-    offer = AgentOffer(agent=snapshot.agent, leg=snapshot.leg, rung_at=at, ended_at=at,
-                       outcome="answered")
-    engine._offer = offer
-    f.offers.append(offer)
-    f.agent = snapshot.agent
-    f.agents_talked.append(snapshot.agent)
-    f.connected_at = at
-    engine._bridge = snapshot.bridge
-    engine._bridges = 1 if snapshot.bridge == f"{snapshot.call_id}-b" else ID_OFFSET
-    engine._in_bridge = {snapshot.leg}
-    engine._present = {snapshot.leg}
+    engine._restore_agent(at, agent=snapshot.agent, leg=snapshot.leg, bridge=snapshot.bridge,
+                          caller_in_bridge=False, id_offset=ID_OFFSET)
     return engine, [
         engine._log(at, "recovered", state="back-with-agent", was=snapshot.state,
                     agent=snapshot.agent, leg=snapshot.leg, bridge=snapshot.bridge),
