@@ -592,6 +592,11 @@ class Controller:
                 kept_legs.add(leg)
         callbacks = {leg.split("-", 1)[0] for leg in legs if leg.split("-", 1)[1].startswith("c")}
         for leg in legs:
+            if leg.split("-", 1)[1].startswith("c") and leg.split("-", 1)[0] not in self.calls:
+                kept = await self._adopt_callback(leg, by_id, now)
+                if kept:
+                    kept_legs.add(kept)
+        for leg in legs:
             if leg in kept_legs or leg.split("-", 1)[0] in callbacks:
                 continue  # a callback's customer is a caller (R9); its agent stays with them
             log.info("recovery.leg_released", channel=leg)
@@ -642,6 +647,41 @@ class Controller:
         call.task = asyncio.get_running_loop().create_task(
             self._run_call(call, first=commands), name=f"call-{engine.call_id}")
         return kept
+
+    async def _adopt_callback(self, customer: str, records: dict[str, Any], now: float) -> str | None:
+        """A callback's customer still in their bridge with the agent: connected again.
+
+        Any other callback customer is left as they are (never hung up, R9) and
+        their record open; taking those back is for a later slice.
+        """
+        raw = await self._read(self.ari.get_channel_var(customer, rc.VARIABLE), "recovery-getvar")
+        snapshot = rc.parse_snapshot(raw if isinstance(raw, str) else None)
+        if snapshot is None or snapshot.kind != "callback" or snapshot.state != "connected" \
+                or not (snapshot.agent and snapshot.leg and snapshot.bridge and snapshot.followup_id) \
+                or snapshot.call_id != customer.split("-", 1)[0] \
+                or not await self._bridged(snapshot.bridge, customer, snapshot.leg):
+            log.info("recovery.callback_left", channel=customer,
+                     state=snapshot.state if snapshot else None)
+            return None
+        status = self.roster.get(snapshot.agent)
+        record = records.get(snapshot.call_id)
+        engine, commands = rc.adopt_callback(
+            self.config, snapshot, number=(getattr(record, "caller_number", "") or ""),
+            endpoint=status.endpoint if status is not None else "", at=now)
+        self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+        call = LiveCall(engine=engine)
+        call.bridges.add(snapshot.bridge)
+        self.calls[engine.call_id] = call
+        self._adopted.add(engine.call_id)
+        self.calls_started += 1
+        if record is None:
+            self._write("call_started", engine.call_id, channel_id=customer,
+                        caller_number=engine.number, caller_name="", created_at=now)
+        log.info("recovery.adopted", call_id=engine.call_id, channel=customer, state="connected",
+                 was="callback")
+        call.task = asyncio.get_running_loop().create_task(
+            self._run_call(call, first=commands), name=f"callback-{engine.call_id}")
+        return snapshot.leg
 
     async def _app_channels(self) -> list[str] | None:
         """The channels in our Stasis app now; None when Asterisk cannot say."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callflow import commands as c
+from callflow.callback import CallbackEngine
 from callflow.compliance import NOT_APPLICABLE
 from callflow.config import CallFlowConfig
 from callflow.core import IDLE, CallState, Commands
@@ -54,6 +55,7 @@ class Snapshot:
     leg: str | None = None
     bridge: str | None = None
     queue: str = ""  # the department queue it waited in ("" = any agent)
+    followup_id: str | None = None  # a callback's follow-up (R8)
 
 
 def parse_snapshot(raw: str | None) -> Snapshot | None:
@@ -83,7 +85,7 @@ def parse_snapshot(raw: str | None) -> Snapshot | None:
 
     return Snapshot(call_id=call_id, state=state, kind=text("kind") or "inbound",
                     agent=text("agent"), leg=text("leg"), bridge=text("bridge"),
-                    queue=text("queue") or "")
+                    queue=text("queue") or "", followup_id=text("followup_id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,3 +210,12 @@ def adopt_back_to_agent(config: CallFlowConfig, snapshot: Snapshot, caller: Live
                     agent=snapshot.agent, leg=snapshot.leg, bridge=snapshot.bridge),
         *engine._back_to_agent(at, "hold-return"),
     ]
+
+
+def adopt_callback(config: CallFlowConfig, snapshot: Snapshot, *, number: str, endpoint: str,
+                   at: float) -> tuple[CallbackEngine, Commands]:
+    """A callback whose agent and customer are still in their bridge: connected again (R8, R9)."""
+    assert snapshot.agent and snapshot.bridge and snapshot.followup_id
+    engine = CallbackEngine(config, snapshot.call_id, followup_id=snapshot.followup_id,
+                            number=number, agent=snapshot.agent, endpoint=endpoint)
+    return engine, engine.restore_connected(at, bridge=snapshot.bridge, id_offset=ID_OFFSET)

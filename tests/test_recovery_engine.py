@@ -184,6 +184,35 @@ class TestAdoptClosing:
         assert len(ended) == 1 and ended[0].first_hangup == "agent"
 
 
+class TestAdoptCallback:
+    SNAP = rc.Snapshot(call_id="abcdef123456", state="connected", kind="callback", agent="a1",
+                       leg="abcdef123456-a1", bridge="abcdef123456-b", followup_id="f00d")
+
+    def test_the_customer_hanging_up_frees_the_agent_and_ends_the_callback_once(self) -> None:
+        """A callback taken back after a restart ends like any other: the agent's leg released, customer first."""
+        engine, first = rc.adopt_callback(CFG, self.SNAP, number="13900139000", endpoint="PJSIP/a1", at=T)
+        assert any(isinstance(cmd, c.Log) and cmd.kind == "recovered" for cmd in first)
+        out = engine.handle(e.ChannelHangupRequest(at=T + 5, channel_id="abcdef123456-c1"))
+        assert c.Hangup(channel_id="abcdef123456-a1") in out
+        ended = [cmd for cmd in out if isinstance(cmd, c.CallEnded)]
+        assert len(ended) == 1 and ended[0].first_hangup == "caller"
+
+    def test_the_agent_leaving_first_leaves_the_customer_the_closing_and_an_open_line(self) -> None:
+        """After a restart, a callback agent who hangs up first leaves the customer the thanks, never a hang-up (R9)."""
+        engine, _ = rc.adopt_callback(CFG, self.SNAP, number="13900139000", endpoint="PJSIP/a1", at=T)
+        out = engine.handle(e.ChannelHangupRequest(at=T + 5, channel_id="abcdef123456-a1"))
+        plays = [cmd for cmd in out if isinstance(cmd, c.Play) and cmd.channel_id == "abcdef123456-c1"]
+        assert plays and not engine.ended
+        assert not any(isinstance(cmd, c.Hangup) and cmd.channel_id == "abcdef123456-c1" for cmd in out)
+
+    def test_the_callback_snapshot_is_read_back_with_its_follow_up(self) -> None:
+        """The JSON a callback writes on the customer's channel names its follow-up."""
+        raw = json.dumps({"call_id": "abcdef123456", "kind": "callback", "state": "connected",
+                          "agent": "a1", "leg": "abcdef123456-a1", "bridge": "abcdef123456-b",
+                          "followup_id": "f00d"})
+        assert rc.parse_snapshot(raw) == self.SNAP
+
+
 class TestEndedWhileDown:
     def test_every_rule_is_not_applicable_and_marked_recovered(self) -> None:
         """A call that ended while liyi was down claims no rule kept or broken."""
