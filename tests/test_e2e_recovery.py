@@ -85,6 +85,17 @@ class Site:
             await asyncio.sleep(0.02)
         raise AssertionError(f"{channel_id} not taken back as {state} within {ADOPT_WITHIN} s")
 
+    async def adopted_call(self, predicate: Any, since: float) -> Any:
+        """The new controller's first live call for which ``predicate`` holds (within 3 s)."""
+        ctrl = self.service.controller
+        assert ctrl is not None
+        while time.monotonic() - since < ADOPT_WITHIN:
+            for call in list(ctrl.calls.values()):
+                if predicate(call):
+                    return call
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no call taken back within {ADOPT_WITHIN} s")
+
     async def ended_record(self, channel_id: str, timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -211,6 +222,43 @@ class TestHeldCallerTakenBack:
         assert leg.outcome == "service-hung-up" and len(s.sim.legs_of("agent1")) == 1
         assert record.first_hangup == "caller" and record.agent == "agent1"
         assert record.summary["recovered"] is True
+
+
+@dataclass
+class Promise:
+    """What placing a callback needs of a follow-up (``controller.FollowUpLike``)."""
+
+    id: str
+    number: str
+    state: str = "open"
+    created_at: float = 0.0
+
+
+class TestCallbackTakenBack:
+    async def test_a_connected_callback_is_taken_back_and_the_customer_s_hang_up_frees_the_agent(
+            self, tmp_path: Path) -> None:
+        """A callback (R8) connected when the controller was killed is re-adopted; the customer
+        hanging up then releases the agent and closes the record, customer first, marked recovered."""
+        async with site(tmp_path) as s:
+            s.sim.customer("13900139000", answer_after=0.2)
+            ctrl = s.service.controller
+            ok, message = await ctrl.place_callback(Promise("f00d", "13900139000", created_at=time.time()),
+                                                    "agent1")
+            assert ok, message
+            await until(lambda: bool(s.sim.calls_to("13900139000")))
+            customer = s.sim.calls_to("13900139000")[0]
+            await until(lambda: "connected" in kinds(customer))
+            leg = s.sim.legs_of("agent1")[-1]
+            await asyncio.sleep(0.3)
+            await s.crash()
+            since = await s.restart()
+            live = await s.adopted_call(lambda call: call.engine.state.value == "connected", since)
+            assert live.engine.agent == "agent1"
+            s.sim.caller_hangs_up(customer)
+            await until(lambda: leg.outcome != "answered", 5)
+            record = await s.ended_record(customer.channel_id)
+        assert leg.outcome == "service-hung-up" and customer.hung_up_by == "caller"
+        assert record.first_hangup == "caller" and record.summary["recovered"] is True
 
 
 class TestAgentLostWhileDown:
