@@ -83,6 +83,16 @@ class TestAdoptConnected:
             assert record[rule]["status"] == "not_applicable"
             assert record[rule]["evidence"]["recovered"] is True
         assert record["R9"]["status"] == "kept"
+        assert record["R3"]["status"] == "not_applicable"  # name and purpose may predate the restart
+
+    def test_caller_details_written_after_the_restart_still_count(self) -> None:
+        """Name and purpose an agent records after the restart make R3 kept on a re-adopted call."""
+        engine, _ = connected_engine()
+        engine.handle(e.CallerInfoUpdated(at=T + 1, agent="a1", caller_name="张先生",
+                                          purpose="报修", wanted=""))
+        out = engine.handle(e.ChannelHangupRequest(at=T + 5, channel_id=CALLER))
+        record = next(cmd for cmd in out if isinstance(cmd, c.CallEnded)).compliance
+        assert record["R3"]["status"] == "kept"
 
     def test_new_legs_and_prompts_never_reuse_the_lost_engine_s_ids(self) -> None:
         """Prompts played after a restart get ids the lost controller never used."""
