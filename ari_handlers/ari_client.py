@@ -394,6 +394,20 @@ class AriClient:
             "POST", f"/bridges/{_seg(bridge_id)}/removeChannel", {"channel": channel}
         )
 
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any] | None:
+        """``get`` on /bridges: the bridge (its ``channels``), or ``None`` if there is none.
+
+        A restarted controller reads it to tell a caller still talking with
+        their agent from one left alone (issue 9).
+        """
+        try:
+            result: dict[str, Any] = await self._request("GET", f"/bridges/{_seg(bridge_id)}")
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         """``destroy``: a bridge outlives its last channel until we delete it (trace 03)."""
         await self._request("DELETE", f"/bridges/{_seg(bridge_id)}")

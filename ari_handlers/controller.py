@@ -21,12 +21,13 @@ from typing import Any, Protocol
 import structlog
 
 from ari_handlers.ari_client import AriClient, AriError
-from ari_handlers.translate import BadEvent, translate
+from ari_handlers.translate import BadEvent, clean_text, parse_time, translate
 from callflow import commands as c
 from callflow import events as e
 from callflow.callback import CallbackEngine
 from callflow.config import DEFAULT_APP_NAME, CallFlowConfig
 from callflow.engine import CallEngine
+from callflow import recovery as rc
 from callflow.queueing import WaitingLine
 from callflow.replay import event_to_dict
 from callflow.roster import Roster
@@ -109,6 +110,10 @@ class Controller:
         self.calls_ended = 0
         self.connected = asyncio.Event()
         self._stop: asyncio.Event | None = None
+        # Calls this process has known: their records are its own to end, never "ended while
+        # down" — a reconnect may come while their end is still on its way to the database.
+        self._started_at = clock()
+        self._adopted: set[str] = set()
 
     # -- events in --------------------------------------------------------
 
@@ -130,6 +135,9 @@ class Controller:
             self._start_call(event)
             return
         call = self._find(event, routed.caller_channel)
+        if call is not None and routed.role == "agent" and isinstance(event, e.StasisStart) \
+                and not call.engine.owns_channel(event.channel_id):
+            call = None  # a leg rung by a controller before a restart: nobody waits for it now
         if call is not None:
             if isinstance(event, e.GONE_EVENTS) and call.is_caller(event.channel_id):
                 # Known now, though the call's worker may be busy with earlier events: from
@@ -487,7 +495,8 @@ class Controller:
             "call_ended", call.call_id, ended_at=ended.at, first_hangup=ended.first_hangup,
             outcome=call.outcome or "completed", compliance=ended.compliance,
             summary={"agent": facts.agent, "agents_rung": [o.agent for o in facts.offers],
-                     "queue": facts.queue},
+                     "queue": facts.queue,
+                     **({"recovered": True} if getattr(facts, "recovered_at", None) else {})},
         )
         for observer in self.observers:
             _notify(observer.on_end, call.call_id, facts.caller_number, ended)
@@ -495,7 +504,15 @@ class Controller:
     # -- connection life --------------------------------------------------
 
     async def on_connect(self) -> None:
-        """After every (re)connect: Asterisk replays nothing, so look at what is still there."""
+        """After every (re)connect: Asterisk replays nothing, so look at what is still there.
+
+        Calls this controller knows are checked for channels lost meanwhile;
+        callers it does not know (it was restarted) are taken back (``_recover``).
+        """
+        try:
+            await self._recover()
+        except Exception:  # recovery must never stop the controller serving new calls
+            log.exception("recovery.failed")
         self.connected.set()
         if not self.calls:
             log.info("ari.connected", app=self.app)
@@ -515,6 +532,234 @@ class Controller:
                 call.queue.put_nowait(e.StasisEnd(at=now, channel_id=channel))
         log.info("ari.reconnected", app=self.app, live_calls=len(self.calls))
 
+    # -- taking calls back after a restart (issue 9) ------------------------
+
+    async def _recover(self) -> None:
+        """Take back the callers Asterisk kept while no controller ran; close calls that ended meanwhile.
+
+        Asterisk keeps channels in Stasis while the app is gone and replays
+        nothing (traces 07, 12). ``GET /applications/{app}`` lists them (or,
+        when Asterisk forgot the app, ``GET /channels`` filtered on Stasis);
+        each unknown caller's ``LIYI_CALL`` says which call it was. A caller
+        still bridged with their agent is resumed as connected; any other is
+        answered, told to keep waiting and queued first in line. Agent legs
+        nobody takes back are hung up; bridges left without a caller are
+        deleted. A caller is never hung up (R9).
+        """
+        alive = await self._app_channels()
+        if alive is None:
+            return
+        known = set(self._by_channel)
+        for call in self.calls.values():
+            known |= call.engine.live_channels()
+        unknown = [ch for ch in alive if ch not in known]
+        records = await self._open_records()
+        by_channel = {r.channel_id: r for r in records if r.channel_id}
+        by_id = {r.id: r for r in records}
+        kept_legs: set[str] = set()
+        legs: list[str] = []
+        now = self.clock()
+        for channel in unknown:
+            if _our_leg(channel):
+                legs.append(channel)
+                continue
+            try:
+                info = await self.ari.get_channel(channel)
+            except (TimeoutError, AriError, OSError) as exc:
+                log.warning("recovery.channel_unreadable", channel=channel, error=str(exc))
+                continue  # cannot tell: left for the next reconnect, its record kept open
+            if info is None:
+                alive.remove(channel)  # gone meanwhile (404): its record is closed below
+                continue
+            raw = await self._read(self.ari.get_channel_var(channel, rc.VARIABLE), "recovery-getvar")
+            snapshot = rc.parse_snapshot(raw if isinstance(raw, str) else None)
+            if snapshot is not None and (snapshot.call_id in self.calls or snapshot.kind != "inbound"):
+                log.info("recovery.skipped", channel=channel, kind=snapshot.kind)
+                continue  # a callback's customer: taken back in a later slice, never hung up
+            record = by_id.get(snapshot.call_id) if snapshot else None
+            record = record or by_channel.get(channel)
+            caller = _live_caller(channel, info, record)
+            if snapshot is None and record is None:
+                # Never seen by any controller (it arrived as we connected): the ordinary flow,
+                # greeting and all; its StasisStart, if it still comes, is then a repeat.
+                self._start_call(e.StasisStart(at=now, channel_id=channel,
+                                               caller_number=caller.caller_number,
+                                               caller_name=caller.caller_name,
+                                               created_at=caller.created_at))
+                continue
+            leg = await self._adopt(snapshot, caller, record, now)
+            if leg:
+                kept_legs.add(leg)
+        callbacks = {leg.split("-", 1)[0] for leg in legs if leg.split("-", 1)[1].startswith("c")}
+        for leg in legs:
+            if leg.split("-", 1)[1].startswith("c") and leg.split("-", 1)[0] not in self.calls:
+                kept = await self._adopt_callback(leg, by_id, now)
+                if kept:
+                    kept_legs.add(kept)
+        for leg in legs:
+            if leg in kept_legs or leg.split("-", 1)[0] in callbacks:
+                continue  # a callback's customer is a caller (R9); its agent stays with them
+            log.info("recovery.leg_released", channel=leg)
+            await self._safe(self.ari.hangup(leg), "recovery-hangup-leg")
+        await self._clean_bridges(kept_legs | legs_of_live(self.calls.values()))
+        self._close_ended(records, set(alive), now)
+
+    async def _adopt(self, snapshot: rc.Snapshot | None, caller: rc.LiveCaller, record: Any,
+                     now: float) -> str | None:
+        """Build and start the engine for one caller taken back; return the agent leg it keeps."""
+        kept: str | None = None
+        if snapshot is not None and snapshot.state in ("connected", "closing") and snapshot.leg \
+                and snapshot.bridge and snapshot.agent \
+                and await self._bridged(snapshot.bridge, caller.channel_id, snapshot.leg):
+            engine, commands = rc.adopt_connected(self.config, snapshot, caller, now)
+            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+            kept = snapshot.leg
+        elif snapshot is not None and snapshot.state == "connected" and snapshot.leg \
+                and snapshot.bridge and snapshot.agent \
+                and await self._bridged(snapshot.bridge, snapshot.leg):
+            # the caller was out of the bridge (on hold) and their agent still waits in it
+            engine, commands = rc.adopt_back_to_agent(self.config, snapshot, caller, now)
+            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+            kept = snapshot.leg
+        elif snapshot is not None and snapshot.state == "closing":
+            engine, commands = rc.adopt_closing(self.config, snapshot, caller, now)
+        else:
+            call_id = snapshot.call_id if snapshot else (record.id if record else uuid.uuid4().hex[:12])
+            engine, commands = rc.adopt_waiting(
+                self.config, call_id, caller, now, was=snapshot.state if snapshot else "unknown",
+                agent_lost=snapshot is not None and snapshot.state == "connected",
+                queue=snapshot.queue if snapshot else "")
+        if record is None:  # the log lost its start (a write that never reached the disk)
+            self._write("call_started", engine.call_id, channel_id=caller.channel_id,
+                        caller_number=caller.caller_number, caller_name=caller.caller_name,
+                        created_at=engine.facts.created_at or now)
+        call = LiveCall(engine=engine, first_channel=caller.channel_id)
+        if kept and snapshot is not None and snapshot.bridge:
+            call.bridges.add(snapshot.bridge)  # ours to delete when the call ends
+        self.calls[engine.call_id] = call
+        self._by_channel[caller.channel_id] = call
+        self._adopted.add(engine.call_id)
+        self.calls_started += 1
+        self._write("call_updated", engine.call_id, state=engine.state.value,
+                    **({"agent": engine.facts.agent} if kept else {}))
+        log.info("recovery.adopted", call_id=engine.call_id, channel=caller.channel_id,
+                 state=engine.state.value, was=snapshot.state if snapshot else None)
+        call.task = asyncio.get_running_loop().create_task(
+            self._run_call(call, first=commands), name=f"call-{engine.call_id}")
+        return kept
+
+    async def _adopt_callback(self, customer: str, records: dict[str, Any], now: float) -> str | None:
+        """A callback's customer still in their bridge with the agent: connected again.
+
+        Any other callback customer is left as they are (never hung up, R9) and
+        their record open; taking those back is for a later slice.
+        """
+        raw = await self._read(self.ari.get_channel_var(customer, rc.VARIABLE), "recovery-getvar")
+        snapshot = rc.parse_snapshot(raw if isinstance(raw, str) else None)
+        if snapshot is None or snapshot.kind != "callback" or snapshot.state != "connected" \
+                or not (snapshot.agent and snapshot.leg and snapshot.bridge and snapshot.followup_id) \
+                or snapshot.call_id != customer.split("-", 1)[0] \
+                or not await self._bridged(snapshot.bridge, customer, snapshot.leg):
+            log.info("recovery.callback_left", channel=customer,
+                     state=snapshot.state if snapshot else None)
+            return None
+        status = self.roster.get(snapshot.agent)
+        record = records.get(snapshot.call_id)
+        engine, commands = rc.adopt_callback(
+            self.config, snapshot, number=(getattr(record, "caller_number", "") or ""),
+            endpoint=status.endpoint if status is not None else "", at=now)
+        self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+        call = LiveCall(engine=engine)
+        call.bridges.add(snapshot.bridge)
+        self.calls[engine.call_id] = call
+        self._adopted.add(engine.call_id)
+        self.calls_started += 1
+        if record is None:
+            self._write("call_started", engine.call_id, channel_id=customer,
+                        caller_number=engine.number, caller_name="", created_at=now)
+        log.info("recovery.adopted", call_id=engine.call_id, channel=customer, state="connected",
+                 was="callback")
+        call.task = asyncio.get_running_loop().create_task(
+            self._run_call(call, first=commands), name=f"callback-{engine.call_id}")
+        return snapshot.leg
+
+    async def _app_channels(self) -> list[str] | None:
+        """The channels in our Stasis app now; None when Asterisk cannot say."""
+        try:
+            app = await self.ari.get_application()
+            if app is not None:
+                ids = app.get("channel_ids")
+                return [ch for ch in ids if isinstance(ch, str)] if isinstance(ids, list) else []
+            # subscribeAll forgets the app while it is away (trace 07): look at every channel
+            return [ch["id"] for ch in await self.ari.list_channels()
+                    if isinstance(ch, dict) and isinstance(ch.get("id"), str)
+                    and _in_app(ch, self.app)]
+        except (TimeoutError, AriError, OSError) as exc:
+            log.warning("recovery.list_failed", error=str(exc))
+            return None
+
+    async def _open_records(self) -> list[Any]:
+        """Calls the log holds without an end (``CallStore.open_calls``), [] if it cannot say."""
+        reader = getattr(self.store, "open_calls", None)
+        if reader is None:
+            return []
+        try:
+            return list(await reader())
+        except Exception as exc:  # noqa: BLE001 — the database being down costs only the closing
+            log.warning("recovery.open_calls_failed", error=str(exc))
+            return []
+
+    async def _bridged(self, bridge_id: str, *channels: str) -> bool:
+        """Are all ``channels`` in the bridge now (``GET /bridges/{id}``)?"""
+        found = await self._read(self.ari.get_bridge(bridge_id), "recovery-get-bridge")
+        inside = found.get("channels") if isinstance(found, dict) else None
+        return isinstance(inside, list) and all(ch in inside for ch in channels)
+
+    async def _clean_bridges(self, keep_legs: set[str]) -> None:
+        """Delete our app's bridges that hold no caller (a bridge outlives its channels, trace 03)."""
+        app = await self._read(self.ari.get_application(), "recovery-get-app")
+        ids = app.get("bridge_ids") if isinstance(app, dict) else None
+        if not isinstance(ids, list):
+            return
+        used = {b for call in self.calls.values() for b in call.bridges}
+        used |= {b for call in self.calls.values() if (b := getattr(call.engine, "_bridge", None))}
+        for bridge_id in ids:
+            if not isinstance(bridge_id, str) or bridge_id in used:
+                continue
+            found = await self._read(self.ari.get_bridge(bridge_id), "recovery-get-bridge")
+            inside = found.get("channels") if isinstance(found, dict) else None
+            if not isinstance(inside, list):
+                continue
+            if any(not _our_leg(ch) or ch.split("-", 1)[1].startswith("c") for ch in inside):
+                continue  # a caller is in it: never pull the floor from under them
+            log.info("recovery.bridge_deleted", bridge=bridge_id)
+            await self._safe(self.ari.destroy_bridge(bridge_id), "recovery-destroy-bridge")
+
+    def _close_ended(self, records: list[Any], alive: set[str], now: float) -> None:
+        """Close every open record whose caller is gone: ended while down, nothing claimed (R10, R12)."""
+        for record in records:
+            if record.id in self.calls or record.id in self._adopted \
+                    or (record.channel_id and record.channel_id in alive):
+                continue
+            if record.created_at is not None and record.created_at.timestamp() >= self._started_at:
+                continue  # started by this process: it ends it itself
+            detail = {"last_state": record.state, "channel": record.channel_id}
+            self._write("append", record.id, at=now, source="log", kind="recovered-ended", detail=detail)
+            self._write("call_ended", record.id, ended_at=now, first_hangup="unknown",
+                        outcome=rc.OUTCOME_ENDED_WHILE_DOWN,
+                        compliance=rc.ended_while_down(now, last_state=record.state),
+                        summary={"agent": record.agent, "recovered": True,
+                                 "last_state": record.state})
+            log.info("recovery.closed_ended_while_down", call_id=record.id, last_state=record.state)
+
+    async def _read(self, request: Any, what: str) -> Any:
+        """An ARI read whose failure means "cannot tell" (None), never an error."""
+        try:
+            return await request
+        except (TimeoutError, AriError, OSError) as exc:
+            log.info("ari.request_failed", what=what, error=str(exc))
+            return None
+
     async def on_disconnect(self) -> None:
         self.connected.clear()
         if self._stop is not None and self._stop.is_set():
@@ -533,6 +778,50 @@ class Controller:
         tasks = [call.task for call in self.calls.values() if call.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+
+
+def _our_leg(channel_id: str) -> bool:
+    """A channel we originated (``<call id>-a1``, ``-t1``, ``-c1``); a caller's id is Asterisk's
+    (``1796398541.8``, or ``<systemname>-1796398541.8``)."""
+    call_id, sep, rest = channel_id.partition("-")
+    return bool(sep) and len(call_id) == 12 and all(ch in "0123456789abcdef" for ch in call_id) \
+        and rest[:1] in ("a", "t", "c") and rest[1:].isdigit()
+
+
+def _in_app(channel: dict[str, Any], app: str) -> bool:
+    dialplan = channel.get("dialplan")
+    if not isinstance(dialplan, dict) or dialplan.get("app_name") != "Stasis":
+        return False
+    return str(dialplan.get("app_data", "")).split(",", 1)[0] == app
+
+
+def legs_of_live(calls: Any) -> set[str]:
+    """Every channel the live calls count on."""
+    out: set[str] = set()
+    for call in calls:
+        out |= call.engine.live_channels()
+    return out
+
+
+def _live_caller(channel: str, info: dict[str, Any], record: Any) -> rc.LiveCaller:
+    """The caller as Asterisk shows them (outside input: cleaned), with the log's times."""
+    raw_caller = info.get("caller")
+    who: dict[str, Any] = raw_caller if isinstance(raw_caller, dict) else {}
+    created: float | None = None
+    if record is not None and getattr(record, "created_at", None) is not None:
+        created = record.created_at.timestamp()
+    elif info.get("creationtime") is not None:
+        try:
+            created = parse_time(info["creationtime"])
+        except BadEvent:
+            created = None
+    answered_at = getattr(record, "answered_at", None)
+    return rc.LiveCaller(
+        channel_id=channel,
+        caller_number=clean_text(who.get("number")) or (getattr(record, "caller_number", "") or ""),
+        caller_name=clean_text(who.get("name")) or (getattr(record, "caller_name", "") or ""),
+        created_at=created, answered=info.get("state") == "Up",
+        answered_at=answered_at.timestamp() if answered_at is not None else None)
 
 
 def _needs_the_caller(call: LiveCall, cmd: c.Command) -> bool:

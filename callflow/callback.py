@@ -156,6 +156,39 @@ class CallbackEngine(EngineCore):
         return channel_id == self._agent_leg or (
             channel_id == self._customer_leg and self.record.customer_dialled_at is not None)
 
+    def restore_connected(self, at: float, *, bridge: str, id_offset: int) -> Commands:
+        """Taken back after a controller restart (issue 9): agent and customer both still in ``bridge``.
+
+        From here it is an ordinary connected callback: the customer hanging up
+        frees the agent, the agent leaving first gives the customer the closing
+        words and an open line (R9). When it was placed and answered was not
+        seen by this controller; the recovery time stands in for them.
+        """
+        f, r = self.facts, self.record
+        leg, customer = self._agent_leg, self._customer_leg
+        f.created_at = f.seen_at = r.started_at = at
+        f.recovered_at = at
+        f.caller_channel = r.customer_leg = customer
+        r.agent_leg = leg
+        r.agent_answered_at = r.customer_dialled_at = r.customer_answered_at = at
+        f.answered_at = f.connected_at = at
+        f.offers.append(AgentOffer(agent=self.agent_name, leg=leg, rung_at=at, ended_at=at,
+                                   outcome="answered"))
+        f.agents_talked.append(self.agent_name)
+        self._alive = {leg, customer}
+        self._answered = {leg, customer}
+        self._agent_on_line = True
+        self._bridge = bridge
+        self._bridges = 1 if bridge == f"{self.call_id}-b" else id_offset
+        self._in_bridge = {leg, customer}
+        self._present = {leg, customer}
+        self._legs = self._playbacks = id_offset
+        self._heard(at, "agent")
+        return [*self._goto(CallbackState.CONNECTED),
+                self._log(at, "recovered", state="connected", agent=self.agent_name, bridge=bridge,
+                          followup_id=self.followup_id),
+                *self._view_notice()]
+
     def start(self, at: float) -> Commands:
         """Ring the agent's phone (never the customer's first): R1 rings for the agent."""
         if self.state is not CallbackState.NEW:

@@ -32,6 +32,38 @@ def _secs(a: float | None, b: float | None) -> float | None:
 
 
 def score(facts: CallFacts, cfg: CallFlowConfig) -> Record:
+    record = _score_all(facts, cfg)
+    if facts.recovered_at is not None:
+        record = _unseen_before_recovery(record, facts.recovered_at)
+    return record
+
+
+# Rules whose evidence lies at the start of a call: a controller that took the call back
+# after a restart never saw it, and must not claim they were kept or broken.
+UNSEEN_WHEN_RECOVERED = ("R1", "R2", "R5")
+# Rules whose evidence may have been written before the restart (the agent filled in the
+# caller's name and purpose on the panel): "kept" after it is true, "broken" is not known.
+UNKNOWN_IF_BROKEN_WHEN_RECOVERED = ("R3",)
+
+
+def _unseen_before_recovery(record: Record, recovered_at: float) -> Record:
+    """A re-adopted call: its start happened before this controller saw it (issue 9)."""
+    out = dict(record)
+    for rule in UNSEEN_WHEN_RECOVERED:
+        out[rule] = _r(NOT_APPLICABLE, recovered=True, recovered_at=recovered_at,
+                       why="happened before a controller restart; not seen")
+    for rule in UNKNOWN_IF_BROKEN_WHEN_RECOVERED:
+        if out[rule]["status"] == BROKEN:
+            out[rule] = _r(NOT_APPLICABLE, recovered=True, **out[rule]["evidence"],
+                           why="may have been recorded before a controller restart; not seen")
+    for rule in out:
+        if rule not in UNSEEN_WHEN_RECOVERED:
+            out[rule] = {"status": out[rule]["status"],
+                         "evidence": {**out[rule]["evidence"], "recovered_at": recovered_at}}
+    return out
+
+
+def _score_all(facts: CallFacts, cfg: CallFlowConfig) -> Record:
     return {
         "R1": score_r1(facts, cfg),
         "R2": score_r2(facts, cfg),

@@ -82,7 +82,7 @@ RELEASE_CONFIRM_SECONDS = 5.0
 JOIN_SECONDS = 6.0
 AGENT_TONE = "sound:beep"
 
-_PERSISTED = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.CLOSING})
+_PERSISTED = frozenset({CallState.RINGING, CallState.OFFERING, CallState.CONNECTED, CallState.CLOSING})
 
 Commands = list[c.Command]
 
@@ -165,6 +165,46 @@ class EngineCore:
             self._offer is not None and self._offer.leg == channel_id
         ) or channel_id in self._old_legs or (
             self._transfer is not None and self._transfer.leg == channel_id)
+
+    # -- taken back after a controller restart (``recovery.py``) -----------------
+
+    def _restore_caller(self, at: float, *, channel: str, number: str, name: str,
+                        created_at: float | None, answered_at: float | None,
+                        id_offset: int) -> None:
+        """The caller as a restarted controller finds them; ids made from here on start at
+        ``id_offset``, clear of the legs and prompts the lost controller made."""
+        f = self.facts
+        f.caller_channel = channel
+        f.caller_number = number
+        f.caller_name = name
+        f.created_at = created_at if created_at is not None and created_at <= at else at
+        f.seen_at = at
+        f.recovered_at = at
+        f.answered_at = answered_at
+        self._legs = self._target_legs = self._playbacks = id_offset
+        self._choose_flow(at)
+
+    def _choose_flow(self, at: float) -> None:
+        """Overridden by the flows (``steps.py``): the open or closed flow for this moment."""
+
+    def _restore_agent(self, at: float, *, agent: str, leg: str, bridge: str,
+                       caller_in_bridge: bool, id_offset: int) -> None:
+        """The agent a lost controller had connected (their leg waiting in ``bridge``, with the
+        caller or without), so hang-ups and requests act on them as on any connected call."""
+        offer = AgentOffer(agent=agent, leg=leg, rung_at=at, ended_at=at, outcome="answered")
+        self._offer = offer
+        f = self.facts
+        f.offers.append(offer)
+        f.agent = agent
+        f.agents_talked.append(agent)
+        f.connected_at = at
+        self._bridge = bridge
+        self._bridges = 1 if bridge == f"{self.call_id}-b" else id_offset
+        there = {leg, self.facts.caller_channel} if caller_in_bridge else {leg}
+        self._in_bridge = set(there)
+        self._present = set(there)
+        if caller_in_bridge:
+            self._heard(at, "agent")
 
     # -- channels going: the first sign counts, once ---------------------------
 
@@ -325,16 +365,20 @@ class EngineCore:
         """Change state; keep the states a restarted controller needs on the caller's channel.
 
         Only the states that change what recovery must do are written (each is an
-        ARI request): the call's id from the first ring, who is connected, and
+        ARI request): the call's id from the first ring, the queue it waits in
+        (a restarted controller queues it there again), who is connected, and
         whether the caller is in closing (R9 idle timing).
         """
         self.state = state
         if state not in _PERSISTED:
             return []
-        snapshot = {"call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
-                    "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+        snapshot: dict[str, object] = {
+            "call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
+            "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+        if self._queue_name:
+            snapshot["queue"] = self._queue_name
         return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
-                         value=json.dumps(snapshot, separators=(",", ":")))]
+                         value=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False))]
 
     # -- bridges ----------------------------------------------------------
 

@@ -149,6 +149,7 @@ class CallFacts:
     wanted: str = ""
     info_updated_at: float | None = None
     requeued: bool = False  # sent back to the queue: waits at its head
+    recovered_at: float | None = None  # taken back by a restarted controller (what came before unseen)
     notes: list[tuple[float, str, str]] = field(default_factory=list)  # (at, agent, text)
     holds: list[HoldRecord] = field(default_factory=list)
     transfers: list[TransferRecord] = field(default_factory=list)

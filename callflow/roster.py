@@ -80,6 +80,15 @@ class Roster:
         self._agents[best.name] = replace(best, engaged_by=call_id)
         return self._agents[best.name]
 
+    def engage(self, name: str, *, call_id: str) -> bool:
+        """Mark ``name`` as on ``call_id`` whatever their phone looked like: a call taken back
+        after a restart already has them talking (issue 9). False for an unknown agent."""
+        agent = self._agents.get(name)
+        if agent is None:
+            return False
+        self._agents[name] = replace(agent, engaged_by=call_id)
+        return True
+
     def release(self, name: str, *, call_id: str, now: float, wrap_up_seconds: float = 0.0,
                 served: bool = True) -> None:
         """Free an agent; after a conversation they first have their wrap-up time.

@@ -102,7 +102,7 @@ class Call(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # R9 evidence: "caller" | "agent" | "service".
+    # R9 evidence: "caller" | "agent" | "service" | "unknown" (ended while the controller was down).
     first_hangup: Mapped[str | None] = mapped_column(Text)
     agent: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(Text)

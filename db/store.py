@@ -119,7 +119,8 @@ logger = structlog.get_logger()
 T = TypeVar("T")
 
 SOURCES = frozenset({"event", "log"})
-HANGUP_SIDES = frozenset({"caller", "agent", "service"})
+# "unknown": a call that ended while the controller was down (issue 9); nobody saw who left first.
+HANGUP_SIDES = frozenset({"caller", "agent", "service", "unknown"})
 COMPLIANCE_STATUSES = frozenset({"kept", "broken", "not_applicable"})
 
 # Fields ``call_updated`` accepts, and how each is cleaned.

@@ -230,6 +230,7 @@ CALLS: dict[str, Callable[[AriClient], Awaitable[Any]]] = {
     "add_channel": lambda c: c.add_channel("call-1", ["1795348947.19", "call-1-agent1"]),
     "remove_channel": lambda c: c.remove_channel("call-1", "call-1-agent1"),
     "destroy_bridge": lambda c: c.destroy_bridge("call-1"),
+    "get_bridge": lambda c: c.get_bridge("call-1"),
     "set_channel_var": lambda c: c.set_channel_var("1795348947.19", "LIYI_STATE", '{"s":1}'),
     "get_channel_var": lambda c: c.get_channel_var("1795348947.19", "LIYI_STATE"),
     "get_channel": lambda c: c.get_channel("1795348947.19"),

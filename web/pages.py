@@ -57,12 +57,14 @@ OUTCOME_LABELS = {
     "abandoned-connecting": "接通前挂断",
     "after-hours": "非工作时间",
     "idle-released": "闲置释放",
+    "ended-while-down": "控制程序重启期间结束",  # issue 9: closed by the restarted controller
 }
 
 HANGUP_LABELS = {
     "caller": "来电者",
     "agent": "坐席",
     "service": "系统",
+    "unknown": "未知",  # the call ended while the controller was down (issue 9)
 }
 
 DASH = "—"
