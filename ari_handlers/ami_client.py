@@ -79,8 +79,8 @@ def ami_safe_action(action: Any) -> Any:
     }
     if not isinstance(action, Action):
         return cleaned
-    for key in list(action.keys()):
-        del action[key]
+    # panoramisk's CaseInsensitiveDict refuses ``del``; its store is the one place to empty.
+    action._store.clear()
     action.update(cleaned)
     return action
 

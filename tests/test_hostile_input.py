@@ -341,3 +341,81 @@ class TestConfigNeverCrashes:
         """Deep nesting, alias bombs, NUL, python tags and several documents are config problems, never a
         traceback or a hang."""
         _assert_clear(_load(tmp_path, text), text)
+
+
+# -- AMI: what we send ----------------------------------------------------------------------
+
+
+class _Wire:
+    """A transport that keeps what panoramisk writes."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+
+def _protocol() -> tuple[Any, _Wire]:
+    """The protocol our AMI manager uses, on a fake wire."""
+    from ari_handlers.ami_client import _SafeProtocol
+
+    wire = _Wire()
+    protocol = _SafeProtocol()
+    protocol.connection_made(wire)
+    protocol.encoding = "utf8"  # what Manager.connection_made sets
+    return protocol, wire
+
+
+class TestAmiActionsCannotInject:
+    @FUZZ
+    @given(headers=st.dictionaries(st.text(min_size=1, max_size=10) | st.sampled_from(HOSTILE_IDS),
+                                   HOSTILE_TEXT | st.lists(HOSTILE_TEXT, min_size=1, max_size=3),
+                                   min_size=1, max_size=5))
+    def test_every_value_stays_on_its_own_header_line(self, headers: dict[str, Any]) -> None:
+        """An action whose keys or values hold CR, LF or NUL (a caller id, a username) is written as
+        exactly its own header lines and one blank line: nothing can add a header or end it early."""
+        protocol, wire = _protocol()
+
+        async def send() -> None:
+            protocol.send({"Action": "Originate", **headers})
+
+        asyncio.run(send())
+        text = wire.sent.decode("utf-8")
+        assert text.endswith("\r\n\r\n") and text.count("\r\n\r\n") == 1
+        lines = text[:-4].split("\r\n")
+        assert not any(ch in line for line in lines for ch in "\r\n\x00")
+        values = sum(len(v) if isinstance(v, list) else 1 for k, v in headers.items()
+                     if k.lower() not in ("action", "actionid"))
+        assert len(lines) == values + 2  # Action and ActionID
+
+    def test_a_resent_action_keeps_the_future_its_sender_awaits(self) -> None:
+        """An action panoramisk resends after a reconnect is cleaned in place, so whoever awaits it still hears the answer."""
+        from panoramisk.actions import Action  # type: ignore[import-untyped]
+
+        async def send() -> tuple[Any, Any, _Wire]:
+            protocol, wire = _protocol()
+            action = Action({"Action": "Originate", "CallerID": "evil\r\nAction: Hangup"})
+            return action, protocol.send(action), wire
+
+        action, future, wire = asyncio.run(send())
+        assert future is action.future
+        assert b"CallerID: evilAction: Hangup\r\n" in wire.sent
+
+    async def test_an_injected_login_header_is_refused(self) -> None:
+        """A username carrying a line break and a second Secret cannot log in with that secret: the
+        break is removed before the action is written, so Asterisk sees one wrong username."""
+        from ari_handlers.ami_client import AmiLoginError
+        from ari_handlers.simulator.ami_server import AmiServer
+
+        server = AmiServer(username="liyi", secret="s3cret", endpoints=["agent1"])
+        await server.start()
+        phones = AgentPhones(host="127.0.0.1", port=server.port, username="liyi\r\nSecret: s3cret",
+                             secret="wrong", endpoints=["agent1"], on_change=lambda _: None,
+                             reconnect_delay=0.2, login_timeout=2.0)
+        try:
+            with capture_logs(), pytest.raises(AmiLoginError):
+                await phones.start()
+        finally:
+            await phones.stop()
+            await server.stop()
