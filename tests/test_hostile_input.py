@@ -419,3 +419,99 @@ class TestAmiActionsCannotInject:
         finally:
             await phones.stop()
             await server.stop()
+
+
+# -- hostile caller ids: call log, structured logs, web pages, a whole call ------------------
+
+
+class TestStructuredLogsStayOneLine:
+    @pytest.mark.parametrize("text", HOSTILE_IDS)
+    def test_a_hostile_value_is_one_json_line(self, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """A log record carrying a hostile caller id is one JSON line (even for readers that split on
+        U+2028 or NEL) and reads back as the same text."""
+        import structlog
+
+        from liyi.logging_setup import configure
+
+        configure("info", json=True)
+        structlog.get_logger("test").info("call.ringing", caller_name=text, caller_number=text[:20])
+        err = capsys.readouterr().err
+        assert err.endswith("\n") and len(err.splitlines()) == 1, err[:200]
+        record = json.loads(err)
+        assert record["caller_name"] == text
+
+
+def _hostile_call(store: Any, i: int, text: str) -> str:
+    """The writes the controller makes for an abandoned call whose caller id is ``text``."""
+    call_id = f"c0ffee{i:06d}"
+    store.call_started(call_id, channel_id=f"chan-{i}", caller_number=text, caller_name=text, created_at=NOW + i)
+    store.append(call_id, at=NOW + i, source="log", kind="ringing",
+                 detail={"caller_name": text, "caller_number": text})
+    store.call_ended(call_id, ended_at=NOW + i + 5, first_hangup="caller", outcome="abandoned-ringing",
+                     compliance={"R1": {"status": "broken", "evidence": {"reason": text}}})
+    return call_id
+
+
+class TestHostileCallerIdsOnTheWebPages:
+    async def test_call_list_and_call_pages_show_them_as_text(self, tmp_path: Path) -> None:
+        """Every hostile caller id written to the call log reads back as written (NUL shown as �) and is
+        shown escaped on the call list and on its call page, where nothing of it can run."""
+        from html import escape
+
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from db import CallStore
+        from db.sanitize import clean_text
+        from tests.test_web import runnable
+        from web import create_app
+
+        store = CallStore(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+        await store.start()
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(store), host="127.0.0.1", port=0))
+        try:
+            ids = [_hostile_call(store, i, text) for i, text in enumerate(HOSTILE_IDS)]
+            assert await store.flush()
+            await client.start_server()
+            listing = await (await client.get("/?limit=100")).text()
+            for call_id, text in zip(ids, HOSTILE_IDS, strict=True):
+                record = await store.get_call(call_id)
+                assert record is not None and record.caller_name == clean_text(text)
+                page = await (await client.get(f"/calls/{call_id}?events=1")).text()
+                for html in (page, listing):
+                    found = runnable(html)
+                    assert found.handlers == [] and found.images == 0
+                    assert all(s.get("src") == "/static/refresh.js" for s in found.scripts)
+                assert escape(clean_text(text), quote=True) in page
+        finally:
+            await client.close()
+            await store.close()
+
+
+class TestHostileCallEndToEnd:
+    async def test_a_hostile_caller_id_call_is_logged_and_shown_escaped(self, tmp_path: Path) -> None:
+        """A call through the simulator from a caller id of SQL, markup, CR/LF, NUL and RTL marks ends
+        in the call log, and its page shows the cleaned name as text."""
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from ari_handlers.simulator import CallerScript
+        from tests.e2e_world import running_world
+        from tests.test_web import runnable
+        from web import create_app
+
+        name = "'; DROP TABLE calls;--<script>alert(1)</script>\r\nAction: Hangup\x00\u202e📞"
+        async with running_world(tmp_path) as world:
+            call = await world.sim.place_call("1380013\r\n8000|;", caller_name=name,
+                                              script=CallerScript(hang_up_after_connected=0.1))
+            await asyncio.wait_for(call.ended.wait(), 10)
+            record = await world.call_ended_in_log(call.channel_id)
+            client: TestClient[Any, Any] = TestClient(TestServer(create_app(world.store), host="127.0.0.1", port=0))
+            await client.start_server()
+            try:
+                page = await (await client.get(f"/calls/{record.id}")).text()
+            finally:
+                await client.close()
+        assert record.first_hangup == "caller" and record.outcome
+        assert _is_clean_caller_text(record.caller_name) and "DROP TABLE" in record.caller_name
+        assert "\r" not in record.caller_number and "\n" not in record.caller_number
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+        assert runnable(page).handlers == []
