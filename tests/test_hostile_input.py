@@ -318,7 +318,7 @@ class TestConfigNeverCrashes:
         """Any YAML-ish text gives settings or a ConfigError listing its problems, never a traceback."""
         _assert_clear(_load(tmp_path, text), text)
 
-    @FEW
+    @settings(FUZZ, max_examples=100)  # each loads a whole config: ~15 ms
     @given(text=mutated_config())
     def test_a_mutated_config_is_a_config_or_a_located_config_error(self, tmp_path: Path, text: str) -> None:
         """A good config with lines deleted, duplicated, shifted or given odd values gives settings or
