@@ -56,6 +56,7 @@ from typing import Any
 
 import structlog
 from panoramisk import Manager  # type: ignore[import-untyped]
+from panoramisk.actions import Action  # type: ignore[import-untyped]
 from panoramisk.ami_protocol import AMIProtocol  # type: ignore[import-untyped]
 from panoramisk.message import Message  # type: ignore[import-untyped]
 
@@ -65,6 +66,43 @@ log = structlog.get_logger(__name__)
 _CONTACT_DOWN = {"Unreachable", "Unavailable", "Removed"}
 #: Stand-in contact when PeerStatus says Reachable before we know the contact's URI.
 _PEER_REACHABLE = "<peer reachable>"
+#: Every device state Asterisk reports (``ast_devstate_str``); anything else is not a phone's state.
+KNOWN_DEVICE_STATES = frozenset({
+    "UNKNOWN", "NOT_INUSE", "INUSE", "BUSY", "INVALID", "UNAVAILABLE", "RINGING", "RINGINUSE", "ONHOLD",
+})
+#: What a value sent to AMI must not hold: a CR or LF would end its header line and start
+#: another (header injection), a NUL ends the string inside Asterisk.
+_AMI_LINE_BREAKERS = str.maketrans("", "", "\r\n\x00")
+
+
+def ami_safe(value: object) -> str:
+    """``value`` as one AMI header value: CR, LF and NUL removed, lone surrogates replaced.
+
+    Why here and not at each caller: every action we send (panoramisk's Login
+    and Ping included) passes :class:`_Protocol`, so no value — a caller id,
+    a configured username — can add a header line, whoever built the action.
+    """
+    text = (value if isinstance(value, str) else str(value)).translate(_AMI_LINE_BREAKERS)
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def ami_safe_action(action: Any) -> Any:
+    """``action`` with every key and value :func:`ami_safe`; an :class:`Action` is cleaned in place
+    (it carries the future its sender awaits), a plain mapping is copied."""
+    cleaned = {
+        ami_safe(k): [ami_safe(v) for v in value] if isinstance(value, list | tuple) else ami_safe(value)
+        for k, value in action.items()
+    }
+    if not isinstance(action, Action):
+        return cleaned
+    # panoramisk's CaseInsensitiveDict refuses ``del``; its store is the one place to empty.
+    action._store.clear()
+    action.update(cleaned)
+    return action
+
+
 
 #: A Ping every this many seconds; one unanswered at the next tick ends the connection.
 DEFAULT_PING_SECONDS = 5.0
@@ -101,7 +139,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's protocol, except that closing fails the pending actions.
+    """panoramisk's protocol, writing only actions whose values cannot break a header line,
+    and failing the pending actions when it closes.
 
     ``AMIProtocol.close`` moves every unanswered action (but Ping and Login) to
     the manager's ``awaiting_actions``, to be sent again on the next
@@ -111,6 +150,9 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
     would settle (panoramisk also forgets actions that had a partial answer,
     leaving their futures pending forever).
     """
+
+    def send(self, data: Any, as_list: bool = False) -> Any:
+        return super().send(ami_safe_action(data), as_list=as_list)
 
     def close(self) -> None:
         responses: dict[str, Any] = getattr(self, "responses", {})
@@ -425,14 +467,20 @@ class AgentPhones:
         )
         fresh_contacts: dict[str, set[str]] = {e: set() for e in self._contacts}
         for item in _items(contacts, "ContactList"):
-            endpoint = item.get("Endpoint", "")
-            if endpoint in fresh_contacts and item.get("Status", "") not in _CONTACT_DOWN:
-                fresh_contacts[endpoint].add(item.get("Uri", "") or item.get("ObjectName", ""))
+            fields = _headers(item, "Endpoint", "Status", "Uri", "ObjectName")
+            if fields is None:
+                continue
+            endpoint, status, uri, object_name = fields
+            if endpoint in fresh_contacts and status not in _CONTACT_DOWN:
+                fresh_contacts[endpoint].add(uri or object_name)
         fresh_devices = {e: "UNKNOWN" for e in self._devices}
         for item in _items(devices, "DeviceStateChange"):
-            endpoint = _pjsip_endpoint(item.get("Device", ""))
-            if endpoint in fresh_devices:
-                fresh_devices[endpoint] = item.get("State", "UNKNOWN")
+            fields = _headers(item, "Device", "State")
+            if fields is None:
+                continue
+            endpoint = _pjsip_endpoint(fields[0])
+            if endpoint in fresh_devices and fields[1] in KNOWN_DEVICE_STATES:
+                fresh_devices[endpoint] = fields[1]
         self._contacts = fresh_contacts
         self._devices = fresh_devices
         log.info(
@@ -444,16 +492,28 @@ class AgentPhones:
             self._publish(endpoint)
 
     def _on_device_state(self, _manager: Manager, event: Message) -> None:
-        endpoint = _pjsip_endpoint(event.get("Device", ""))
-        if endpoint in self._devices:
-            self._devices[endpoint] = event.get("State", "UNKNOWN")
-            self._publish(endpoint)
+        fields = _headers(event, "Device", "State")
+        if fields is None:
+            return
+        endpoint = _pjsip_endpoint(fields[0])
+        if endpoint not in self._devices:
+            return
+        state = fields[1] or "UNKNOWN"
+        if state not in KNOWN_DEVICE_STATES:
+            # Not one of Asterisk's words: keep what we knew rather than guess free or busy.
+            log.warning("ami.bad_event", ami_event="DeviceStateChange", endpoint=endpoint, state=state[:80])
+            return
+        self._devices[endpoint] = state
+        self._publish(endpoint)
 
     def _on_peer_status(self, _manager: Manager, event: Message) -> None:
-        endpoint = _pjsip_endpoint(event.get("Peer", ""))
+        fields = _headers(event, "Peer", "PeerStatus")
+        if fields is None:
+            return
+        endpoint = _pjsip_endpoint(fields[0])
         if endpoint not in self._contacts:
             return
-        status = event.get("PeerStatus", "")
+        status = fields[1]
         if status == "Reachable":
             if not self._contacts[endpoint]:
                 self._contacts[endpoint].add(_PEER_REACHABLE)
@@ -462,13 +522,16 @@ class AgentPhones:
         self._publish(endpoint)
 
     def _on_contact_status(self, _manager: Manager, event: Message) -> None:
-        endpoint = event.get("EndpointName", "") or event.get("AOR", "")
+        fields = _headers(event, "EndpointName", "AOR", "URI", "ContactStatus")
+        if fields is None:
+            return
+        name, aor, uri, status = fields
+        endpoint = name or aor
         if endpoint not in self._contacts:
             return
         contacts = self._contacts[endpoint]
         contacts.discard(_PEER_REACHABLE)  # now we know the real contact
-        uri = event.get("URI", "")
-        if event.get("ContactStatus", "") in _CONTACT_DOWN:
+        if status in _CONTACT_DOWN:
             contacts.discard(uri)
         else:
             contacts.add(uri)
@@ -490,6 +553,21 @@ class AgentPhones:
             self._on_change(new)
         except Exception:
             log.exception("ami.on_change_failed", endpoint=endpoint)
+
+
+def _headers(message: Message, *keys: str) -> tuple[str, ...] | None:
+    """The text of each header (``""`` when absent), or ``None`` when one is not a single string.
+
+    Why: panoramisk turns a header written twice into a list, and a garbled
+    message must change no phone's state — it is logged and skipped, never
+    raised out of the event handler (which would drop the AMI connection).
+    """
+    values = tuple(message.get(key, "") for key in keys)
+    if all(isinstance(v, str) for v in values):
+        return values
+    log.warning("ami.bad_event", ami_event=str(message.get("Event", ""))[:80],
+                headers=[k for k, v in zip(keys, values, strict=True) if not isinstance(v, str)])
+    return None
 
 
 def _pjsip_endpoint(device: str) -> str:

@@ -9,6 +9,7 @@ does not fit raises ``BadEvent`` with a clear reason and never reaches a call.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +176,20 @@ def _recording(msg: dict[str, Any], kind: str, now: float) -> Routed:
         event: e.Event = e.RecordingFailed(at=now, recording_name=name, cause=cause)
     else:
         duration = rec.get("duration")
-        seconds = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else 0.0
-        event = e.RecordingFinished(at=now, recording_name=name, duration_seconds=max(0.0, seconds))
+        event = e.RecordingFinished(at=now, recording_name=name, duration_seconds=_seconds(duration))
     return Routed(event, caller_channel=channel, recording_name=name)
+
+
+def _seconds(value: Any) -> float:
+    """A duration as finite, non-negative seconds; 0.0 for anything else.
+
+    Why: JSON numbers are unbounded (``1e999`` is read as infinity, a 400-digit
+    integer cannot become a float) and the engine does arithmetic with this.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0.0
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -18,12 +20,27 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+#: Line breaks for ``str.splitlines`` (and many log readers) that JSON leaves unescaped
+#: (``json.dumps`` escapes only characters below U+0020): NEL, LINE and PARAGRAPH SEPARATOR.
+_UNESCAPED_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` whose output is one line for every reader.
+
+    Why: a caller id can hold U+2028 or NEL; written raw, a reader that splits
+    on Unicode line breaks would see half a record. They only occur inside
+    JSON strings, where their ``\\uXXXX`` escape reads back as the same text.
+    """
+    return json.dumps(value, **kwargs).translate(_UNESCAPED_BREAKS)
+
+
 def configure(level: str = "info", *, json: bool | None = None) -> None:
     """Console lines for a person at a terminal, JSON lines for a log collector."""
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False) if json
+        structlog.processors.JSONRenderer(one_line_json, ensure_ascii=False) if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(

@@ -66,42 +66,79 @@ class Settings:
     source: str = "(defaults)"
 
 
-def _lines(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
-    """Dotted path → line number, from the YAML node tree."""
+def _lines(node: yaml.Node, path: str = "", out: dict[str, int] | None = None,
+           seen: set[int] | None = None) -> dict[str, int]:
+    """Dotted path → line number, from the YAML node tree.
+
+    A node reached again through an alias (``*name``) is not walked again: its
+    lines are where it was written, and nested aliases (a "billion laughs"
+    file) would otherwise take exponential time and memory.
+    """
     out = {} if out is None else out
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return out
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = f"{path}.{key.value}" if path else str(key.value)
             out[sub] = key.start_mark.line + 1
-            _lines(value, sub, out)
+            _lines(value, sub, out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             sub = f"{path}[{i}]"
             out[sub] = item.start_mark.line + 1
-            _lines(item, sub, out)
+            _lines(item, sub, out, seen)
     return out
 
 
-def _duplicate_keys(node: yaml.Node, path: str = "") -> list[ConfigProblem]:
+def _duplicate_keys(node: yaml.Node, path: str = "", seen: set[int] | None = None) -> list[ConfigProblem]:
     """Keys written twice in one mapping: YAML silently keeps the last, so the admin's
-    first one (a flow step copied and not renamed, say) would vanish without a word."""
+    first one (a flow step copied and not renamed, say) would vanish without a word.
+    Each node is looked at once, however many aliases point at it (see :func:`_lines`)."""
     found: list[ConfigProblem] = []
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return found
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        keys: set[str] = set()
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue  # a complex key (``? [a, b]``): no dotted path to name it by
             sub = f"{path}.{key.value}" if path else str(key.value)
-            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in keys and key.tag != "tag:yaml.org,2002:merge":
                 found.append(ConfigProblem(sub, "written twice in the same mapping — YAML "
                                            "would keep only the last one",
                                            key.start_mark.line + 1))
-            seen.add(key.value)
-            found += _duplicate_keys(value, sub)
+            keys.add(key.value)
+            found += _duplicate_keys(value, sub, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            found += _duplicate_keys(item, f"{path}[{i}]")
+            found += _duplicate_keys(item, f"{path}[{i}]", seen)
     return found
+
+
+#: More values than any real config holds once its aliases are expanded (the shipped one: ~400).
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias expanded, counted once per node.
+
+    Why: a few nested aliases ("billion laughs") expand to billions of values
+    that the checks and their messages would walk; such a file is refused first.
+    """
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    sizes[id(node)] = min(size, MAX_EXPANDED_VALUES + 1)
+    return sizes[id(node)]
 
 
 def _with_line(problem: ConfigProblem, lines: dict[str, int]) -> ConfigProblem:
@@ -130,13 +167,25 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int], list[ConfigProblem]]:
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
+        if node is None:
+            return (data if data is not None else {}), {}, []
+        if _expanded_size(node, {}) > MAX_EXPANDED_VALUES:
+            return None, {}, [ConfigProblem(str(path), f"aliases (*name) expand to more than "
+                                            f"{MAX_EXPANDED_VALUES} values — not a config", 1)]
+        return (data if data is not None else {}), _lines(node), _duplicate_keys(node)
+    except RecursionError:
+        # PyYAML composes recursively: thousands of nested ``[`` or mappings overflow the stack.
+        return None, {}, [ConfigProblem(str(path), "not valid YAML: nested too deeply for a config")]
+    except yaml.reader.ReaderError as exc:
+        # A control character (NUL, ESC…) the YAML reader refuses: its message names only a
+        # character position, so say the line an editor would show.
+        line = text[:exc.position].count("\n") + 1
+        return None, {}, [ConfigProblem(str(path), f"not valid YAML: unacceptable character "
+                                        f"#x{exc.character:04x} ({exc.reason})", line)]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         return None, {}, [ConfigProblem(str(path), f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]
-    if node is None:
-        return (data if data is not None else {}), {}, []
-    return (data if data is not None else {}), _lines(node), _duplicate_keys(node)
 
 
 def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str] | None = None,
