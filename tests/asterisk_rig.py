@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from liyi.ari_password import ari_password_hash
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "asterisk-conf"
 CACHE = Path(os.environ.get("LIYI_ASTERISK_CACHE", "/var/cache/liyi-asterisk"))
@@ -69,9 +71,12 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
 
 
 def _substitute(text: str, pairs: list[tuple[str, str]], name: str) -> str:
-    """Each replacement must hit: a changed asterisk-conf/ must not silently escape the rig."""
+    """Each replacement must hit: a changed asterisk-conf/ must not silently escape the rig.
+
+    Replacements are literal (a crypt hash's ``$`` and ``/`` are not regex syntax).
+    """
     for pattern, repl in pairs:
-        text, count = re.subn(pattern, repl, text, flags=re.MULTILINE)
+        text, count = re.subn(pattern, lambda _m, r=repl: r, text, flags=re.MULTILINE)
         if count == 0:
             raise AssertionError(f"asterisk-conf/{name}: {pattern!r} not found")
     return text
@@ -101,11 +106,22 @@ class PrivateAsterisk:
         return self.home / "log" / "full"
 
     @property
+    def security_log(self) -> Path:
+        """logger.conf's ``security`` file: what fail2ban reads."""
+        return self.home / "log" / "security"
+
+    @property
     def ari_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
     def configure(self, prompts: Path) -> None:
-        """Install asterisk-conf/ as a deployment would, moved onto this instance's ports."""
+        """Install asterisk-conf/ as a deployment would, moved onto this instance's ports.
+
+        As the README's install steps do: ari.conf gets the crypt hash ``liyi asterisk
+        ari-password`` makes, pjsip_secrets.conf is made from its sample with the test
+        passwords, and logger.conf is the shipped one (its security log included) with
+        the ``full`` log one verbose level deeper, where the tests read bridges from.
+        """
         for sub in ("etc", "run", "log", "spool", "lib", "data/sounds"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         lib = self.prefix / "var" / "lib" / "asterisk"
@@ -116,24 +132,30 @@ class PrivateAsterisk:
         (data / "sounds" / "en").symlink_to(lib / "sounds" / "en")
         (data / "sounds" / "liyi").symlink_to(prompts)
         edits: dict[str, list[tuple[str, str]]] = {
-            "ari.conf": [(r"CHANGE_ME_ARI_PASSWORD", ARI_PASSWORD)],
+            "ari.conf": [(r"CHANGE_ME_ARI_PASSWORD", ari_password_hash(ARI_PASSWORD)),
+                         (r"^password_format\s*=\s*crypt$", "password_format = crypt")],
             "manager.conf": [(r"CHANGE_ME_AMI_SECRET", AMI_SECRET),
                              (r"^port\s*=\s*5038", f"port = {self.ami_port}")],
             "http.conf": [(r"^bindport\s*=\s*8088", f"bindport = {self.http_port}")],
             "pjsip.conf": [(r"^bind\s*=\s*0\.0\.0\.0:5060", f"bind = 127.0.0.1:{self.sip_port}"),
-                           (r"CHANGE_ME_AGENT1_PASSWORD", AGENT_PASSWORD),
-                           (r"CHANGE_ME_AGENT2_PASSWORD", AGENT_PASSWORD),
-                           (r"CHANGE_ME_TRUNK_USERNAME", "trunk"),
-                           (r"CHANGE_ME_TRUNK_PASSWORD", "trunk-test-secret"),
                            (r"192\.0\.2\.10", CARRIER_IP),
-                           (r"sip\.carrier\.example:5060", f"{CARRIER_IP}:5060")],
+                           (r"sip\.carrier\.example:5060", f"{CARRIER_IP}:5060"),
+                           (r"^#include pjsip_secrets\.conf$", "#include pjsip_secrets.conf")],
+            "pjsip_secrets.conf.sample": [(r"CHANGE_ME_AGENT1_PASSWORD", AGENT_PASSWORD),
+                                          (r"CHANGE_ME_AGENT2_PASSWORD", AGENT_PASSWORD),
+                                          (r"CHANGE_ME_TRUNK_USERNAME", "trunk"),
+                                          (r"CHANGE_ME_TRUNK_PASSWORD", "trunk-test-secret")],
+            "logger.conf": [(r"^full\s*=>.*$", "full => notice,warning,error,verbose(4),dtmf"),
+                            (r"^security\s*=>\s*security$", "security => security")],
         }
-        for conf in sorted(CONF_DIR.glob("*.conf")):
-            text = conf.read_text(encoding="utf-8")
-            text = _substitute(text, edits.get(conf.name, []), conf.name)
-            (self.etc / conf.name).write_text(text, encoding="utf-8")
+        installed = {conf.name: conf.name for conf in CONF_DIR.glob("*.conf")}
+        installed["pjsip_secrets.conf.sample"] = "pjsip_secrets.conf"
+        for source, target in sorted(installed.items()):
+            text = (CONF_DIR / source).read_text(encoding="utf-8")
+            text = _substitute(text, edits.get(source, []), source)
+            (self.etc / target).write_text(text, encoding="utf-8")
         # What a stock /etc/asterisk has and asterisk-conf/ leaves to the site: folders,
-        # modules, logging (the `full` log is where played prompts and music show) and RTP ports.
+        # modules and RTP ports.
         h = self.home
         (self.etc / "asterisk.conf").write_text(
             "[directories]\n"
@@ -154,10 +176,6 @@ class PrivateAsterisk:
             "noload => res_xmpp.so\nnoload => chan_dahdi.so\nnoload => res_smdi.so\n"
             "noload => pbx_dundi.so\nnoload => res_calendar.so\nnoload => chan_console.so\n"
             "noload => chan_audiosocket.so\nnoload => res_stun_monitor.so\n",
-            encoding="utf-8")
-        (self.etc / "logger.conf").write_text(
-            "[general]\ndateformat = %F %T.%3q\n[logfiles]\n"
-            "full => notice,warning,error,verbose(4),dtmf\nmessages => notice,warning,error\n",
             encoding="utf-8")
         (self.etc / "rtp.conf").write_text(
             f"[general]\nrtpstart = {self.rtp_start}\nrtpend = {self.rtp_start + 199}\n",
