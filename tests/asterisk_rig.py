@@ -435,6 +435,72 @@ async def run_caller(ast: PrivateAsterisk, plan: CallerPlan, workdir: Path, *,
     return CallerResult(returncode=proc.returncode or 0, messages=messages, errors=errors)
 
 
+STRANGER_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="stranger">
+<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:{from_user}@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="401" optional="true" next="refused"/>
+<recv response="403" optional="true" next="refused"/>
+<recv response="404" next="refused"/>
+<label id="refused"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+async def run_stranger(ast: PrivateAsterisk, workdir: Path, *, from_user: str, source_ip: str,
+                       timeout: float = 20.0) -> CallerResult:
+    """One INVITE from an address that is not the carrier's, naming ``from_user``.
+
+    The scenario passes only if Asterisk refuses it (401, 403 or 404); a 180 or 200 —
+    the call let in — makes SIPp fail.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    xml = workdir / "stranger.xml"
+    xml.write_text(STRANGER_SCENARIO.replace("{from_user}", from_user), encoding="latin-1")
+    msg_file = workdir / "stranger.messages"
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", f"127.0.0.1:{ast.sip_port}", "-sf", str(xml), "-m", "1", "-l", "1",
+        "-i", source_ip, "-p", str(free_port(socket.SOCK_DGRAM, source_ip)),
+        "-mi", source_ip, "-mp", str(free_port(socket.SOCK_DGRAM, source_ip)),
+        "-s", "4008001234", "-nostdin", "-trace_msg", "-message_file", str(msg_file),
+        "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", f"{int(timeout * 1000)}",
+        cwd=str(workdir), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), timeout + 15)
+    messages = parse_sipp_messages(msg_file.read_text(errors="replace")) if msg_file.exists() else []
+    return CallerResult(returncode=proc.returncode or 0, messages=messages,
+                        errors=err.decode(errors="replace"))
+
+
 # ----------------------------------------------------------------- baresip agents
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ import pytest
 
 from tests.asterisk_rig import (
     ARI_PASSWORD,
+    CARRIER_IP,
     HOW_TO_ENABLE,
     ROOT,
     CallerPlan,
@@ -39,6 +41,7 @@ from tests.asterisk_rig import (
     read_log,
     rig_config,
     run_caller,
+    run_stranger,
     tools_missing,
 )
 
@@ -423,6 +426,33 @@ class TestFallback:
         assert "liyi/fallback-apology" in rig.played_to_caller()
         assert a1.count("CALL_ESTABLISHED") == 1
         assert not result.service_sent_bye
+
+
+#: fail2ban 1.0's stock `asterisk` filter, the failregex that reads res_security_log's lines
+#: (filter.d/asterisk.conf; <HOST> spelt out as an IPv4 address).
+FAIL2BAN_SECURITY_EVENT = re.compile(
+    r'SECURITY\[\d+\][^:]*: SecurityEvent="(?:FailedACL|InvalidAccountID|ChallengeResponseFailed|'
+    r'InvalidPassword)"(?:(?:,(?!RemoteAddress=)\w+="[^"]*")*|.*?),'
+    r'RemoteAddress="IPV[46]/[^/"]+/(?P<host>[\d.]+)/\d+"')
+
+
+class TestStrangers:
+    async def test_a_stranger_naming_the_carrier_is_refused_and_logged_for_fail2ban(self, rig: Rig) -> None:
+        """An INVITE from another address with `From: carrier` is refused, reaches nobody, and the security log names its address."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        liyi = await rig.run_liyi()
+        result = await run_stranger(rig.ast, rig.home / "stranger", from_user="carrier",
+                                    source_ip="127.0.0.3")
+        assert result.ok, f"the stranger's call was not refused: {result.errors}"
+        assert result.first(False, "SIP/2.0 180") is None and result.first(False, "SIP/2.0 200") is None
+        await rig.settle()
+        calls = [r for r in liyi.lines if str(r.get("event", "")).startswith("call.")]
+        assert calls == [], "the stranger's call reached the controller"
+        assert a1.count("CALL_INCOMING") == 0
+        hosts = [m.group("host") for m in FAIL2BAN_SECURITY_EVENT.finditer(
+            rig.ast.security_log.read_text(encoding="utf-8", errors="replace"))]
+        assert "127.0.0.3" in hosts, "no security event fail2ban would count against the stranger"
+        assert CARRIER_IP not in hosts and "127.0.0.1" not in hosts, hosts
 
 
 async def ari_get(rig: Rig, path: str) -> Any:
