@@ -14,6 +14,7 @@ is skipped with one line saying how to get one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import re
 import shutil
@@ -453,6 +454,17 @@ class TestStrangers:
             rig.ast.security_log.read_text(encoding="utf-8", errors="replace"))]
         assert "127.0.0.3" in hosts, "no security event fail2ban would count against the stranger"
         assert CARRIER_IP not in hosts and "127.0.0.1" not in hosts, hosts
+
+
+    async def test_ari_takes_the_password_its_crypt_hash_was_made_from_and_no_other(self, rig: Rig) -> None:
+        """ARI, holding only the hash in ari.conf, lets the right password in and turns a wrong one away (401)."""
+        assert ARI_PASSWORD not in (rig.ast.etc / "ari.conf").read_text(encoding="utf-8")
+        for password, status in ((ARI_PASSWORD, 200), (ARI_PASSWORD + "x", 401)):
+            basic = base64.b64encode(f"liyi:{password}".encode()).decode()
+            async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as session:
+                async with session.get(f"{rig.ast.ari_url}/ari/asterisk/info") as resp:
+                    assert resp.status == status, (password, resp.status)
+                    assert "Server" not in resp.headers, "ARI names the Asterisk version it runs"
 
 
 async def ari_get(rig: Rig, path: str) -> Any:
