@@ -518,7 +518,8 @@ class TestAriHardening:
     def test_install_steps_make_the_hash_with_liyi(self) -> None:
         """The README's install steps put `liyi asterisk ari-password`'s hash into ari.conf."""
         text = (CONF / "README.md").read_text(encoding="utf-8")
-        assert re.search(r"sed -i \S*CHANGE_ME_ARI_PASSWORD\S*\$\(liyi asterisk ari-password\)", text), \
+        made = re.search(r"(\w+)=\"\$\(liyi asterisk ari-password\)\"", text)
+        assert made and re.search(rf"sed -i \S*CHANGE_ME_ARI_PASSWORD\|\$\{{{made.group(1)}\}}", text), \
             "README.md: the install must replace CHANGE_ME_ARI_PASSWORD with `liyi asterisk ari-password`'s output"
 
     def test_http_server_keeps_its_version_to_itself(self) -> None:
