@@ -3,7 +3,8 @@
 Commands: ``demo`` (everything against the simulator), ``run`` (against a
 real Asterisk), ``check-config``, ``calls`` (the call log), ``followups``
 (promises and callbacks to keep, R8), ``report``, ``agents``, ``prompts``
-(build and install the prompt audio). Errors are one clear line on stderr
+(build and install the prompt audio), ``asterisk ari-password`` (the hash
+for ari.conf). Errors are one clear line on stderr
 and a non-zero exit status; tracebacks are for bugs only.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import sys
 import unicodedata
@@ -499,6 +501,35 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_asterisk(args: argparse.Namespace) -> int:
+    """Print the crypt(3) hash for ari.conf, so the file never holds the ARI password itself.
+
+    The password comes from LIYI_ARI_PASSWORD (the very variable ``liyi run``
+    logs in with, so the two cannot drift apart), else from a prompt typed
+    twice; never from the command line, where ``ps`` and shell history see it.
+    """
+    import getpass
+
+    from liyi.ari_password import ari_password_hash
+
+    password = os.environ.get("LIYI_ARI_PASSWORD", "")
+    if not password:
+        if not sys.stdin.isatty():
+            print("set LIYI_ARI_PASSWORD, or run this in a terminal to be asked for it",
+                  file=sys.stderr)
+            return 1
+        password = getpass.getpass("ARI password: ")
+        if getpass.getpass("again: ") != password:
+            print("the two passwords differ; nothing printed", file=sys.stderr)
+            return 1
+    try:
+        print(ari_password_hash(password))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liyi", description="Telephone etiquette on Asterisk.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -570,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("dir", nargs="?")
     pr.add_argument("--config")
     pr.set_defaults(fn=cmd_prompts)
+
+    ak = sub.add_parser("asterisk", help="Asterisk configuration helpers")
+    ak.add_argument("action", choices=["ari-password"],
+                    help="ari-password: print the crypt hash of LIYI_ARI_PASSWORD for ari.conf")
+    ak.set_defaults(fn=cmd_asterisk)
     return p
 
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from liyi.ari_password import ari_password_hash
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "asterisk-conf"
 CACHE = Path(os.environ.get("LIYI_ASTERISK_CACHE", "/var/cache/liyi-asterisk"))
@@ -69,9 +71,12 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
 
 
 def _substitute(text: str, pairs: list[tuple[str, str]], name: str) -> str:
-    """Each replacement must hit: a changed asterisk-conf/ must not silently escape the rig."""
+    """Each replacement must hit: a changed asterisk-conf/ must not silently escape the rig.
+
+    Replacements are literal (a crypt hash's ``$`` and ``/`` are not regex syntax).
+    """
     for pattern, repl in pairs:
-        text, count = re.subn(pattern, repl, text, flags=re.MULTILINE)
+        text, count = re.subn(pattern, lambda _m, r=repl: r, text, flags=re.MULTILINE)
         if count == 0:
             raise AssertionError(f"asterisk-conf/{name}: {pattern!r} not found")
     return text
@@ -101,11 +106,22 @@ class PrivateAsterisk:
         return self.home / "log" / "full"
 
     @property
+    def security_log(self) -> Path:
+        """logger.conf's ``security`` file: what fail2ban reads."""
+        return self.home / "log" / "security"
+
+    @property
     def ari_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
     def configure(self, prompts: Path) -> None:
-        """Install asterisk-conf/ as a deployment would, moved onto this instance's ports."""
+        """Install asterisk-conf/ as a deployment would, moved onto this instance's ports.
+
+        As the README's install steps do: ari.conf gets the crypt hash ``liyi asterisk
+        ari-password`` makes, pjsip_secrets.conf is made from its sample with the test
+        passwords, and logger.conf is the shipped one (its security log included) with
+        the ``full`` log one verbose level deeper, where the tests read bridges from.
+        """
         for sub in ("etc", "run", "log", "spool", "lib", "data/sounds"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         lib = self.prefix / "var" / "lib" / "asterisk"
@@ -116,24 +132,30 @@ class PrivateAsterisk:
         (data / "sounds" / "en").symlink_to(lib / "sounds" / "en")
         (data / "sounds" / "liyi").symlink_to(prompts)
         edits: dict[str, list[tuple[str, str]]] = {
-            "ari.conf": [(r"CHANGE_ME_ARI_PASSWORD", ARI_PASSWORD)],
+            "ari.conf": [(r"CHANGE_ME_ARI_PASSWORD", ari_password_hash(ARI_PASSWORD)),
+                         (r"^password_format\s*=\s*crypt$", "password_format = crypt")],
             "manager.conf": [(r"CHANGE_ME_AMI_SECRET", AMI_SECRET),
                              (r"^port\s*=\s*5038", f"port = {self.ami_port}")],
             "http.conf": [(r"^bindport\s*=\s*8088", f"bindport = {self.http_port}")],
             "pjsip.conf": [(r"^bind\s*=\s*0\.0\.0\.0:5060", f"bind = 127.0.0.1:{self.sip_port}"),
-                           (r"CHANGE_ME_AGENT1_PASSWORD", AGENT_PASSWORD),
-                           (r"CHANGE_ME_AGENT2_PASSWORD", AGENT_PASSWORD),
-                           (r"CHANGE_ME_TRUNK_USERNAME", "trunk"),
-                           (r"CHANGE_ME_TRUNK_PASSWORD", "trunk-test-secret"),
                            (r"192\.0\.2\.10", CARRIER_IP),
-                           (r"sip\.carrier\.example:5060", f"{CARRIER_IP}:5060")],
+                           (r"sip\.carrier\.example:5060", f"{CARRIER_IP}:5060"),
+                           (r"^#include pjsip_secrets\.conf$", "#include pjsip_secrets.conf")],
+            "pjsip_secrets.conf.sample": [(r"CHANGE_ME_AGENT1_PASSWORD", AGENT_PASSWORD),
+                                          (r"CHANGE_ME_AGENT2_PASSWORD", AGENT_PASSWORD),
+                                          (r"CHANGE_ME_TRUNK_USERNAME", "trunk"),
+                                          (r"CHANGE_ME_TRUNK_PASSWORD", "trunk-test-secret")],
+            "logger.conf": [(r"^full\s*=>.*$", "full => notice,warning,error,verbose(4),dtmf"),
+                            (r"^security\s*=>\s*security$", "security => security")],
         }
-        for conf in sorted(CONF_DIR.glob("*.conf")):
-            text = conf.read_text(encoding="utf-8")
-            text = _substitute(text, edits.get(conf.name, []), conf.name)
-            (self.etc / conf.name).write_text(text, encoding="utf-8")
+        installed = {conf.name: conf.name for conf in CONF_DIR.glob("*.conf")}
+        installed["pjsip_secrets.conf.sample"] = "pjsip_secrets.conf"
+        for source, target in sorted(installed.items()):
+            text = (CONF_DIR / source).read_text(encoding="utf-8")
+            text = _substitute(text, edits.get(source, []), source)
+            (self.etc / target).write_text(text, encoding="utf-8")
         # What a stock /etc/asterisk has and asterisk-conf/ leaves to the site: folders,
-        # modules, logging (the `full` log is where played prompts and music show) and RTP ports.
+        # modules and RTP ports.
         h = self.home
         (self.etc / "asterisk.conf").write_text(
             "[directories]\n"
@@ -154,10 +176,6 @@ class PrivateAsterisk:
             "noload => res_xmpp.so\nnoload => chan_dahdi.so\nnoload => res_smdi.so\n"
             "noload => pbx_dundi.so\nnoload => res_calendar.so\nnoload => chan_console.so\n"
             "noload => chan_audiosocket.so\nnoload => res_stun_monitor.so\n",
-            encoding="utf-8")
-        (self.etc / "logger.conf").write_text(
-            "[general]\ndateformat = %F %T.%3q\n[logfiles]\n"
-            "full => notice,warning,error,verbose(4),dtmf\nmessages => notice,warning,error\n",
             encoding="utf-8")
         (self.etc / "rtp.conf").write_text(
             f"[general]\nrtpstart = {self.rtp_start}\nrtpend = {self.rtp_start + 199}\n",
@@ -415,6 +433,72 @@ async def run_caller(ast: PrivateAsterisk, plan: CallerPlan, workdir: Path, *,
     messages = parse_sipp_messages(msg_file.read_text(errors="replace")) if msg_file.exists() else []
     errors = (err_file.read_text(errors="replace") if err_file.exists() else "") + err.decode(errors="replace")
     return CallerResult(returncode=proc.returncode or 0, messages=messages, errors=errors)
+
+
+STRANGER_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="stranger">
+<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{from_user}@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:{from_user}@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="401" optional="true" next="refused"/>
+<recv response="403" optional="true" next="refused"/>
+<recv response="404" next="refused"/>
+<label id="refused"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+async def run_stranger(ast: PrivateAsterisk, workdir: Path, *, from_user: str, source_ip: str,
+                       timeout: float = 20.0) -> CallerResult:
+    """One INVITE from an address that is not the carrier's, naming ``from_user``.
+
+    The scenario passes only if Asterisk refuses it (401, 403 or 404); a 180 or 200 —
+    the call let in — makes SIPp fail.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    xml = workdir / "stranger.xml"
+    xml.write_text(STRANGER_SCENARIO.replace("{from_user}", from_user), encoding="latin-1")
+    msg_file = workdir / "stranger.messages"
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", f"127.0.0.1:{ast.sip_port}", "-sf", str(xml), "-m", "1", "-l", "1",
+        "-i", source_ip, "-p", str(free_port(socket.SOCK_DGRAM, source_ip)),
+        "-mi", source_ip, "-mp", str(free_port(socket.SOCK_DGRAM, source_ip)),
+        "-s", "4008001234", "-nostdin", "-trace_msg", "-message_file", str(msg_file),
+        "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", f"{int(timeout * 1000)}",
+        cwd=str(workdir), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), timeout + 15)
+    messages = parse_sipp_messages(msg_file.read_text(errors="replace")) if msg_file.exists() else []
+    return CallerResult(returncode=proc.returncode or 0, messages=messages,
+                        errors=err.decode(errors="replace"))
 
 
 # ----------------------------------------------------------------- baresip agents

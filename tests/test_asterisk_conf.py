@@ -1,11 +1,16 @@
 """The Asterisk configuration a deployment installs (asterisk-conf/).
 
 The dialplan is parsed (contexts → extensions → priorities) so the etiquette
-promises it makes can be checked without running Asterisk.
+promises it makes can be checked without running Asterisk. The other files are
+parsed too and linted for the hardening issue 9 asks for: ARI and AMI on
+loopback with least-privilege accounts, a crypt-hashed ARI password, AMI login
+limits, no way into PJSIP but the carrier's address or an agent's password,
+passwords kept out of the repository, a security log and a fail2ban jail on it.
 """
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import re
 from dataclasses import dataclass
@@ -15,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "asterisk-conf"
+SECRETS_SAMPLE = CONF / "pjsip_secrets.conf.sample"
+JAIL = CONF / "fail2ban" / "jail.d" / "asterisk-liyi.conf"
+AMI_CLIENT = REPO / "ari_handlers" / "ami_client.py"
+ASTLOGDIR = "/var/log/asterisk"  # where a source build and Debian's package write logs
 RECORDINGS = REPO / "recordings"
 CALLER_ENTRY_CONTEXT = "from-trunk"
 SECRET_KEYS = {"password", "secret", "md5_cred"}
@@ -62,7 +71,7 @@ def parse_conf(path: Path) -> list[Section]:
     options: list[tuple[str, str]] = []
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = strip_comment(raw)
-        if not line:
+        if not line or line.startswith("#"):  # #include and friends: see directives()
             continue
         header = re.fullmatch(r"\[([^\]]+)\](?:\(([^)]*)\))?", line)
         if header:
@@ -79,6 +88,16 @@ def parse_conf(path: Path) -> list[Section]:
     if name is not None:
         sections.append(Section(name, templates, is_template, tuple(options)))
     return sections
+
+
+def directives(path: Path) -> list[tuple[str, str]]:
+    """The file's ``#include``/``#tryinclude``/``#exec`` lines as (directive, argument)."""
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        m = re.fullmatch(r"#(\w+)\s+\"?([^\"]+?)\"?", strip_comment(raw))
+        if m:
+            out.append((m.group(1).lower(), m.group(2)))
+    return out
 
 
 def resolved(sections: list[Section], section: Section) -> dict[str, str]:
@@ -167,7 +186,8 @@ def expand(value: str, variables: dict[str, str]) -> str:
 
 class TestFilesPresent:
     @pytest.mark.parametrize("name", ["http.conf", "ari.conf", "manager.conf", "extensions.conf",
-                                      "pjsip.conf", "musiconhold.conf", "README.md"])
+                                      "pjsip.conf", "musiconhold.conf", "logger.conf",
+                                      "pjsip_secrets.conf.sample", "README.md"])
     def test_file_exists_and_is_commented(self, name: str) -> None:
         """Each config file ships, and each .conf opens with an explanatory comment."""
         text = (CONF / name).read_text(encoding="utf-8")
@@ -386,7 +406,7 @@ class TestAccounts:
         assert write <= {"system", "reporting"}
         assert not write & {"call", "originate", "command", "config", "all"}
 
-    @pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("*.conf")))
+    @pytest.mark.parametrize("name", sorted([p.name for p in CONF.glob("*.conf")] + [SECRETS_SAMPLE.name]))
     def test_no_real_secrets(self, name: str) -> None:
         """Every password/secret in the shipped config is a CHANGE_ME placeholder, never a real value."""
         for section in parse_conf(CONF / name):
@@ -435,3 +455,235 @@ class TestPjsip:
         """Class default plays files, so waiting callers hear music (R4, R5)."""
         default = next(s for s in parse_conf(CONF / "musiconhold.conf") if s.name == "default")
         assert default.get("mode") == "files" and default.get("directory")
+
+
+# --------------------------------------------------------------------------- hardening (issue 9)
+
+#: AMI classes as Asterisk 22.10.1 registers them (events: ast_manager_event_blob_create's
+#: class; actions: ast_manager_register_xml's). An action runs when the account's write
+#: classes share any one with the action's; an empty set needs no class.
+AMI_EVENT_CLASS = {
+    "DeviceStateChange": "call",     # main/devicestate.c
+    "PeerStatus": "system",          # main/stasis_endpoints.c
+    "ContactStatus": "system",       # main/stasis_endpoints.c
+    "FullyBooted": "system",         # main/manager.c
+}
+AMI_ACTION_CLASSES: dict[str, set[str]] = {
+    "PJSIPShowContacts": {"system"},               # res/res_pjsip/pjsip_options.c
+    "PJSIPShowEndpoints": {"system"},              # res/res_pjsip/pjsip_configuration.c
+    "PJSIPShowEndpoint": {"system"},
+    "DeviceStateList": {"call", "reporting"},      # res/res_manager_devicestate.c
+    "Ping": set(), "Login": set(), "Logoff": set(), "Events": set(), "Challenge": set(),
+}
+#: Write classes that would let the controller's account act on calls or the system beyond
+#: reading status: never granted, whatever the controller needs.
+AMI_DANGEROUS_WRITE = {"call", "originate", "command", "config", "agent", "user", "all"}
+#: The identifiers that need proof (a source address, or a name then a password).
+SAFE_IDENTIFIERS = {"ip", "username"}
+
+
+def ami_usage() -> tuple[set[str], set[str]]:
+    """The AMI events the controller subscribes to and the actions it sends (from its source)."""
+    source = AMI_CLIENT.read_text(encoding="utf-8")
+    events = set(re.findall(r"register_event\(\s*[\"'](\w+)[\"']", source))
+    actions = set(re.findall(r"[\"']Action[\"']\s*:\s*[\"'](\w+)[\"']", source))
+    return events, actions | {"Login", "Ping"}  # panoramisk logs in and pings by itself
+
+
+def option(path: Path, section: str, key: str) -> str | None:
+    return next((s.get(key) for s in parse_conf(path) if s.name == section), None)
+
+
+@pytest.fixture(scope="module")
+def pjsip_sections() -> list[Section]:
+    """pjsip.conf with the sample secrets file where its #include stands (as Asterisk reads it)."""
+    return parse_conf(CONF / "pjsip.conf") + parse_conf(SECRETS_SAMPLE)
+
+
+def carrier_addresses() -> list[str]:
+    """The source addresses pjsip.conf's identify sections accept as the carrier."""
+    sections = parse_conf(CONF / "pjsip.conf")
+    return [v.split("/")[0] for s in sections if s.get("type") == "identify"
+            for k, v in s.options if k == "match"]
+
+
+class TestAriHardening:
+    def test_password_is_a_crypt_hash_placeholder(self) -> None:
+        """ari.conf stores the ARI password as a crypt hash (password_format = crypt), a placeholder until installed."""
+        user = next(s for s in parse_conf(CONF / "ari.conf") if s.name == "liyi")
+        assert user.get("password_format") == "crypt", \
+            "ari.conf [liyi]: password_format must be crypt, so the file never holds the password itself"
+        assert (user.get("password") or "").startswith(PLACEHOLDER)
+
+    def test_install_steps_make_the_hash_with_liyi(self) -> None:
+        """The README's install steps put `liyi asterisk ari-password`'s hash into ari.conf."""
+        text = (CONF / "README.md").read_text(encoding="utf-8")
+        made = re.search(r"(\w+)=\"\$\(liyi asterisk ari-password\)\"", text)
+        assert made and re.search(rf"sed -i \S*CHANGE_ME_ARI_PASSWORD\|\$\{{{made.group(1)}\}}", text), \
+            "README.md: the install must replace CHANGE_ME_ARI_PASSWORD with `liyi asterisk ari-password`'s output"
+
+    def test_http_server_keeps_its_version_to_itself(self) -> None:
+        """http.conf sends no Server header naming the Asterisk version (servername blank)."""
+        assert option(CONF / "http.conf", "general", "servername") == "", \
+            "http.conf [general]: set `servername =` (blank) so ARI does not advertise Asterisk's version"
+
+    def test_ari_is_not_reachable_over_tls_on_another_address(self) -> None:
+        """No HTTPS listener is opened beside the loopback HTTP one."""
+        general = next(s for s in parse_conf(CONF / "http.conf") if s.name == "general")
+        assert general.get("tlsenable") in (None, "no"), "http.conf: TLS would listen on tlsbindaddr; keep ARI on loopback"
+
+
+class TestAmiHardening:
+    def test_login_limits(self) -> None:
+        """AMI drops a connection that does not log in within 30 s and allows few such connections at once."""
+        general = next(s for s in parse_conf(CONF / "manager.conf") if s.name == "general")
+        timeout, limit = general.get("authtimeout"), general.get("authlimit")
+        assert timeout is not None and timeout.isdigit() and 0 < int(timeout) <= 30, \
+            f"manager.conf [general]: authtimeout must be set, 1..30 s (is {timeout!r})"
+        assert limit is not None and limit.isdigit() and 0 < int(limit) <= 10, \
+            f"manager.conf [general]: authlimit must be set, 1..10 pending logins (is {limit!r}; default 50)"
+
+    def test_read_classes_are_exactly_what_the_controller_listens_to(self) -> None:
+        """The AMI account reads exactly the classes of the events ami_client.py subscribes to."""
+        events, _ = ami_usage()
+        unknown = events - AMI_EVENT_CLASS.keys()
+        assert not unknown, f"ami_client.py listens to {sorted(unknown)}: add its class to AMI_EVENT_CLASS"
+        needed = {AMI_EVENT_CLASS[e] for e in events}
+        user = next(s for s in parse_conf(CONF / "manager.conf") if s.name == "liyi")
+        granted = set((user.get("read") or "").split(","))
+        assert granted == needed, \
+            f"manager.conf [liyi] read = {','.join(sorted(granted))}; the controller needs {','.join(sorted(needed))}"
+
+    def test_write_classes_cover_every_action_and_nothing_more(self) -> None:
+        """Every action ami_client.py sends is allowed, every write class is used, and none can act on calls."""
+        _, actions = ami_usage()
+        unknown = actions - AMI_ACTION_CLASSES.keys()
+        assert not unknown, f"ami_client.py sends {sorted(unknown)}: add its class to AMI_ACTION_CLASSES"
+        user = next(s for s in parse_conf(CONF / "manager.conf") if s.name == "liyi")
+        granted = {c for c in (user.get("write") or "").split(",") if c}
+        assert not granted & AMI_DANGEROUS_WRITE, \
+            f"manager.conf [liyi] write grants {sorted(granted & AMI_DANGEROUS_WRITE)}: it could act on calls or config"
+        for action in sorted(actions):
+            classes = AMI_ACTION_CLASSES[action]
+            assert not classes or classes & granted, f"manager.conf [liyi] write: {action} needs one of {sorted(classes)}"
+        for cls in sorted(granted):
+            assert any(cls in AMI_ACTION_CLASSES[a] for a in actions), \
+                f"manager.conf [liyi] write = …{cls}…: no action of the controller needs it"
+
+
+class TestSipIdentification:
+    def test_no_anonymous_endpoint(self, pjsip_sections: list[Section]) -> None:
+        """No PJSIP object is named anonymous (the endpoint Asterisk hands unknown callers to)."""
+        assert [s.name for s in pjsip_sections if s.name.lower() == "anonymous"] == [], \
+            "pjsip: an `anonymous` section would take calls from anyone"
+
+    def test_identifier_order_needs_proof(self, pjsip_sections: list[Section]) -> None:
+        """[global] identifies requests only by source address or by name (then password)."""
+        globals_ = [s for s in pjsip_sections if s.get("type") == "global"]
+        assert len(globals_) == 1, "pjsip.conf: one [global] type = global section"
+        order = globals_[0].get("endpoint_identifier_order")
+        assert order, "pjsip.conf [global]: set endpoint_identifier_order (the default includes anonymous)"
+        methods = {m.strip() for m in order.split(",")}
+        assert methods <= SAFE_IDENTIFIERS, \
+            f"pjsip.conf [global] endpoint_identifier_order: {sorted(methods - SAFE_IDENTIFIERS)} not allowed"
+        assert globals_[0].get("allow_unauthenticated_options") in (None, "no"), \
+            "pjsip.conf [global]: allow_unauthenticated_options lets anyone probe endpoints"
+
+    def test_every_endpoint_needs_an_address_or_a_password(self, pjsip_sections: list[Section]) -> None:
+        """An endpoint without a password is matched by source address only; one matched by name has a password."""
+        endpoints = {s.name: resolved(pjsip_sections, s) for s in pjsip_sections
+                     if not s.is_template and resolved(pjsip_sections, s).get("type") == "endpoint"}
+        identified = {s.get("endpoint") for s in pjsip_sections if s.get("type") == "identify"}
+        auths = {s.name for s in pjsip_sections if s.get("type") == "auth"}
+        for name, ep in endpoints.items():
+            methods = {m.strip() for m in (ep.get("identify_by") or "").split(",") if m.strip()}
+            assert methods, f"pjsip.conf [{name}]: set identify_by (the default matches by name too)"
+            if not ep.get("auth"):
+                assert methods == {"ip"}, \
+                    f"pjsip.conf [{name}] has no password: identify_by must be ip alone, not {sorted(methods)}"
+                assert name in identified, f"pjsip.conf [{name}]: identify_by = ip needs an identify section"
+            else:
+                assert ep["auth"] in auths, f"pjsip [{name}] auth = {ep['auth']}: no such auth section"
+
+    def test_trunk_is_matched_by_address_alone(self, endpoints: dict[str, dict[str, str]]) -> None:
+        """Endpoints landing in from-trunk are identified only by the carrier's source address."""
+        trunks = {n: e for n, e in endpoints.items() if e.get("context") == CALLER_ENTRY_CONTEXT}
+        for name, ep in trunks.items():
+            assert ep.get("identify_by") == "ip", \
+                f"pjsip.conf [{name}]: a stranger could reach from-trunk by writing `From: {name}@…`"
+
+
+class TestSecretsKeptOut:
+    def test_pjsip_conf_holds_no_password_and_includes_the_secrets_file(self) -> None:
+        """pjsip.conf has no password at all and #includes pjsip_secrets.conf, which must exist to load."""
+        sections = parse_conf(CONF / "pjsip.conf")
+        keys = [(s.name, k) for s in sections for k, _ in s.options if k in SECRET_KEYS]
+        assert keys == [], f"pjsip.conf holds secrets {keys}: move them to pjsip_secrets.conf"
+        assert ("include", "pjsip_secrets.conf") in directives(CONF / "pjsip.conf"), \
+            "pjsip.conf: `#include pjsip_secrets.conf` (not tryinclude: a missing file must be loud)"
+
+    def test_sample_has_every_auth_the_endpoints_use(self) -> None:
+        """The sample defines each auth pjsip.conf names, every password a CHANGE_ME placeholder."""
+        sections = parse_conf(CONF / "pjsip.conf")
+        wanted = {resolved(sections, s).get(k) for s in sections if not s.is_template
+                  for k in ("auth", "outbound_auth")} - {None}
+        sample = {s.name: s for s in parse_conf(SECRETS_SAMPLE)}
+        for name in sorted(wanted):
+            assert name in sample and sample[name].get("type") == "auth", \
+                f"pjsip_secrets.conf.sample: no [{name}] type = auth"
+            assert (sample[name].get("password") or "").startswith(PLACEHOLDER)
+
+    def test_the_filled_in_file_is_never_committed(self) -> None:
+        """git ignores asterisk-conf/pjsip_secrets.conf, and the README says how to make it."""
+        ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+        assert "asterisk-conf/pjsip_secrets.conf" in ignored, ".gitignore: add asterisk-conf/pjsip_secrets.conf"
+        text = (CONF / "README.md").read_text(encoding="utf-8")
+        assert "pjsip_secrets.conf.sample" in text and "/etc/asterisk/pjsip_secrets.conf" in text, \
+            "README.md: tell how to make /etc/asterisk/pjsip_secrets.conf from the sample"
+
+
+class TestSecurityLog:
+    def test_security_events_have_their_own_file(self) -> None:
+        """logger.conf writes Asterisk's security events to the file `security`, with ISO timestamps."""
+        logfiles = next(s for s in parse_conf(CONF / "logger.conf") if s.name == "logfiles")
+        files = {k: {lvl.strip() for lvl in v.split(",")} for k, v in logfiles.options}
+        assert "security" in files.get("security", set()), "logger.conf [logfiles]: add `security => security`"
+        assert (option(CONF / "logger.conf", "general", "dateformat") or "").startswith("%F %T"), \
+            "logger.conf [general]: dateformat = %F %T… so fail2ban and people read the time alike"
+
+    def test_deployment_logs_kept(self) -> None:
+        """messages (problems) and full (each call step by step, keys included) are still written."""
+        logfiles = next(s for s in parse_conf(CONF / "logger.conf") if s.name == "logfiles")
+        files = {k: v for k, v in logfiles.options}
+        assert {"notice", "warning", "error"} <= set(files.get("messages", "").split(","))
+        full = files.get("full", "")
+        assert "dtmf" in full and re.search(r"\bverbose\b", full), "logger.conf: keep the `full` call log"
+
+
+@pytest.fixture(scope="module")
+def jail() -> configparser.SectionProxy:
+    """The sample fail2ban jail, read as fail2ban reads it (INI)."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    parser.read(JAIL, encoding="utf-8")
+    assert parser.sections() == ["asterisk"], \
+        "the jail extends fail2ban's own [asterisk] jail, which bans on TCP and UDP"
+    return parser["asterisk"]
+
+
+class TestFail2ban:
+
+    def test_jail_reads_the_security_log_with_the_stock_filter(self, jail: configparser.SectionProxy) -> None:
+        """The sample jail is on, uses fail2ban's `asterisk` filter and reads logger.conf's security file."""
+        assert jail.get("enabled") == "true"
+        assert jail.get("filter", "asterisk") == "asterisk"
+        assert jail.get("logpath") == f"{ASTLOGDIR}/security", \
+            f"{JAIL.name}: logpath must be {ASTLOGDIR}/security (logger.conf's security file)"
+        assert set(jail.get("port", "").split(",")) >= {"5060"}
+        assert int(jail.get("maxretry", "0")) >= 3, "leave an agent room for a typo or two"
+
+    def test_the_carrier_and_the_host_are_never_banned(self, jail: configparser.SectionProxy) -> None:
+        """ignoreip holds loopback and every carrier address, so a ban cannot turn callers away."""
+        ignore = set(jail.get("ignoreip", "").split())
+        assert "127.0.0.1/8" in ignore
+        for address in carrier_addresses():
+            assert address in ignore, f"{JAIL.name}: add the carrier's {address} to ignoreip"

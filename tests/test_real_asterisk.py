@@ -14,7 +14,9 @@ is skipped with one line saying how to get one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ import pytest
 
 from tests.asterisk_rig import (
     ARI_PASSWORD,
+    CARRIER_IP,
     HOW_TO_ENABLE,
     ROOT,
     CallerPlan,
@@ -39,6 +42,7 @@ from tests.asterisk_rig import (
     read_log,
     rig_config,
     run_caller,
+    run_stranger,
     tools_missing,
 )
 
@@ -423,6 +427,44 @@ class TestFallback:
         assert "liyi/fallback-apology" in rig.played_to_caller()
         assert a1.count("CALL_ESTABLISHED") == 1
         assert not result.service_sent_bye
+
+
+#: fail2ban 1.0's stock `asterisk` filter, the failregex that reads res_security_log's lines
+#: (filter.d/asterisk.conf; <HOST> spelt out as an IPv4 address).
+FAIL2BAN_SECURITY_EVENT = re.compile(
+    r'SECURITY\[\d+\][^:]*: SecurityEvent="(?:FailedACL|InvalidAccountID|ChallengeResponseFailed|'
+    r'InvalidPassword)"(?:(?:,(?!RemoteAddress=)\w+="[^"]*")*|.*?),'
+    r'RemoteAddress="IPV[46]/[^/"]+/(?P<host>[\d.]+)/\d+"')
+
+
+class TestStrangers:
+    async def test_a_stranger_naming_the_carrier_is_refused_and_logged_for_fail2ban(self, rig: Rig) -> None:
+        """An INVITE from another address with `From: carrier` is refused, reaches nobody, and the security log names its address."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        liyi = await rig.run_liyi()
+        result = await run_stranger(rig.ast, rig.home / "stranger", from_user="carrier",
+                                    source_ip="127.0.0.3")
+        assert result.ok, f"the stranger's call was not refused: {result.errors}"
+        assert result.first(False, "SIP/2.0 180") is None and result.first(False, "SIP/2.0 200") is None
+        await rig.settle()
+        calls = [r for r in liyi.lines if str(r.get("event", "")).startswith("call.")]
+        assert calls == [], "the stranger's call reached the controller"
+        assert a1.count("CALL_INCOMING") == 0
+        hosts = [m.group("host") for m in FAIL2BAN_SECURITY_EVENT.finditer(
+            rig.ast.security_log.read_text(encoding="utf-8", errors="replace"))]
+        assert "127.0.0.3" in hosts, "no security event fail2ban would count against the stranger"
+        assert CARRIER_IP not in hosts and "127.0.0.1" not in hosts, hosts
+
+
+    async def test_ari_takes_the_password_its_crypt_hash_was_made_from_and_no_other(self, rig: Rig) -> None:
+        """ARI, holding only the hash in ari.conf, lets the right password in and turns a wrong one away (401)."""
+        assert ARI_PASSWORD not in (rig.ast.etc / "ari.conf").read_text(encoding="utf-8")
+        for password, status in ((ARI_PASSWORD, 200), (ARI_PASSWORD + "x", 401)):
+            basic = base64.b64encode(f"liyi:{password}".encode()).decode()
+            async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as session:
+                async with session.get(f"{rig.ast.ari_url}/ari/asterisk/info") as resp:
+                    assert resp.status == status, (password, resp.status)
+                    assert "Server" not in resp.headers, "ARI names the Asterisk version it runs"
 
 
 async def ari_get(rig: Rig, path: str) -> Any:
