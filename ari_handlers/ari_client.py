@@ -288,19 +288,23 @@ class AriClient:
         )
         return result
 
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        """A GET whose 404 means "Asterisk no longer has it" (a caller gone, a bridge deleted)."""
+        try:
+            result: dict[str, Any] = await self._request("GET", path)
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
     async def stop_recording(self, name: str) -> None:
         """``stop`` on /recordings/live: end a recording now, keeping what was captured."""
         await self._request("POST", f"/recordings/live/{_seg(name)}/stop")
 
     async def get_stored_recording(self, name: str) -> dict[str, Any] | None:
         """``getStored``: the StoredRecording (``name``, ``format``), or ``None`` if there is none."""
-        try:
-            result: dict[str, Any] = await self._request("GET", f"/recordings/stored/{_seg(name)}")
-        except AriError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
+        return await self._get_or_none(f"/recordings/stored/{_seg(name)}")
 
     async def delete_stored_recording(self, name: str) -> None:
         """``deleteStored``: remove a stored recording (a caller's name once it is no longer needed)."""
@@ -339,13 +343,7 @@ class AriClient:
 
     async def get_channel(self, channel_id: str) -> dict[str, Any] | None:
         """``get``: the channel, or ``None`` if Asterisk no longer has it."""
-        try:
-            result: dict[str, Any] = await self._request("GET", f"/channels/{_seg(channel_id)}")
-        except AriError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
+        return await self._get_or_none(f"/channels/{_seg(channel_id)}")
 
     async def list_channels(self) -> list[dict[str, Any]]:
         """``list``: every channel Asterisk has, in Stasis or not (for reconciling)."""
@@ -400,13 +398,7 @@ class AriClient:
         A restarted controller reads it to tell a caller still talking with
         their agent from one left alone (issue 9).
         """
-        try:
-            result: dict[str, Any] = await self._request("GET", f"/bridges/{_seg(bridge_id)}")
-        except AriError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
+        return await self._get_or_none(f"/bridges/{_seg(bridge_id)}")
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         """``destroy``: a bridge outlives its last channel until we delete it (trace 03)."""
@@ -420,13 +412,7 @@ class AriClient:
         With subscribeAll Asterisk forgets the app while its socket is closed
         (404, trace 07); with the default subscription it keeps it (trace 12).
         """
-        try:
-            result: dict[str, Any] = await self._request("GET", f"/applications/{_seg(self.app)}")
-        except AriError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
+        return await self._get_or_none(f"/applications/{_seg(self.app)}")
 
     # -- events -----------------------------------------------------------------
 
