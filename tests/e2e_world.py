@@ -43,14 +43,19 @@ class World:
 
     async def call_ended_in_log(self, channel_id: str, timeout: float = 10.0) -> Any:
         """Wait until the call on ``channel_id`` is closed in the call log, and return it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            await self.store.flush()
-            for summary in await self.store.list_calls(limit=50):
-                if summary.channel_id == channel_id and summary.ended_at is not None:
-                    return await self.store.get_call(summary.id)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"call on {channel_id} never ended in the log")
+        return await call_ended_in_log(self.store, channel_id, timeout)
+
+
+async def call_ended_in_log(store: Any, channel_id: str, timeout: float = 10.0) -> Any:
+    """Wait until the call on ``channel_id`` is closed in ``store``'s log, and return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await store.flush()
+        for summary in await store.list_calls(limit=50):
+            if summary.channel_id == channel_id and summary.ended_at is not None:
+                return await store.get_call(summary.id)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"call on {channel_id} never ended in the log")
 
 
 @asynccontextmanager

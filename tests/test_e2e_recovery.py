@@ -24,7 +24,7 @@ from ari_handlers.simulator import AsteriskSimulator, CallerScript
 from liyi.app import Service
 from liyi.settings import AsteriskSettings, Settings
 from tests.ari_spec import load_spec
-from tests.e2e_world import fast_settings
+from tests.e2e_world import call_ended_in_log, fast_settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -97,14 +97,16 @@ class Site:
         raise AssertionError(f"no call taken back within {ADOPT_WITHIN} s")
 
     async def ended_record(self, channel_id: str, timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            await self.store.flush()
-            for summary in await self.store.list_calls(limit=50):
-                if summary.channel_id == channel_id and summary.ended_at is not None:
-                    return await self.store.get_call(summary.id)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"call on {channel_id} never ended in the log")
+        return await call_ended_in_log(self.store, channel_id, timeout)
+
+    async def connected_then_crash(self) -> tuple[Any, Any]:
+        """A caller talking with agent1 when the controller dies: the call and agent1's leg."""
+        call = await self.sim.place_call("13800138000", script=CallerScript())
+        await until(lambda: "connected" in kinds(call))
+        leg = self.sim.legs_of("agent1")[-1]
+        await asyncio.sleep(0.2)
+        await self.crash()
+        return call, leg
 
 
 @asynccontextmanager
@@ -151,11 +153,7 @@ class TestConnectedCallTakenBack:
         """Killed mid-conversation, the new controller re-adopts the call within 3 s; the caller's
         hang-up then frees the agent's phone and closes the record once, caller first, marked recovered."""
         async with site(tmp_path) as s:
-            call = await s.sim.place_call("13800138000", script=CallerScript())
-            await until(lambda: "connected" in kinds(call))
-            leg = s.sim.legs_of("agent1")[-1]
-            await asyncio.sleep(0.2)
-            await s.crash()
+            call, leg = await s.connected_then_crash()
             since = await s.restart()
             live = await s.adopted(call.channel_id, "connected", since)
             assert live.engine.agent == "agent1"
@@ -267,11 +265,7 @@ class TestAgentLostWhileDown:
         """The agent hung up while no controller ran: the caller, alone in the bridge, is not hung up
         but hears the apology and is connected to the next agent, ahead of the line."""
         async with site(tmp_path) as s:
-            call = await s.sim.place_call("13800138000", script=CallerScript())
-            await until(lambda: "connected" in kinds(call))
-            first = s.sim.legs_of("agent1")[-1]
-            await asyncio.sleep(0.2)
-            await s.crash()
+            call, first = await s.connected_then_crash()
             s.sim._agent_hangs_up(s.sim.channels[first.channel_id])
             await until(lambda: first.channel_id not in s.sim.channels, 5)
             await s.restart()
@@ -290,11 +284,7 @@ class TestEndedWhileDown:
         """A caller who hung up while no controller ran: the record is closed as ended-while-down,
         claiming no rule, and the agent left alone in the bridge is hung up and the bridge deleted."""
         async with site(tmp_path) as s:
-            call = await s.sim.place_call("13800138000", script=CallerScript())
-            await until(lambda: "connected" in kinds(call))
-            leg = s.sim.legs_of("agent1")[-1]
-            await asyncio.sleep(0.2)
-            await s.crash()
+            call, leg = await s.connected_then_crash()
             s.sim.caller_hangs_up(call)
             await until(lambda: call.channel_id not in s.sim.channels, 5)
             await s.restart()
@@ -312,10 +302,7 @@ class TestHungUpAsItRestarted:
             self, tmp_path: Path) -> None:
         """A caller listed by Asterisk but gone when looked at is closed in the log, never left open."""
         async with site(tmp_path) as s:
-            call = await s.sim.place_call("13800138000", script=CallerScript())
-            await until(lambda: "connected" in kinds(call))
-            await asyncio.sleep(0.2)
-            await s.crash()
+            call, _leg = await s.connected_then_crash()
             real = s.sim.application_json
 
             def listed_then_gone(name: str) -> dict[str, Any]:

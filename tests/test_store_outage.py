@@ -204,14 +204,19 @@ class TestCrashMidOutage:
         log_calls(first, calls)
         await crash(first)
 
-        second = outage_store(url, journal)
-        await second.start()
-        try:
-            assert await second.flush(timeout=30)
-            await assert_each_call_once_and_whole(second, calls)
-        finally:
-            await second.close()
+        await assert_a_new_store_lands_each_call_once(url, journal, calls)
 
+
+
+async def assert_a_new_store_lands_each_call_once(url: str, journal: Path, calls: Any) -> None:
+    """A fresh store on the same journal (the restarted controller) writes every call once, whole."""
+    second = outage_store(url, journal)
+    await second.start()
+    try:
+        assert await second.flush(timeout=30)
+        await assert_each_call_once_and_whole(second, calls)
+    finally:
+        await second.close()
 
 class TestJournalSize:
     async def test_busy_center_journal_stays_small(self, tmp_path: Path) -> None:
@@ -240,13 +245,7 @@ class TestJournalSize:
         # 40 rounds of about the first round's size went through it: it kept far less.
         assert max(sizes) < sizes[0] * 40 / 3
 
-        second = outage_store(url, journal)
-        await second.start()
-        try:
-            assert await second.flush(timeout=30)
-            await assert_each_call_once_and_whole(second, calls)
-        finally:
-            await second.close()
+        await assert_a_new_store_lands_each_call_once(url, journal, calls)
 
 
 class TestJournalSync:
