@@ -676,7 +676,8 @@ class LiyiProcess:
             cwd=str(ROOT), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         self._pump = asyncio.get_running_loop().create_task(self._read())
-        await self.wait_log(lambda r: r.get("event") == "ari.connected", timeout)
+        # "reconnected" when it starts with calls to take back (a restart mid-call)
+        await self.wait_log(lambda r: r.get("event") in ("ari.connected", "ari.reconnected"), timeout)
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None

@@ -416,6 +416,30 @@ class TestQueueCallback:
         assert record.compliance["R5"].status == "kept"
 
 
+class TestRestart:
+    async def test_controller_killed_mid_call_takes_the_call_back(self, rig: Rig) -> None:
+        """liyi run SIGKILLed while a caller talks with an agent: the caller stays on, a new liyi run takes the call back, and the caller's hang-up frees the agent and ends the record once, marked recovered."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        first = await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=16.0)))
+        await a1.wait_for("CALL_ESTABLISHED", 12)
+        await asyncio.sleep(1.0)
+        assert first.proc is not None
+        first.proc.kill()
+        await first.proc.wait()
+        await rig.run_liyi()
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await a1.wait_for("CALL_CLOSED", 5)
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.ended_at is not None
+        assert record.first_hangup == "caller"
+        assert (record.summary or {}).get("recovered") is True
+        assert not rig.channels_left(), rig.channels_left()
+
+
 class TestFallback:
     async def test_without_the_controller_the_dialplan_answers_and_rings_agents(self, rig: Rig) -> None:
         """liyi not running: the fallback answers within ring 1 and rings the agents, never hanging up on the caller."""
