@@ -106,6 +106,11 @@ class PrivateAsterisk:
         return self.home / "log" / "full"
 
     @property
+    def fallback_log(self) -> Path:
+        """cel_custom.conf's file: the CEL lines of the calls the dialplan fallback served."""
+        return self.home / "log" / "cel-custom" / "liyi-fallback.csv"
+
+    @property
     def security_log(self) -> Path:
         """logger.conf's ``security`` file: what fail2ban reads."""
         return self.home / "log" / "security"
@@ -122,7 +127,8 @@ class PrivateAsterisk:
         passwords, and logger.conf is the shipped one (its security log included) with
         the ``full`` log one verbose level deeper, where the tests read bridges from.
         """
-        for sub in ("etc", "run", "log", "spool", "lib", "data/sounds"):
+        # log/cel-custom: made by Asterisk's installer; cel_custom.conf writes the fallback's calls there.
+        for sub in ("etc", "run", "log", "log/cel-custom", "spool", "lib", "data/sounds"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         lib = self.prefix / "var" / "lib" / "asterisk"
         data = self.home / "data"
