@@ -108,11 +108,18 @@ class Call(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Who served the call: "liyi" (the controller) or "fallback" (the dialplan, while liyi was down).
+    handled_by: Mapped[str] = mapped_column(Text, nullable=False, default="liyi",
+                                            server_default="liyi")
+    # An imported fallback call's Asterisk linkedid: unique, so an import is written once
+    # however often, or however many processes at once, the CEL file is read.
+    asterisk_linkedid: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_calls_created_at", "created_at"),
         Index("ix_calls_ended_at", "ended_at"),
         Index("ix_calls_agent", "agent"),
+        Index("ix_calls_asterisk_linkedid", "asterisk_linkedid", unique=True),
     )
 
 

@@ -73,6 +73,7 @@ class CallSummary:
     state: str | None
     compliance: dict[str, str] = field(default_factory=dict)
     queue: str | None = None  # the queue waited in ("" = the general queue); None: never queued
+    handled_by: str = "liyi"  # "fallback": served by the dialplan while liyi was down (issue 9)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +96,7 @@ class CallRecord:
     compliance: dict[str, ComplianceMark]
     # Promises made and callbacks asked for on this call (R8), oldest first.
     followups: tuple[FollowUp, ...] = ()
+    handled_by: str = "liyi"  # "fallback": served by the dialplan while liyi was down (issue 9)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +108,14 @@ class AgentRecord:
     registered: bool
     device_state: str
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportResult:
+    """What an import of fallback calls did: written now, already in the log (never twice)."""
+
+    imported: int
+    already: int
 
 
 FOLLOWUP_KINDS = frozenset({"promise", "callback"})

@@ -68,7 +68,7 @@ import dataclasses
 import itertools
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,6 +105,7 @@ from db.records import (
     CallSummary,
     ComplianceMark,
     FollowUp,
+    ImportResult,
     TimelineEntry,
 )
 from db.sanitize import (
@@ -153,6 +154,8 @@ _DIRECT_TRIES = 3
 # callback_attempted looks up the follow-up's call for its timeline entry; a database
 # that does not answer within this costs only that entry, never the caller's wait.
 _LOOKUP_TIMEOUT = 2.0
+# Fallback calls imported per transaction: a whole CEL file of a long outage in a few commits.
+_IMPORT_CHUNK = 500
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -1061,6 +1064,7 @@ class CallStore:
             timeline=tuple(timeline),
             compliance={v.rule: ComplianceMark(v.status, v.evidence) for v in verdicts},
             followups=tuple(followups),
+            handled_by=summary.handled_by,
         )
 
     async def timeline_events(self, call_id: str) -> list[TimelineEntry]:
@@ -1327,6 +1331,66 @@ class CallStore:
             )
         )
 
+    async def import_calls(self, records: Sequence[Any]) -> ImportResult:
+        """Write calls the dialplan fallback served (``callflow.fallback.FallbackRecord``), each once.
+
+        One transaction per chunk: the call row (``handled_by`` 'fallback', its
+        Asterisk linkedid), its whole timeline and its compliance record
+        together, so a crash leaves a call either whole or absent. A call whose
+        linkedid the log already holds is skipped: reading the CEL file twice,
+        after a crash, or from two processes at once writes it once (the unique
+        index decides a race; the loser's chunk is retried and finds it there).
+        Raises if the database cannot be reached: the file is read again later.
+        """
+        imported = already = 0
+        for start in range(0, len(records), _IMPORT_CHUNK):
+            chunk = list(records[start:start + _IMPORT_CHUNK])
+            written = await self._direct(lambda conn, c=chunk: self._import_chunk(conn, c))
+            imported += written
+            already += len(chunk) - written
+        return ImportResult(imported=imported, already=already)
+
+    async def import_call(self, record: Any) -> bool:
+        """Write one fallback call; False if the log already held it."""
+        return (await self.import_calls([record])).imported == 1
+
+    @staticmethod
+    async def _import_chunk(conn: AsyncConnection, chunk: list[Any]) -> int:
+        linkedids = {clean_text(r.linkedid) for r in chunk}
+        held = set((await conn.execute(
+            select(Call.asterisk_linkedid).where(Call.asterisk_linkedid.in_(linkedids))
+        )).scalars())
+        fresh: dict[str, Any] = {}
+        for r in chunk:
+            key = clean_text(r.linkedid)
+            if key not in held and key not in fresh:
+                fresh[key] = r
+        if not fresh:
+            return 0
+        await conn.execute(insert(Call), [
+            {"id": clean_text(r.call_id), "channel_id": clean_text(r.channel_id),
+             "caller_number": clean_text(r.caller_number),
+             "caller_name": clean_text(r.caller_name), "created_at": utc(r.created_at),
+             "answered_at": None if r.answered_at is None else utc(r.answered_at),
+             "ended_at": utc(r.ended_at), "first_hangup": clean_text(r.first_hangup),
+             "agent": clean_optional_text(r.agent), "outcome": clean_text(r.outcome),
+             "state": "ended", "summary": clean_dict(r.summary),
+             "handled_by": "fallback", "asterisk_linkedid": key}
+            for key, r in fresh.items()])
+        timeline = [
+            {"call_id": clean_text(r.call_id), "seq": seq, "at": utc(item.at), "source": "log",
+             "kind": clean_text(item.kind), "detail": clean_dict(item.detail)}
+            for r in fresh.values() for seq, item in enumerate(r.timeline, start=1)]
+        if timeline:
+            await conn.execute(insert(TimelineRow), timeline)
+        verdicts = [
+            {"call_id": clean_text(r.call_id), "rule": rule, "status": mark["status"],
+             "evidence": clean_dict(mark.get("evidence", {}))}
+            for r in fresh.values() for rule, mark in r.compliance.items()]
+        if verdicts:
+            await conn.execute(insert(ComplianceRow), verdicts)
+        return len(fresh)
+
     @staticmethod
     async def _append_now(
         conn: AsyncConnection, call_id: str, *, at: float, kind: str, detail: dict[str, Any]
@@ -1395,6 +1459,7 @@ _SUMMARY_COLUMNS = (
     Call.agent,
     Call.outcome,
     Call.state,
+    Call.handled_by,
 )
 
 
@@ -1413,6 +1478,7 @@ def _summary(row: Any, compliance: dict[str, str] | None = None) -> CallSummary:
         outcome=row.outcome,
         state=row.state,
         queue=_queue_of(getattr(row, "summary", None)),
+        handled_by=row.handled_by,
     )
 
 

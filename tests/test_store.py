@@ -1196,7 +1196,7 @@ class TestMigrations:
                 assert await table_names(conn) == APP_TABLES | {"alembic_version"}
                 assert await schema_diffs(conn) == []
                 assert (
-                    await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0003"
+                    await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0004"
                 )
         finally:
             await engine.dispose()
