@@ -93,8 +93,11 @@ class Controller:
         self, *, config: CallFlowConfig, ari: AriClient, store: CallLog, roster: Roster,
         app: str = DEFAULT_APP_NAME, clock: Callable[[], float] = time.time,
         observers: list[CallObserver] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        # Called after every (re)connect's recovery: the dialplan fallback stopped taking calls.
+        self.on_connected = on_connected
         self.ari = ari
         self.store = store
         self.roster = roster
@@ -514,6 +517,8 @@ class Controller:
         except Exception:  # recovery must never stop the controller serving new calls
             log.exception("recovery.failed")
         self.connected.set()
+        if self.on_connected is not None:
+            _notify(self.on_connected)
         if not self.calls:
             log.info("ari.connected", app=self.app)
             return

@@ -68,6 +68,8 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._followup_watch: asyncio.Task[None] | None = None
+        self._fallback_watch: asyncio.Task[None] | None = None
+        self._fallback_wake = asyncio.Event()
 
     async def start(self) -> None:
         from db import CallStore  # imported here: the CLI's light commands need no DB stack
@@ -81,7 +83,8 @@ class Service:
         roster = Roster([(a.name, a.endpoint) for a in cfg.agents],
                         assume_registered=not ast.ami_host, now=time.time())
         self.controller = Controller(config=cfg, ari=self.ari, store=self.store, roster=roster,
-                                     app=ast.app, observers=self.observers)
+                                     app=ast.app, observers=self.observers,
+                                     on_connected=self._fallback_wake.set)
         from liyi.desk import AgentDesk
 
         self.desk = AgentDesk(self.controller, cfg)
@@ -90,6 +93,8 @@ class Service:
             await self._start_phones(roster)
         self._task = asyncio.get_running_loop().create_task(self.controller.run(self.stop_event))
         self._followup_watch = asyncio.get_running_loop().create_task(self._watch_followups())
+        if ast.fallback_log:
+            self._start_fallback_import(ast.fallback_log)
         if self.web_enabled:
             await self._start_web()
 
@@ -118,6 +123,19 @@ class Service:
                 await asyncio.wait_for(self.stop_event.wait(), FOLLOWUP_CHECK_SECONDS)
             except TimeoutError:
                 pass
+
+    def _start_fallback_import(self, path: str) -> None:
+        """Calls the dialplan fallback served while liyi was down reach the log (R10, issue 9).
+
+        Imported after every (re)connect — when the fallback stops taking calls —
+        and every 30 s while Asterisk's CEL file grows (``liyi.fallback_import``).
+        """
+        from liyi.fallback_import import FallbackImporter, watch
+
+        importer = FallbackImporter(path, self.store, self.settings.callflow)
+        log.info("fallback_import.watching", path=path)
+        self._fallback_watch = asyncio.get_running_loop().create_task(
+            watch(importer, self.stop_event, self._fallback_wake))
 
     async def _start_phones(self, roster: Roster) -> None:
         from ari_handlers.ami_client import AgentPhones, PhoneState
@@ -172,6 +190,8 @@ class Service:
             await asyncio.wait([self._task], timeout=5.0)
         if self._followup_watch is not None:
             await asyncio.wait([self._followup_watch], timeout=5.0)
+        if self._fallback_watch is not None:
+            await asyncio.wait([self._fallback_watch], timeout=5.0)
         if self.controller is not None:
             await self.controller.drain(timeout=2.0)
         if self._runner is not None:

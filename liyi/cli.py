@@ -4,7 +4,7 @@ Commands: ``demo`` (everything against the simulator), ``run`` (against a
 real Asterisk), ``check-config``, ``calls`` (the call log), ``followups``
 (promises and callbacks to keep, R8), ``report``, ``agents``, ``prompts``
 (build and install the prompt audio), ``asterisk ari-password`` (the hash
-for ari.conf). Errors are one clear line on stderr
+for ari.conf), ``import-fallback`` (calls the dialplan fallback served). Errors are one clear line on stderr
 and a non-zero exit status; tracebacks are for bugs only.
 """
 
@@ -222,12 +222,13 @@ def cmd_calls(args: argparse.Namespace) -> int:
                 print(f"no calls yet in {settings.database_url}")
                 return 0
             print(f"{'id':12}  {'first ring':19}  {'caller':16}  {'agent':8}  {'outcome':18}  "
-                  f"{'1st hang-up':11}  compliance")
+                  f"{'1st hang-up':11}  {'by':8}  compliance")
             for call in calls:
                 print(f"{call.id[:12]:12}  {_fmt_time(call.created_at, tz):19}  "
                       f"{(call.caller_number or '-')[:16]:16}  {(call.agent or '-')[:8]:8}  "
                       f"{(call.outcome or call.state or 'live')[:18]:18}  "
-                      f"{(call.first_hangup or '-'):11}  {_compliance_line(call.compliance)}")
+                      f"{(call.first_hangup or '-'):11}  {call.handled_by[:8]:8}  "
+                      f"{_compliance_line(call.compliance)}")
             return 0
         finally:
             await store.close()
@@ -245,6 +246,7 @@ def print_call(record: Any, tz: Any, *, events: bool = False) -> None:
     print(f"  agent        {record.agent or '-'}")
     print(f"  outcome      {record.outcome or record.state or 'live'}")
     print(f"  first hangup {record.first_hangup or '-'}")
+    print(f"  handled by   {getattr(record, 'handled_by', 'liyi')}")
     print("timeline")
     start = record.created_at
     for entry in record.timeline:
@@ -310,6 +312,39 @@ def _cell(text: str, width: int) -> str:
 def _now() -> dt.datetime:
     """The current instant (one place, so tests can pin "today")."""
     return dt.datetime.now(dt.UTC)
+
+
+def cmd_import_fallback(args: argparse.Namespace) -> int:
+    """Import the calls Asterisk's dialplan fallback served (its CEL file) into the call log, once each."""
+    settings = _settings(args.config, args.db)
+    path = args.file or (settings.asterisk.fallback_log if settings.asterisk else None)
+    if not path:
+        print("no CEL file to read: give --file, or set asterisk.fallback_log in the config",
+              file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        from db import CallStore
+        from liyi.fallback_import import FallbackImporter
+
+        store = CallStore(settings.database_url)
+        await store.start()
+        try:
+            report = await FallbackImporter(path, store, settings.callflow).run_once()
+        except PermissionError as exc:
+            print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"cannot import from {path}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+        for bad in report.bad:
+            print(f"{path}:{bad.line}: skipped: {bad.reason}: {bad.text}", file=sys.stderr)
+        print(report.summary_line())
+        return 0 if report.found else 1
+
+    return asyncio.run(go())
 
 
 def cmd_followups(args: argparse.Namespace) -> int:
@@ -568,6 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="one JSON object per call")
     c.add_argument("--events", action="store_true", help="with show: also the raw engine events")
     c.set_defaults(fn=cmd_calls)
+
+    fb = sub.add_parser("import-fallback",
+                        help="bring the calls Asterisk's dialplan fallback served into the call "
+                             "log (each once, handled_by fallback)")
+    fb.add_argument("--file", help="Asterisk's CEL file (default: asterisk.fallback_log)")
+    fb.add_argument("--config")
+    fb.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
+    fb.set_defaults(fn=cmd_import_fallback)
 
     rp = sub.add_parser("report", help="compliance rates per agent, queue or day (R12)")
     rp.add_argument("--by", choices=["agent", "queue", "day"], default="agent")

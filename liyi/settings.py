@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,6 +40,8 @@ DEFAULT_ARI_HEARTBEAT_SECONDS = 6.0
 DEFAULT_AMI_PING_SECONDS = 5.0
 #: Longest liveness interval accepted: beyond it a dead Asterisk goes unnoticed too long.
 MAX_LIVENESS_SECONDS = 60.0
+#: Where cel_custom.conf's file lands on a source or Debian install (astlogdir /var/log/asterisk).
+DEFAULT_FALLBACK_LOG = "/var/log/asterisk/cel-custom/liyi-fallback.csv"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class AsteriskSettings:
     ami_secret: str = field(default="", repr=False)
     ari_heartbeat_seconds: float = DEFAULT_ARI_HEARTBEAT_SECONDS
     ami_ping_seconds: float = DEFAULT_AMI_PING_SECONDS
+    # Asterisk's CEL file of the calls its dialplan fallback served (asterisk-conf/cel_custom.conf),
+    # imported into the call log; None: not imported (Asterisk on another host, or switched off).
+    fallback_log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,22 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int], list[ConfigProblem]]:
         return None, {}, [ConfigProblem(str(path), f"not valid YAML: {getattr(exc, 'problem', exc)}", line)]
 
 
+def _fallback_log(raw: Mapping[str, Any], ari_url: str, problems: list[ConfigProblem]) -> str | None:
+    """``asterisk.fallback_log``: a path, ``null``/``""`` for none; by default Asterisk's own
+    log dir (cel_custom.conf's file) when Asterisk runs on this host, else none."""
+    if "fallback_log" not in raw:
+        host = (urlsplit(ari_url).hostname or "").lower()
+        return DEFAULT_FALLBACK_LOG if host in {"127.0.0.1", "localhost", "::1"} else None
+    value = raw.get("fallback_log")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        problems.append(ConfigProblem("asterisk.fallback_log",
+                                      f"{value!r} — must be the path of Asterisk's CEL file"))
+        return None
+    return value
+
+
 def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str] | None = None,
                    source: str = "(defaults)") -> tuple[Settings | None, list[ConfigProblem]]:
     if not isinstance(data, Mapping):
@@ -225,7 +247,9 @@ def parse_settings(data: Any, env: Mapping[str, str], *, known_prompts: set[str]
                     f"{MAX_LIVENESS_SECONDS:g}"))
                 value = default
             liveness[key] = float(value)
+        fallback_log = _fallback_log(raw_ast, env.get("LIYI_ARI_URL", url), problems)
         asterisk = AsteriskSettings(
+            fallback_log=fallback_log,
             ari_url=env.get("LIYI_ARI_URL", url).rstrip("/"),
             ari_user=str(raw_ast.get("ari_user", "liyi")),
             ari_password=env.get("LIYI_ARI_PASSWORD", ""),

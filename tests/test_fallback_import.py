@@ -7,16 +7,21 @@ wrote on the real rig (tests/traces/16-fallback-cel.csv).
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from callflow.config import AgentConfig, CallFlowConfig
 from db import CallStore
 from db.migrations import downgrade_to, upgrade
+from liyi import cli
 from liyi.fallback_import import FallbackImporter, watch
+from liyi.settings import parse_settings
 from tests.test_fallback_cel import agent_first_call
 
 TRACE = Path(__file__).resolve().parent / "traces" / "16-fallback-cel.csv"
@@ -215,3 +220,88 @@ class TestMigration:
         finally:
             await engine.dispose()
         assert await fallback_rows(tmp_path / "old.db") == [("old", "liyi", None)]
+
+
+class TestCommandLine:
+    def test_import_fallback_prints_a_summary_and_imports_once(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`liyi import-fallback --file F` says what it did; run again it imports nothing new."""
+        db = tmp_path / "log.db"
+        assert cli.main(["import-fallback", "--file", str(TRACE), "--db", str(db)]) == 0
+        out = capsys.readouterr().out
+        assert "fallback calls: 3 imported, 0 already in the log, 0 still going, 0 bad lines" in out
+        assert cli.main(["import-fallback", "--file", str(TRACE), "--db", str(db)]) == 0
+        assert "0 imported, 3 already in the log" in capsys.readouterr().out
+        assert cli.main(["calls", "--db", str(db)]) == 0
+        listing = capsys.readouterr().out
+        assert listing.count("fallback") == 3
+        assert cli.main(["calls", "--json", "--db", str(db)]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert {r["handled_by"] for r in rows} == {"fallback"}
+
+    def test_bad_lines_are_named_on_stderr(self, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+        """A garbled line is reported with file and line number; the good calls are imported."""
+        cel = tmp_path / "cel.csv"
+        cel.write_text("garbage\n" + TRACE.read_text(encoding="utf-8"), encoding="utf-8")
+        assert cli.main(["import-fallback", "--file", str(cel), "--db", str(tmp_path / "l.db")]) == 0
+        captured = capsys.readouterr()
+        assert f"{cel}:1: skipped: 1 fields, expected 12" in captured.err
+        assert "3 imported" in captured.out and "1 bad lines skipped" in captured.out
+
+    def test_missing_file_and_no_setting_are_clear_errors(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """No such file: exit 1 naming it; no --file and no asterisk section: exit 2 saying what to give."""
+        missing = tmp_path / "none.csv"
+        assert cli.main(["import-fallback", "--file", str(missing), "--db", str(tmp_path / "l.db")]) == 1
+        assert f"no file at {missing}" in capsys.readouterr().out
+        assert cli.main(["import-fallback", "--db", str(tmp_path / "l.db")]) == 2
+        assert "asterisk.fallback_log" in capsys.readouterr().err
+
+
+COMPANY = {"company": {"name": "礼仪科技"}}
+
+
+class TestSettings:
+    def test_default_is_asterisks_log_dir_when_local_else_none(self) -> None:
+        """Asterisk on loopback: its log dir's file by default; on another host none; null switches it off."""
+        local, _ = parse_settings({**COMPANY, "asterisk": {"ari_url": "http://127.0.0.1:8088"}}, {})
+        remote, _ = parse_settings({**COMPANY, "asterisk": {"ari_url": "http://pbx.example:8088"}}, {})
+        off, _ = parse_settings({**COMPANY, "asterisk": {"fallback_log": None}}, {})
+        given_, _ = parse_settings({**COMPANY, "asterisk": {"fallback_log": "/srv/cel.csv"}}, {})
+        assert local is not None and local.asterisk is not None
+        assert local.asterisk.fallback_log == "/var/log/asterisk/cel-custom/liyi-fallback.csv"
+        assert remote is not None and remote.asterisk is not None and remote.asterisk.fallback_log is None
+        assert off is not None and off.asterisk is not None and off.asterisk.fallback_log is None
+        assert given_ is not None and given_.asterisk is not None
+        assert given_.asterisk.fallback_log == "/srv/cel.csv"
+
+    def test_a_path_that_is_not_text_is_refused(self) -> None:
+        """fallback_log: 5 is a config problem naming the key."""
+        _, problems = parse_settings({**COMPANY, "asterisk": {"fallback_log": 5}}, {})
+        assert any(p.path == "asterisk.fallback_log" for p in problems)
+
+
+class TestWeb:
+    async def test_pages_and_api_show_who_handled_the_call(self, tmp_path: Path) -> None:
+        """The call list, a call's page and the JSON API say a fallback call was handled by the fallback."""
+        from aiohttp.test_utils import TestClient, TestServer
+
+        from web import create_app
+
+        store = await started(tmp_path / "log.db")
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(store), host="127.0.0.1", port=0))
+        try:
+            await FallbackImporter(TRACE, store, CFG).run_once()
+            await client.start_server()
+            listing = await (await client.get("/")).text()
+            assert listing.count('<span class="code">fallback</span>') == 3
+            data = await (await client.get("/api/calls")).json()
+            assert {c["handled_by"] for c in data["calls"]} == {"fallback"}
+            page = await (await client.get("/calls/fb-1796454799.0")).text()
+            assert "接待 Handled by" in page and '<span class="code">fallback</span>' in page
+            one = await (await client.get("/api/calls/fb-1796454799.0")).json()
+            assert one["handled_by"] == "fallback" and one["agent"] == "agent1"
+        finally:
+            await client.close()
+            await store.close()

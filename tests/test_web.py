@@ -437,7 +437,8 @@ class TestApi:
         old = data["calls"][2]
         assert set(old) == {"id", "channel_id", "caller_number", "caller_name", "created_at",
                             "answered_at", "ended_at", "first_hangup", "agent", "outcome",
-                            "state"}
+                            "state", "handled_by"}
+        assert old["handled_by"] == "liyi"
         assert old["created_at"] == "2026-05-09T01:00:00+00:00"
         assert old["caller_name"] == CHINESE_NAME
         assert data["calls"][1]["caller_name"] == HOSTILE_NAME  # JSON carries the raw text

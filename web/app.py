@@ -542,7 +542,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 _SUMMARY_FIELDS = ("id", "channel_id", "caller_number", "caller_name", "created_at",
-                   "answered_at", "ended_at", "first_hangup", "agent", "outcome", "state")
+                   "answered_at", "ended_at", "first_hangup", "agent", "outcome", "state",
+                   "handled_by")
 
 
 def summary_json(call: CallSummary | CallRecord) -> dict[str, Any]:

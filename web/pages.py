@@ -218,6 +218,14 @@ def outcome_cell(call: CallSummary | CallRecord) -> str:
     return DASH
 
 
+def handled_by_cell(call: CallSummary | CallRecord) -> str:
+    """Who served the call: liyi, or the dialplan fallback while liyi was down (issue 9)."""
+    by = getattr(call, "handled_by", "liyi")
+    if by == "fallback":
+        return f'应急接听 <span class="code">{esc(by)}</span>'
+    return f'礼仪 <span class="code">{esc(by)}</span>'
+
+
 def hangup_cell(side: str | None) -> str:
     """Who hung up first (R9) in Chinese with the code in English."""
     if not side:
@@ -390,6 +398,7 @@ def index_page(
             f"<td>{esc(call.agent)}</td>"
             f"<td>{outcome_cell(call)}</td>"
             f"<td>{hangup_cell(call.first_hangup)}</td>"
+            f"<td>{handled_by_cell(call)}</td>"
             f'<td class="badges">{badges}</td>'
             f'<td><a class="mono" href="{href}">{esc(call.id[:8])}</a></td>'
             "</tr>"
@@ -405,6 +414,7 @@ def index_page(
                 "坐席 Agent",
                 "结果 Outcome",
                 "先挂机 First hang-up",
+                "接待 Handled by",
                 "合规 Compliance",
                 "编号 ID",
             ],
@@ -500,6 +510,7 @@ def call_page(
         + _field("结束 Ended", esc(local_time(call.ended_at, tz, ms=True)))
         + _field("结果 Outcome", outcome_cell(call))
         + _field("先挂机 First hang-up", hangup_cell(call.first_hangup))
+        + _field("接待 Handled by", handled_by_cell(call))
         + _field("状态 State", f'<span class="code">{esc(call.state)}</span>')
         + _field("通道 Channel", f'<span class="mono">{esc(call.channel_id)}</span>')
         + "</dl>"
