@@ -291,10 +291,11 @@ def _legs(linkedid: str, group: list[CelLine]) -> list[AgentLeg]:
 def _first_hangup(caller_channel: str, caller_hangup: CelLine | None, agent: AgentLeg | None) -> str:
     """Who hung up first, as far as Asterisk says (its ``hangupsource``).
 
-    On a bridged call both HANGUP lines name whoever hung up (trace 16: the
-    agent's line first, naming the caller). An agent who leaves first names
-    themself on their own line; the caller, hanging up after the closing, is
-    then named on theirs, so the agent's line is read first.
+    On a bridged call both HANGUP lines name whoever ended the bridge (trace
+    16): a caller who hangs up is named on the agent's line too; an agent who
+    hangs up first is named on their own line and still on the caller's,
+    written when the caller leaves after the closing. The agent's line is
+    read first, the caller's if there is none.
     """
     if caller_hangup is not None and caller_hangup.userfield == RELEASED_MARK:
         return "service"  # the fallback let an idle line go after the closing (R9 exception)

@@ -647,7 +647,8 @@ class Softphone:
 def rig_config(ast: PrivateAsterisk, db: Path, **overrides: Any) -> dict[str, Any]:
     """The shipped liyi.yaml pointed at the private Asterisk, with short timers for the tier."""
     cfg: dict[str, Any] = yaml.safe_load((ROOT / "liyi.yaml").read_text(encoding="utf-8"))
-    cfg["asterisk"].update(ari_url=ast.ari_url, ami_port=ast.ami_port)
+    cfg["asterisk"].update(ari_url=ast.ari_url, ami_port=ast.ami_port,
+                           fallback_log=str(ast.fallback_log))
     cfg["database"] = {"url": f"sqlite+aiosqlite:///{db}", "journal": str(db) + ".journal"}
     cfg["web"] = {"host": "127.0.0.1", "port": 0}
     # Open all day, every day, so the test does not depend on when it runs.

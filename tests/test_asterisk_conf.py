@@ -186,7 +186,7 @@ def expand(value: str, variables: dict[str, str]) -> str:
 
 class TestFilesPresent:
     @pytest.mark.parametrize("name", ["http.conf", "ari.conf", "manager.conf", "extensions.conf",
-                                      "pjsip.conf", "musiconhold.conf", "logger.conf",
+                                      "pjsip.conf", "musiconhold.conf", "logger.conf", "cel.conf", "cel_custom.conf",
                                       "pjsip_secrets.conf.sample", "README.md"])
     def test_file_exists_and_is_commented(self, name: str) -> None:
         """Each config file ships, and each .conf opens with an explanatory comment."""
@@ -250,7 +250,10 @@ class TestStasis:
             apps = [p.app for p in prios]
             if "Stasis" in apps:
                 after = prios[apps.index("Stasis") + 1:]
-                assert [p.app for p in after if p.app not in ("NoOp", "Verbose", "Log")] == ["Goto"]
+                # An ExecIf that only Sets (the fallback's CEL mark) is no step of its own.
+                steps = [p.app for p in after if p.app not in ("NoOp", "Verbose", "Log")
+                         and not (p.app == "ExecIf" and "?Set(" in p.args and "Hangup" not in p.args)]
+                assert steps == ["Goto"]
                 assert goto_contexts(after[-1]) == {"liyi-fallback"}
 
 
@@ -687,3 +690,62 @@ class TestFail2ban:
         assert "127.0.0.1/8" in ignore
         for address in carrier_addresses():
             assert address in ignore, f"{JAIL.name}: add the carrier's {address} to ignoreip"
+
+
+# ------------------------------------------------------------- CEL: the fallback's calls (R10)
+
+#: res_cdrel_custom's CEL field names in Asterisk 22 (res/cdrel_custom/registry.c). A name
+#: outside this list makes cel_custom load no mapping at all and log nothing.
+CDREL_CEL_FIELDS = {
+    "eventenum", "eventtype", "eventtime", "eventtimeusec", "usereventname", "userdeftype",
+    "name", "num", "exten", "context", "channame", "appname", "appdata", "amaflags",
+    "accountcode", "uniqueid", "userfield", "ani", "rdnis", "dnid", "peer", "bridgepeer",
+    "linkedid", "peeraccount", "eventextra", "tenantid",
+}
+
+
+class TestFallbackCel:
+    def test_cel_is_on_with_every_event_the_import_reads(self) -> None:
+        """cel.conf turns CEL on and asks for exactly the events callflow.fallback_cel reads."""
+        from callflow.fallback_cel import EVENTS
+
+        [general] = parse_conf(CONF / "cel.conf")
+        assert general.name == "general"
+        assert general.get("enable") == "yes"
+        events = {e.strip().upper() for e in (general.get("events") or "").split(",")}
+        assert events == set(EVENTS)
+
+    def test_cel_custom_writes_the_fields_the_import_reads_in_order(self) -> None:
+        """cel_custom.conf's one file has the importer's columns in its order, each a name Asterisk knows, all quoted."""
+        from callflow.fallback_cel import FIELDS
+
+        [mapping] = parse_conf(CONF / "cel_custom.conf")
+        assert "/" not in mapping.name, "relative: written under <astlogdir>/cel-custom/"
+        fields = [f.strip().lower() for f in (mapping.get("fields") or "").split(",")]
+        assert fields == list(FIELDS)
+        assert set(fields) <= CDREL_CEL_FIELDS, set(fields) - CDREL_CEL_FIELDS
+        assert mapping.get("quoting_method") == "all"
+
+    def test_liyi_reads_where_asterisk_writes(self) -> None:
+        """The default asterisk.fallback_log is <astlogdir>/cel-custom/ plus cel_custom.conf's file name."""
+        from liyi.settings import DEFAULT_FALLBACK_LOG
+
+        [mapping] = parse_conf(CONF / "cel_custom.conf")
+        assert DEFAULT_FALLBACK_LOG == f"{ASTLOGDIR}/cel-custom/{mapping.name}"
+
+    def test_fallback_calls_are_marked_before_the_fallback_and_the_release_is_marked(
+            self, plan: dict[str, dict[str, list[Priority]]]) -> None:
+        """from-trunk marks a call Stasis did not take (userfield liyi-fallback) before the Goto; the idle release re-marks it before Hangup."""
+        from callflow.fallback_cel import MARK, RELEASED_MARK
+
+        inbound = plan[CALLER_ENTRY_CONTEXT]["inbound"]
+        apps = [(p.app.lower(), p.args) for p in inbound]
+        mark = next(i for i, (app, args) in enumerate(apps)
+                    if app == "execif" and f"CHANNEL(userfield)={MARK})" in args)
+        assert "STASISSTATUS" in apps[mark][1] and "SUCCESS" in apps[mark][1]
+        stasis = next(i for i, (app, _) in enumerate(apps) if app == "stasis")
+        goto = next(i for i, (app, args) in enumerate(apps) if app == "goto" and "liyi-fallback" in args)
+        assert stasis < mark < goto
+        steps = plan["liyi-fallback"]["s"]
+        hangup = next(i for i, p in enumerate(steps) if p.app.lower() == "hangup")
+        assert steps[hangup - 1].app == "Set" and RELEASED_MARK in steps[hangup - 1].args

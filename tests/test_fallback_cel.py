@@ -54,14 +54,18 @@ def agent_first_call(linkedid: str = "100.7", t: float = 100.0) -> str:
 
 
 class TestRealTrace:
-    def test_three_calls_with_callers_times_and_agents(self) -> None:
-        """Asterisk's own file gives three fallback calls: two connected to agent1, one cancelled while ringing."""
+    def test_four_calls_with_callers_times_and_agents(self) -> None:
+        """Asterisk's own file gives four fallback calls: three connected to agent1, one cancelled while ringing."""
         read = read_lines(TRACE.read_text(encoding="utf-8"))
         assert read.bad == ()
         finished, pending = calls(read.lines)
         assert pending == {}
-        assert [c.caller_number for c in finished] == ["13800138001", "13800138002", "13800138003"]
-        first, second, third = finished
+        assert [c.caller_number for c in finished] == [
+            "13800138001", "13800138002", "13800138003", "13800138002"]
+        first, second, third, fourth = finished
+        # agent1 hung up first; the caller left 8 s later, and Asterisk names the agent on both lines.
+        assert fourth.first_hangup == "agent" and fourth.agent_endpoint == "PJSIP/agent1"
+        assert fourth.ended_at - fourth.connected_at > 9  # type: ignore[operator]
         assert first.agent_endpoint == "PJSIP/agent1"
         assert first.answered_at is not None and 1.4 < first.answered_at - first.started_at < 1.6
         assert [leg.endpoint for leg in first.legs] == ["PJSIP/agent1", "PJSIP/agent2"]

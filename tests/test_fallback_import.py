@@ -52,12 +52,14 @@ async def fallback_rows(db: Path) -> list[tuple[str, str, str | None]]:
 
 class TestImport:
     async def test_trace_calls_land_whole_flagged_fallback(self, tmp_path: Path) -> None:
-        """The three calls of the real trace are in the log: handled_by fallback, answer, agent, first hang-up, timeline, compliance."""
+        """The four calls of the real trace are in the log: handled_by fallback, answer, agent, first hang-up, timeline, compliance."""
         store = await started(tmp_path / "log.db")
         try:
             report = await FallbackImporter(TRACE, store, CFG).run_once()
-            assert (report.imported, report.already, report.pending, report.bad) == (3, 0, 0, ())
+            assert (report.imported, report.already, report.pending, report.bad) == (4, 0, 0, ())
             [first] = [s for s in await store.list_calls() if s.caller_number == "13800138001"]
+            [agent_first] = [s for s in await store.list_calls() if s.id == "fb-1796455619.0"]
+            assert agent_first.first_hangup == "agent" and agent_first.handled_by == "fallback"
             assert first.handled_by == "fallback"
             call = await store.get_call(first.id)
             assert call is not None
@@ -82,22 +84,22 @@ class TestImport:
             again = await importer.run_once()
             assert (again.imported, again.read_bytes) == (0, 0)
             fresh = await FallbackImporter(TRACE, store, CFG).run_once()
-            assert (fresh.imported, fresh.already) == (0, 3)
-            assert len(await fallback_rows(tmp_path / "log.db")) == 3
+            assert (fresh.imported, fresh.already) == (0, 4)
+            assert len(await fallback_rows(tmp_path / "log.db")) == 4
         finally:
             await store.close()
 
     async def test_concurrent_imports_write_each_call_once(self, tmp_path: Path) -> None:
-        """Two processes' stores importing the same file at the same time: three calls, not six."""
+        """Two processes' stores importing the same file at the same time, twice each: four calls, not sixteen."""
         db = tmp_path / "log.db"
         first, second = await started(db), await started(db)
         try:
             reports = await asyncio.gather(
                 *(FallbackImporter(TRACE, s, CFG).run_once() for s in (first, second, first, second)))
-            assert sum(r.imported for r in reports) == 3
-            assert sum(r.already for r in reports) == 9
+            assert sum(r.imported for r in reports) == 4
+            assert sum(r.already for r in reports) == 12
             rows = await fallback_rows(db)
-            assert len(rows) == 3 and {r[1] for r in rows} == {"fallback"}
+            assert len(rows) == 4 and {r[1] for r in rows} == {"fallback"}
         finally:
             await first.close()
             await second.close()
@@ -115,8 +117,8 @@ class TestImport:
         store = await started(db)
         try:
             report = await FallbackImporter(cel, store, CFG).run_once()
-            assert (report.imported, report.already) == (2, 1)
-            assert len(await fallback_rows(db)) == 3
+            assert (report.imported, report.already) == (3, 1)
+            assert len(await fallback_rows(db)) == 4
         finally:
             await store.close()
 
@@ -181,7 +183,7 @@ class TestImport:
                 pass
             assert importer.has_unread()
             importer.store = store
-            assert (await importer.run_once()).imported == 3
+            assert (await importer.run_once()).imported == 4
         finally:
             await store.close()
 
@@ -196,10 +198,10 @@ class TestImport:
             shutil.copy(TRACE, cel)
             wake.set()
             for _ in range(100):
-                if len(await store.list_calls()) == 3:
+                if len(await store.list_calls()) == 4:
                     break
                 await asyncio.sleep(0.05)
-            assert len(await store.list_calls()) == 3
+            assert len(await store.list_calls()) == 4
         finally:
             stop.set()
             await task
@@ -229,12 +231,12 @@ class TestCommandLine:
         db = tmp_path / "log.db"
         assert cli.main(["import-fallback", "--file", str(TRACE), "--db", str(db)]) == 0
         out = capsys.readouterr().out
-        assert "fallback calls: 3 imported, 0 already in the log, 0 still going, 0 bad lines" in out
+        assert "fallback calls: 4 imported, 0 already in the log, 0 still going, 0 bad lines" in out
         assert cli.main(["import-fallback", "--file", str(TRACE), "--db", str(db)]) == 0
-        assert "0 imported, 3 already in the log" in capsys.readouterr().out
+        assert "0 imported, 4 already in the log" in capsys.readouterr().out
         assert cli.main(["calls", "--db", str(db)]) == 0
         listing = capsys.readouterr().out
-        assert listing.count("fallback") == 3
+        assert listing.count("fallback") == 4
         assert cli.main(["calls", "--json", "--db", str(db)]) == 0
         rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         assert {r["handled_by"] for r in rows} == {"fallback"}
@@ -247,7 +249,7 @@ class TestCommandLine:
         assert cli.main(["import-fallback", "--file", str(cel), "--db", str(tmp_path / "l.db")]) == 0
         captured = capsys.readouterr()
         assert f"{cel}:1: skipped: 1 fields, expected 12" in captured.err
-        assert "3 imported" in captured.out and "1 bad lines skipped" in captured.out
+        assert "4 imported" in captured.out and "1 bad lines skipped" in captured.out
 
     def test_missing_file_and_no_setting_are_clear_errors(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -295,7 +297,7 @@ class TestWeb:
             await FallbackImporter(TRACE, store, CFG).run_once()
             await client.start_server()
             listing = await (await client.get("/")).text()
-            assert listing.count('<span class="code">fallback</span>') == 3
+            assert listing.count('<span class="code">fallback</span>') == 4
             data = await (await client.get("/api/calls")).json()
             assert {c["handled_by"] for c in data["calls"]} == {"fallback"}
             page = await (await client.get("/calls/fb-1796454799.0")).text()

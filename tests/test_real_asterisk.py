@@ -442,7 +442,7 @@ class TestRestart:
 
 class TestFallback:
     async def test_without_the_controller_the_dialplan_answers_and_rings_agents(self, rig: Rig) -> None:
-        """liyi not running: the fallback answers within ring 1 and rings the agents, never hanging up on the caller."""
+        """liyi not running: the fallback answers within ring 1 and rings the agents, never hanging up on the caller; once liyi starts, the call is in its log from Asterisk's CEL file, handled_by fallback, once."""
         a1 = await rig.phone("agent1", auto_answer=True)
         result = await rig.call(CallerPlan(hang_up_after=10.0))
         assert result.ok, result.errors
@@ -451,6 +451,21 @@ class TestFallback:
         assert "liyi/fallback-apology" in rig.played_to_caller()
         assert a1.count("CALL_ESTABLISHED") == 1
         assert not result.service_sent_bye
+        # R10 (issue 9): liyi starts, imports what Asterisk wrote; started again, imports nothing twice.
+        await rig.settle()
+        for _ in range(2):
+            liyi = await rig.run_liyi()
+            await liyi.wait_log(lambda r: r.get("event") == "fallback_import.done", 15)
+            await liyi.stop()
+        [record] = await rig.calls()
+        assert record.handled_by == "fallback"
+        assert record.caller_number == CallerPlan().number
+        assert record.agent == "agent1" and record.outcome == "completed"
+        assert record.first_hangup == "caller"
+        assert record.answered_at is not None
+        assert 1.0 <= (record.answered_at - record.created_at).total_seconds() <= 2.0
+        assert record.compliance["R1"].status == "kept"
+        assert record.compliance["R10"].status == "kept"
 
 
 #: fail2ban 1.0's stock `asterisk` filter, the failregex that reads res_security_log's lines
