@@ -28,8 +28,8 @@ from typing import Any
 import structlog
 
 from callflow.config import CallFlowConfig
-from callflow.fallback import record
-from callflow.fallback_cel import BadLine, CelLine, calls, read_lines
+from callflow.fallback import FallbackRecord, record
+from callflow.fallback_cel import BadLine, CelLine, CelRead, FallbackCall, calls, read_lines
 
 log = structlog.get_logger("liyi.fallback_import")
 
@@ -86,13 +86,13 @@ class FallbackImporter:
             if chunk is None:
                 return ImportReport(path=str(self.path), found=False)
             text, start = chunk
-            read = read_lines(text, first_line=self._line)
+            # Parsing a long outage's file takes seconds of CPU: off the event loop, so live
+            # calls never wait on it (pure functions, safe on another thread).
+            read, finished, pending, records = await asyncio.to_thread(self._parse, text)
             for bad in read.bad:
                 log.warning("fallback_import.bad_line", path=str(self.path), line=bad.line,
                             reason=bad.reason, text=bad.text)
-            lines = [x for group in self._pending.values() for x in group] + list(read.lines)
-            finished, pending = calls(lines)
-            result = await self.store.import_calls([record(c, self.config) for c in finished])
+            result = await self.store.import_calls(records)
             # Only now, with the calls committed, is the read kept.
             consumed = text[:read.consumed]
             self._offset = start + len(consumed.encode("utf-8", errors="surrogateescape"))
@@ -105,6 +105,13 @@ class FallbackImporter:
                 log.info("fallback_import.done", path=str(self.path), imported=report.imported,
                          already=report.already, pending=report.pending, bad_lines=len(read.bad))
             return report
+
+    def _parse(self, text: str) -> tuple[CelRead, list[FallbackCall], dict[str, list[CelLine]],
+                                          list[FallbackRecord]]:
+        read = read_lines(text, first_line=self._line)
+        lines = [x for group in self._pending.values() for x in group] + list(read.lines)
+        finished, pending = calls(lines)
+        return read, finished, pending, [record(c, self.config) for c in finished]
 
     def _read(self) -> tuple[str, int] | None:
         try:
