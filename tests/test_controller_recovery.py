@@ -140,3 +140,21 @@ class TestWhoIsALeg:
         for call in ctl.calls.values():
             if call.task is not None:
                 call.task.cancel()
+
+
+class TestOnConnected:
+    async def test_the_hook_runs_after_every_connect_and_cannot_break_it(self) -> None:
+        """After each (re)connect's recovery the on_connected hook runs (the fallback import's cue); one that raises changes nothing."""
+        cues: list[int] = []
+        ctl = controller(FakeAri({}), FakeStore([]))
+        ctl.on_connected = lambda: cues.append(len(cues))
+        await ctl.on_connect()
+        await ctl.on_connect()
+        assert cues == [0, 1] and ctl.connected.is_set()
+
+        def broken() -> None:
+            raise RuntimeError("import wiring broke")
+
+        ctl.on_connected = broken
+        await ctl.on_connect()
+        assert ctl.connected.is_set()

@@ -307,3 +307,30 @@ class TestWeb:
         finally:
             await client.close()
             await store.close()
+
+
+class TestLiyiRun:
+    async def test_the_service_imports_at_start_and_again_after_a_reconnect(self, tmp_path: Path) -> None:
+        """liyi (against the simulator) imports the CEL file when it starts, and what was added when it reconnects; live calls' log untouched."""
+        from tests.e2e_world import running_world
+
+        cel = tmp_path / "cel.csv"
+        shutil.copy(TRACE, cel)
+        async with running_world(tmp_path, asterisk_options={"fallback_log": str(cel)}) as world:
+            assert await wait_for_calls(world.store, 4)
+            with cel.open("a", encoding="utf-8") as f:
+                f.write(agent_first_call(linkedid="1796460000.9", t=1796460000.0))
+            assert world.service.controller is not None
+            await world.service.controller.on_connect()  # what a reconnect to Asterisk runs
+            assert await wait_for_calls(world.store, 5)
+            calls = await world.store.list_calls()
+            assert {c.handled_by for c in calls} == {"fallback"}
+            assert len({c.id for c in calls}) == 5
+
+
+async def wait_for_calls(store: CallStore, count: int, timeout: float = 10.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if len(await store.list_calls(limit=50)) >= count:
+            return len(await store.list_calls(limit=50)) == count
+        await asyncio.sleep(0.05)
+    return False
