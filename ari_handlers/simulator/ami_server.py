@@ -164,6 +164,18 @@ class AmiServer:
             session.stalled = True
         log.info("ami_server.stalled", sessions=len(self._sessions))
 
+    def write_raw(self, data: bytes) -> int:
+        """Write ``data`` as it is to every open connection, logged in, stalled or not; how many.
+
+        For tests: the exact bytes a faulty or hostile Asterisk might send (a
+        header written twice, a message with no end), over the real socket.
+        """
+        sessions = [s for s in self._sessions if not s.closed and not s.writer.is_closing()]
+        for session in sessions:
+            session.writer.write(data)
+        log.debug("ami_server.raw", size=len(data), sessions=len(sessions))
+        return len(sessions)
+
     @property
     def clients(self) -> int:
         """How many connections are logged in right now."""
