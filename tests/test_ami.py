@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -589,3 +590,30 @@ class TestGarbledMessages:
             assert len(received(server, "Login")) == 2
         finally:
             await phones.stop()
+
+    async def test_a_garbled_login_answer_is_not_a_dead_end(self) -> None:
+        """When Asterisk's answer to Login comes garbled, the client does not sit connected but
+        logged out: it drops that connection, logs in again and reads the phones."""
+
+        class GarbledFirstLogin(AmiServer):
+            def _login(self, session: Any, fields: dict[str, str], reply: Callable[..., dict[str, str]]) -> None:
+                if session.number == 1:
+                    session.writer.write(wire("Response: Success", "Response: Success",
+                                              f"ActionID: {fields.get('actionid', '')}",
+                                              "Message: Authentication accepted"))
+                    return
+                super()._login(session, fields, reply)
+
+        ami = GarbledFirstLogin(username=USER, secret=SECRET, endpoints=["agent1", "agent2"])
+        await ami.start()
+        phones = phones_for(ami, Recorder())
+        try:
+            with capture_logs() as logs:
+                await phones.start()
+                await eventually(lambda: phones.connected, timeout=5.0)
+            assert len(received(ami, "Login")) == 2
+            assert [e["event"] for e in logs].count("ami.garbled_message") == 1
+            assert any(e["event"] == "ami.snapshot" for e in logs)
+        finally:
+            await phones.stop()
+            await ami.stop()
