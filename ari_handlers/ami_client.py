@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -236,23 +235,24 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         if message is None:
             return
         # AMI header names are case-insensitive: "ActionID" and "actionid" are one header twice.
-        headers = [(k.strip().lower(), v.strip()) for k, _, v in
-                   (line.partition(":") for line in text.split("\r\n"))]
-        counts = Counter(k for k, _ in headers)
-        repeated = sorted(h for h in ROUTING_HEADERS if counts[h] > 1)
-        ids = [v for k, v in headers if k in ("actionid", "commandid")]
+        # str.count on the lowered text, not a second parse: this runs for every message.
+        lines = "\r\n" + text.lower()
+        repeated = [h for h in ROUTING_HEADERS if lines.count(f"\r\n{h}:") > 1]
         if repeated:
-            self._skip(ids, text, f"{', '.join(repeated)} repeated", repeated=repeated)
+            self._skip(text, f"{', '.join(sorted(repeated))} repeated", repeated=sorted(repeated))
             return
         if message.action_id is not None and message.action_id in self._abandoned:
             return  # the rest of an answer already failed as garbled
         try:
             self.handle_message(message)
         except Exception as exc:  # noqa: BLE001 - whatever panoramisk or a handler raised, stay up
-            self._skip(ids, text, f"unreadable: {exc!r}", error=repr(exc))
+            self._skip(text, f"unreadable: {exc!r}", error=repr(exc))
 
-    def _skip(self, ids: list[str], text: str, why: str, **fields: Any) -> None:
-        """Log a garbled message once; fail the pending action it answers (by any of ``ids``)."""
+    def _skip(self, text: str, why: str, **fields: Any) -> None:
+        """Log a garbled message once; fail the pending action it answers (by any ActionID or
+        CommandID it carries, in any letter case)."""
+        ids = [value.strip() for key, _, value in (line.partition(":") for line in text.split("\r\n"))
+               if key.strip().lower() in ("actionid", "commandid")]
         failed: list[str] = []
         for action_id in ids:
             action = self.responses.pop(action_id, None)
