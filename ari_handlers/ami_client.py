@@ -122,6 +122,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 #: to tell a list answer's end (Response, Message, EventList). Written twice, any of them
 #: would make panoramisk raise, or complete the wrong action.
 ROUTING_HEADERS = frozenset({"event", "actionid", "commandid", "response", "message", "eventlist"})
+#: How an AMI session starts (then the version and CRLF).
+BANNER = b"Asterisk Call Manager/"
 #: How many characters of a skipped message the warning quotes.
 _EXCERPT_CHARS = 200
 #: How many garbled actions' ids are remembered, so the rest of their answer is skipped too.
@@ -208,8 +210,9 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         """
         buffer = self._buffer
         buffer += data
-        if self.version is None and buffer.startswith(b"Asterisk Call Manager/") and b"\r\n" in buffer:
-            self.version = buffer.split(b"\r\n", 1)[0].partition(b"/")[2].decode("ascii", "replace").strip()
+        if self.version is None and buffer.startswith(BANNER) and b"\r\n" in buffer:
+            banner = buffer.split(b"\r\n", 1)[0].decode("ascii", "replace")
+            self.version = banner.partition("/")[2].strip()
         start = 0
         while not self.closed:
             end = buffer.find(b"\r\n\r\n", max(start, self._scanned))
@@ -251,7 +254,8 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
     def _skip(self, text: str, why: str, **fields: Any) -> None:
         """Log a garbled message once; fail the pending action it answers (by any ActionID or
         CommandID it carries, in any letter case)."""
-        ids = [value.strip() for key, _, value in (line.partition(":") for line in text.split("\r\n"))
+        headers = (line.partition(":") for line in text.split("\r\n"))
+        ids = [value.strip() for key, _, value in headers
                if key.strip().lower() in ("actionid", "commandid")]
         failed: list[str] = []
         for action_id in ids:

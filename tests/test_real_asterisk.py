@@ -523,11 +523,14 @@ class TestAmiEventFilter:
         finally:
             await filtered.stop()
             await unfiltered.stop()
-        for what, (b, a) in {"one phone registering (and the login)": (unfiltered.count()
-                                                                       - unfiltered.count(marks[0]),
-                                                                       filtered.count() - filtered.count(marks[1])),
-                             "one call (greeting, menu, agent, bridge)": (unfiltered.count(marks[0]),
-                                                                         filtered.count(marks[1]))}.items():
+        phases = {
+            "one phone registering (and the login)": [
+                listener.count() - listener.count(mark)
+                for listener, mark in ((unfiltered, marks[0]), (filtered, marks[1]))],
+            "one call (greeting, menu, agent, bridge)": [
+                unfiltered.count(marks[0]), filtered.count(marks[1])],
+        }
+        for what, (b, a) in phases.items():
             print(f"\nAMI events on the liyi account, {what}: without the filter {sum(b.values())} "
                   f"{dict(b.most_common())}, with it {sum(a.values())} {dict(a.most_common())}")
         before, after = unfiltered.count(), filtered.count()
