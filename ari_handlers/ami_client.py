@@ -281,7 +281,7 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         self._buffer.clear()
         log.error("ami.message_too_large", size=size, limit=MAX_MESSAGE_BYTES)
         reason = f"an AMI message of over {MAX_MESSAGE_BYTES} bytes"
-        if isinstance(self.factory, _Manager):
+        if isinstance(self.factory, _Manager) and self.factory.protocol is self:
             self.factory.drop(reason)
         else:
             self.transport.abort()

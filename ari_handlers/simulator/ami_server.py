@@ -14,7 +14,9 @@ Header order follows the trace, so a byte-level comparison is meaningful.
 It keeps two tables, like Asterisk does: device states (``PJSIP/agent1`` →
 ``NOT_INUSE``) and PJSIP contacts. The simulator changes them through
 :meth:`AmiServer.set_device_state` and :meth:`AmiServer.set_contact`, which
-also broadcast the matching events to every logged-in client.
+also broadcast the matching events to every logged-in client. For tests of
+what a broken or hostile peer might send, :meth:`AmiServer.write_raw` writes
+exact bytes and :meth:`AmiServer.stall` leaves a connection half-open.
 """
 
 from __future__ import annotations
