@@ -161,7 +161,9 @@ class TestClosingAndCallbacks:
             (promise,) = await world.store.list_followups(owner=agent, today=dt.date.today())
             assert promise.kind == "promise" and promise.owner == agent
             world.sim.customer("13800138000", answer_after=0.5, hang_up_after=1.0)
-            await asyncio.sleep(0.5)  # the agent's wrap-up after the first call (none configured)
+            roster, clock = world.service.controller.roster, world.service.controller.clock
+            # the agent's phone back to idle (an AMI event, later under load) and no wrap-up
+            await until(lambda: roster.get(agent).free and not roster.get(agent).in_wrap_up(clock()))
             ok, message = await desk.act(agent, "place-callback", {"followup_id": promise.id})
             assert ok, message
             await until(lambda: bool(world.sim.calls_to("13800138000")))
