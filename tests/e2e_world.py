@@ -45,6 +45,20 @@ class World:
         """Wait until the call on ``channel_id`` is closed in the call log, and return it."""
         return await call_ended_in_log(self.store, channel_id, timeout)
 
+    async def agent_talking(self, agent: str, timeout: float = 15.0) -> None:
+        """Wait until the engine has ``agent`` in a conversation — not only the simulator's bridge.
+
+        The simulator hears "connected" when the caller joins the bridge; the engine is still
+        joining the agent's leg then, and a panel action in that moment is (rightly) refused.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.service.controller.call_of_agent(agent)
+            if found is not None and found[0].engine.state.value == "connected":
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{agent} never got to talk with the caller")
+
 
 async def call_ended_in_log(store: Any, channel_id: str, timeout: float = 10.0) -> Any:
     """Wait until the call on ``channel_id`` is closed in ``store``'s log, and return it."""

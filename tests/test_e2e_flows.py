@@ -134,6 +134,7 @@ class TestClosingAndCallbacks:
             await until(lambda: "connected" in kinds(call))
             desk = world.service.desk
             agent = world.sim.agent_legs[0].agent
+            await world.agent_talking(agent)
             ok, message = await desk.act(agent, "end-call", {"ask_more": "1"})
             assert ok, message
             await until(lambda: "closing-more" in prompts(call))
@@ -153,6 +154,7 @@ class TestClosingAndCallbacks:
             await until(lambda: "connected" in kinds(call))
             desk = world.service.desk
             agent = world.sim.agent_legs[0].agent
+            await world.agent_talking(agent)
             ok, message = await desk.act(agent, "promise", {"text": "三个工作日后给您答复",
                                                             "working_days": "3"})
             assert ok, message

@@ -36,7 +36,7 @@ async def connected_call(world: World, **script: Any) -> Any:
     call = await world.sim.place_call("13800138000",
                                       script=CallerScript(max_seconds=90, **script))
     await until(lambda: "connected" in kinds(call))
-    await asyncio.sleep(0.1)
+    await world.agent_talking(world.sim.agent_legs[-1].agent)
     return call
 
 
