@@ -143,3 +143,112 @@ def kinds(call: Any) -> list[str]:
 
 def log_kinds(record: Any) -> list[str]:
     return [t.kind for t in record.timeline if t.source == "log"]
+
+
+# -- the same kill, in the pure engine world (tests/engine_driver.py) ----------------------------
+
+from callflow import commands as c  # noqa: E402
+from callflow import events as e  # noqa: E402
+from callflow import recovery as rc  # noqa: E402
+from tests.engine_driver import Issued, World  # noqa: E402
+
+
+class RestartWorld(World):
+    """``World`` whose controller can be killed and started again at any moment (``restart``).
+
+    What a SIGKILL loses: every engine, its timers and the roster's memory of
+    who is busy. What survives: the channels and bridges (the world's
+    Asterisk), the ``LIYI_CALL`` snapshot each caller's channel holds, and
+    the log's answer time. A timer armed before the kill never fires after
+    it (timers are keyed by epoch), and an agent leg answering that no
+    engine owns is hung up, as the controller does with orphans.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+        self.restarts: list[tuple[float, str, str, str]] = []  # at, call, was, now
+        self.resumed: dict[str, rc.Resumed] = {}
+        self.snapshots_at_kill: dict[str, rc.Snapshot | None] = {}
+        self.old_engines: dict[str, Any] = {}
+
+    def _start_timer(self, call_id: str, cmd: c.StartTimer) -> None:
+        key = (call_id, cmd.name)
+        mark = (self.epoch, cmd.token)
+        self._timers[key] = mark  # type: ignore[assignment]
+
+        def fire() -> None:
+            current = self._timers.get(key) == mark  # type: ignore[comparison-overlap]
+            if current:
+                del self._timers[key]
+                self._deliver(call_id, e.TimerFired(at=self.now, name=cmd.name, token=cmd.token))
+
+        self._schedule(cmd.at, fire)
+
+    def _deliver(self, call_id: str, event: e.Event) -> None:
+        engine = self.engines[call_id]
+        if isinstance(event, e.StasisStart) and event.channel_id in self.legs \
+                and not engine.owns_channel(event.channel_id):
+            self._apply_all(call_id, [c.Hangup(channel_id=event.channel_id)])  # an orphan leg
+            return
+        super()._deliver(call_id, event)
+
+    def _apply_all(self, call_id: str, commands: list[c.Command]) -> None:
+        followups: list[e.Event] = []
+        for command in commands:
+            self.issued.append(Issued(self.now, call_id, command))
+            self._apply(call_id, command, followups)
+        self._sync_line(call_id)
+        for followup in followups:
+            self._deliver(call_id, followup)
+
+    def _state(self, channel: str | None) -> str | None:
+        leg = self.legs.get(channel or "")
+        if leg is None or not leg.alive:
+            return None
+        return "Up" if leg.in_stasis else "Ringing"
+
+    def restart(self) -> None:
+        """Kill the controller now and start a new one that takes every live caller back."""
+        self.epoch += 1
+        self._timers.clear()
+        for agent in list(self.roster):
+            if agent.engaged_by:
+                self.roster.release(agent.name, call_id=agent.engaged_by, now=self.now,
+                                    wrap_up_seconds=0.0, served=False)
+        taken: list[tuple[str, rc.Resumed]] = []
+        for call_id, engine in list(self.engines.items()):
+            line = self.lines[call_id]
+            if engine.ended or not line.alive or not line.started:
+                continue
+            snapshot = rc.parse_snapshot(line.variables.get(rc.VARIABLE))
+            self.snapshots_at_kill[call_id] = snapshot
+            self.old_engines[call_id] = engine
+            caller = rc.LiveCaller(channel_id=line.channel_id, caller_number="13800138000",
+                                   created_at=line.created_at, answered=line.answered,
+                                   answered_at=engine.facts.answered_at)
+            if snapshot is None:
+                engine2, first = rc.adopt_waiting(self.config, call_id, caller, self.now, was="unknown")
+                resumed = rc.Resumed(engine2, first)
+            else:
+                around = rc.Around(
+                    leg=self._state(snapshot.leg), target=self._state(snapshot.target_leg),
+                    bridged=frozenset(self.bridges.get(snapshot.bridge or "", ())))
+                resumed = rc.resume(self.config, snapshot, caller, around, self.now)
+            for agent in resumed.engage:
+                self.roster.engage(agent, call_id=call_id)
+            self.engines[call_id] = resumed.engine
+            self.resumed[call_id] = resumed
+            self.restarts.append((self.now, call_id, snapshot.state if snapshot else "unknown",
+                                  resumed.engine.state.value))
+            taken.append((call_id, resumed))
+        for call_id, _ in taken:
+            self._sync_line(call_id)  # everyone in line before anyone asks for an agent (FIFO)
+        for call_id, resumed in taken:
+            self._apply_all(call_id, resumed.commands)
+        for leg in self.legs.values():  # agent legs nobody took back (the controller's sweep)
+            if leg.alive and leg.in_stasis and not self.engines[leg.call_id].owns_channel(leg.channel_id):
+                self._apply_all(leg.call_id, [c.Hangup(channel_id=leg.channel_id)])
+
+    def restart_at(self, at: float) -> None:
+        self._schedule(at, self.restart)

@@ -1,0 +1,132 @@
+"""Properties of a restart at any moment (issue 9): random calls, the controller killed at a random
+instant and started again (``tests/restart_world.RestartWorld``), in the pure engine world.
+
+Whatever the moment: the service never hangs up a caller (R9), every call ends in the log exactly
+once (R10), a hold keeps its announced deadline (R4), and callers waiting for an agent keep their
+order (R5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from callflow import commands as c
+from callflow import events as e
+from callflow.config import AgentConfig, CallFlowConfig
+from tests.engine_driver import CURRENT, T0, AgentBehaviour
+from tests.restart_world import RestartWorld
+
+AGENTS = (AgentConfig("agent1", "PJSIP/agent1"), AgentConfig("agent2", "PJSIP/agent2"))
+CFG = CallFlowConfig(agents=AGENTS)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@st.composite
+def scenarios(draw: Any) -> dict[str, Any]:
+    """One or two callers, agents that answer or not, a hold or a transfer, a kill somewhere."""
+    hang_up = draw(st.floats(20.0, 240.0))
+    return {
+        "callers": draw(st.integers(1, 2)),
+        "second_after": draw(st.floats(0.0, 10.0)),
+        "agent1": draw(st.sampled_from(["answer", "never", "decline", "ring-out"])),
+        "agent1_after": draw(st.floats(0.5, 14.0)),
+        "agent2": draw(st.sampled_from(["answer", "never"])),
+        "agent2_after": draw(st.floats(0.5, 14.0)),
+        "hold_at": draw(st.none() | st.floats(5.0, 120.0)),
+        "resume_after": draw(st.none() | st.floats(1.0, 120.0)),
+        "transfer_at": draw(st.none() | st.floats(5.0, 120.0)),
+        "agent_leaves_at": draw(st.none() | st.floats(5.0, 200.0)),
+        "hang_up": hang_up,
+        "kill": draw(st.floats(0.0, hang_up)),
+        "second_kill": draw(st.none() | st.floats(0.0, hang_up)),
+    }
+
+
+def play(s: dict[str, Any]) -> RestartWorld:
+    world = RestartWorld(CFG, agents={
+        "agent1": AgentBehaviour(s["agent1"], after=s["agent1_after"], verdict_after=1.0),
+        "agent2": AgentBehaviour(s["agent2"], after=s["agent2_after"], verdict_after=1.0)})
+    calls = ["c1", "c2"][:s["callers"]]
+    for i, call in enumerate(calls):
+        start = T0 + i * s["second_after"]
+        world.add_call(call, created_at=start, hangs_up_at=start + s["hang_up"] + i)
+    if s["hold_at"] is not None:
+        world.agent_does("c1", T0 + s["hold_at"], e.HoldRequested(at=0, agent=CURRENT))
+        if s["resume_after"] is not None:
+            world.agent_does("c1", T0 + s["hold_at"] + s["resume_after"],
+                             e.ResumeRequested(at=0, agent=CURRENT))
+    if s["transfer_at"] is not None:
+        world.agent_does("c1", T0 + s["transfer_at"],
+                         e.TransferRequested(at=0, agent=CURRENT, target="agent2"))
+        world.press("c1", T0 + s["transfer_at"] + 3.0, "1")
+    if s["agent_leaves_at"] is not None:
+        world.agent_hangs_up("c1", CURRENT, T0 + s["agent_leaves_at"])
+    world.restart_at(T0 + s["kill"])
+    if s["second_kill"] is not None:
+        world.restart_at(T0 + s["second_kill"] + 0.37)
+    world.run(until=T0 + s["hang_up"] + 3 + CFG.idle_release_seconds)
+    return world
+
+
+def caller_channels(world: RestartWorld) -> set[str]:
+    return {line.channel_id for line in world.lines.values()}
+
+
+@SETTINGS
+@given(scenarios())
+def test_no_caller_is_ever_hung_up_by_the_service(s: dict[str, Any]) -> None:
+    """Killed and restarted at any moment, the service never hangs up or releases a caller (R9)."""
+    world = play(s)
+    callers = caller_channels(world)
+    assert not [i for i in world.issued if isinstance(i.command, (c.Hangup, c.ReleaseIdleLine))
+                and i.command.channel_id in callers]
+    assert all(line.first_hangup != "service" for line in world.lines.values())
+
+
+@SETTINGS
+@given(scenarios())
+def test_every_call_ends_in_the_log_exactly_once(s: dict[str, Any]) -> None:
+    """Whatever the kill moment, each call gives exactly one CallEnded (one log record end, R10)."""
+    world = play(s)
+    for call_id in world.lines:
+        ended = [i for i in world.issued if i.call_id == call_id and isinstance(i.command, c.CallEnded)]
+        assert len(ended) == 1, (call_id, world.restarts, world.log_kinds(call_id)[-8:])
+
+
+@SETTINGS
+@given(scenarios())
+def test_a_hold_keeps_its_announced_deadline_across_the_restart(s: dict[str, Any]) -> None:
+    """A caller on hold at the kill is on hold after it with the deadline they were told (R4)."""
+    world = play(s)
+    for call_id, snapshot in world.snapshots_at_kill.items():
+        resumed = world.resumed.get(call_id)
+        if snapshot is None or snapshot.state != "hold" or snapshot.hold is None \
+                or snapshot.hold.transfer or resumed is None or resumed.engine.facts.holds == []:
+            continue
+        held = [log for log in resumed.commands if isinstance(log, c.Log) and log.kind == "hold-resumed"]
+        assert held and held[0].detail["deadline"] == round(snapshot.hold.deadline, 3)
+        limit = [cmd for cmd in resumed.commands if isinstance(cmd, c.StartTimer) and cmd.name == "hold-limit"]
+        restarted_at = next(at for at, call, _, _ in world.restarts if call == call_id)
+        assert limit and limit[0].at == max(restarted_at, snapshot.hold.deadline)
+
+
+@SETTINGS
+@given(st.floats(0.5, 30.0), st.floats(0.0, 30.0), st.floats(1.0, 40.0))
+def test_waiting_callers_keep_their_order_across_the_restart(gap: float, kill: float, free: float) -> None:
+    """Two callers queued with no agent free, a restart, then an agent: the first to queue is
+    the first rung (R5, first come first served across the restart)."""
+    world = RestartWorld(CFG, agents={"agent1": AgentBehaviour("answer", after=1.0)},
+                         registered=())
+    world.add_call("c1", created_at=T0, hangs_up_at=T0 + 400)
+    world.add_call("c2", created_at=T0 + gap, hangs_up_at=T0 + 400)
+    world.restart_at(T0 + gap + 12 + kill)  # both are queued by then
+    agent = world.roster.get("agent1")
+    assert agent is not None
+    world._schedule(T0 + gap + 12 + kill + free, lambda: world.roster.phone_state(
+        agent.endpoint, registered=True, device_state="NOT_INUSE"))
+    world.run(until=T0 + gap + 12 + kill + free + 30)
+    dials = [(i.at, i.call_id) for i in world.issued if isinstance(i.command, c.Dial)]
+    assert dials and dials[0][1] == "c1", dials
