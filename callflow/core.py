@@ -374,8 +374,8 @@ class EngineCore:
         ring, each flow step, joining the queue (with when: the caller keeps
         their place), an agent's phone ringing (``_persist``), connected, each
         hold period (reason, announced limit, deadline), a transfer's consent
-        and handoff, and closing. An ordinary call (ring, queue, agent rung,
-        connected, closing) makes five writes.
+        and handoff, and closing. An ordinary call (ring, wait notice, queue,
+        agent rung, connected, closing) makes six writes (bench/restart_adoption.py).
         """
         self.state = state
         if state not in _PERSISTED:
