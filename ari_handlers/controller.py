@@ -549,11 +549,13 @@ class Controller:
         Asterisk keeps channels in Stasis while the app is gone and replays
         nothing (traces 07, 12). ``GET /applications/{app}`` lists them (or,
         when Asterisk forgot the app, ``GET /channels`` filtered on Stasis);
-        each unknown caller's ``LIYI_CALL`` says which call it was. A caller
-        still bridged with their agent is resumed as connected; any other is
-        answered, told to keep waiting and queued first in line. Agent legs
-        nobody takes back are hung up; bridges left without a caller are
-        deleted. A caller is never hung up (R9).
+        each unknown caller's ``LIYI_CALL`` says which call it was and where
+        it stood, and ``rc.resume`` goes on from there (ringing, greeting,
+        flow step, queued, agent ringing, connected, hold, transfer,
+        closing). The calls taken back start together once all are in the
+        waiting line, so callers keep their order (R5). Agent legs nobody
+        takes back are hung up; bridges left without a caller are deleted;
+        a callback still dialling is stopped. A caller is never hung up (R9).
         """
         alive = await self._app_channels()
         if alive is None:

@@ -8,15 +8,20 @@ those into an engine the controller can drive again — wazo-calld's state
 persistor idea, without its I/O: the controller reads Asterisk and the log,
 this decides what the caller gets.
 
-What it can resume exactly is a connected call (caller and agent both still
-in the recorded bridge): an engine in ``CONNECTED``, so the caller hanging up
-releases the agent and the agent hanging up first gives the caller the
-closing prompt (R9). Anything else it cannot resume exactly, so the caller is
-taken somewhere safe and honest: answered if not yet, told to keep waiting,
-and queued at the head of the line (R5) — never hung up (R9).
+Every state goes on where it was (``resume``, one function per kind of
+state, the README's table): a ringing caller on their R1 plan, the greeting or
+the flow step replayed, a queued caller with their ``queued_at`` (their place
+in line), a ringing agent leg up to its three rings, a hold with its limit and
+deadline, a warm transfer completed or fallen back under R6, the closing with
+its timers. The controller reads from Asterisk only what a snapshot's state
+needs (``Around``: the leg, the target, the bridge). A caller whose snapshot
+is missing, or whose agent vanished while no controller ran, is taken
+somewhere safe and honest: answered if not yet, told to keep waiting (or the
+apology), and queued at the head of the line (R5) — never hung up (R9).
 
 Rules whose evidence lies before the restart (R1, R2, R5) are scored
-``not_applicable`` on a recovered call (``compliance._unseen_before_recovery``);
+``not_applicable`` on a recovered call (``compliance._unseen_before_recovery``)
+unless the resume lived through it (an answer or greeting after the restart);
 a call that ended while liyi was down is closed with every rule
 ``not_applicable`` (``ended_while_down``): the log must not claim what nobody saw.
 """
