@@ -39,6 +39,15 @@ How it works (messages as in ``tests/traces/09-ami-agent-presence.jsonl``):
     already — an Originate sent twice rings a phone twice — so ours fails
     every pending action with :class:`AmiConnectionLost` instead and sends
     nothing again; the snapshot is simply read afresh after the next login.
+  - A header Asterisk repeats becomes a list in panoramisk; when that header
+    is one it routes by (``Event``, ``ActionID``, ``Response``...), its own
+    dispatch raises and asyncio drops the connection. Ours skips such a
+    message with one ``ami.garbled_message`` warning and stays connected; if
+    it answered a pending action, that action fails with
+    :class:`AmiGarbledAnswer` rather than waiting forever.
+  - It buffers a message without limit. Ours drops the connection (and
+    reconnects with the backoff) when one message passes
+    :data:`MAX_MESSAGE_BYTES`.
 
 A phone counts as registered while it has a contact that is not
 ``Unreachable``/``Removed``: a contact that stopped answering qualify cannot
@@ -104,6 +113,22 @@ def ami_safe_action(action: Any) -> Any:
 
 
 
+#: The most one AMI message may hold. Asterisk's messages to us are well under 4 KiB (a
+#: ContactList item is the longest); a peer sending more without a blank line is broken or
+#: hostile, and would otherwise grow our buffer until the controller runs out of memory.
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: Headers panoramisk reads as one string, lower-cased as AMI compares them: to route a
+#: message (to a pending action by ActionID/CommandID, else to the handlers by Event) and
+#: to tell a list answer's end (Response, Message, EventList). Written twice, any of them
+#: would make panoramisk raise, or complete the wrong action.
+ROUTING_HEADERS = frozenset({"event", "actionid", "commandid", "response", "message", "eventlist"})
+#: How an AMI session starts (then the version and CRLF).
+BANNER = b"Asterisk Call Manager/"
+#: How many characters of a skipped message the warning quotes.
+_EXCERPT_CHARS = 200
+#: How many garbled actions' ids are remembered, so the rest of their answer is skipped too.
+_ABANDONED_IDS = 64
+
 #: A Ping every this many seconds; one unanswered at the next tick ends the connection.
 DEFAULT_PING_SECONDS = 5.0
 #: Reconnect delays: ``reconnect_delay`` doubling up to this cap.
@@ -132,6 +157,22 @@ class AmiConnectionLost(ConnectionError):
     """
 
 
+class AmiGarbledAnswer(Exception):
+    """Asterisk's answer to the action could not be read (a routing header written twice).
+
+    The action may or may not have run; the connection stays up.
+    """
+
+
+def excerpt(text: str) -> str:
+    """The start of ``text`` as one printable ASCII line (CR, LF, controls and non-ASCII
+    escaped), short enough for a log line whatever a peer sent."""
+    escaped = text[:_EXCERPT_CHARS].encode("unicode_escape").decode("ascii")
+    if len(text) > _EXCERPT_CHARS or len(escaped) > _EXCERPT_CHARS:
+        return escaped[:_EXCERPT_CHARS] + "..."
+    return escaped
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Done-callback that reads a future's outcome, so a failed Ping logs no warning."""
     if not future.cancelled():
@@ -140,7 +181,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
     """panoramisk's protocol, writing only actions whose values cannot break a header line,
-    and failing the pending actions when it closes.
+    reading only messages it can route (see :meth:`data_received`), and failing the pending
+    actions when it closes.
 
     ``AMIProtocol.close`` moves every unanswered action (but Ping and Login) to
     the manager's ``awaiting_actions``, to be sent again on the next
@@ -151,8 +193,98 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
     leaving their futures pending forever).
     """
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._buffer = bytearray()
+        self._scanned = 0  # where the next search for a blank line starts
+        self._abandoned: dict[str, None] = {}  # ids of garbled answers, oldest first
+
     def send(self, data: Any, as_list: bool = False) -> Any:
         return super().send(ami_safe_action(data), as_list=as_list)
+
+    def data_received(self, data: bytes) -> None:
+        """panoramisk's framing (a message ends with a blank line), in bytes, with a size cap.
+
+        Bytes rather than panoramisk's per-chunk decode: a UTF-8 character
+        split between two reads is kept whole.
+        """
+        buffer = self._buffer
+        buffer += data
+        if self.version is None and buffer.startswith(BANNER) and b"\r\n" in buffer:
+            banner = buffer.split(b"\r\n", 1)[0].decode("ascii", "replace")
+            self.version = banner.partition("/")[2].strip()
+        start = 0
+        while not self.closed:
+            end = buffer.find(b"\r\n\r\n", max(start, self._scanned))
+            if end < 0:
+                break
+            self._scanned = 0
+            if end - start > MAX_MESSAGE_BYTES:
+                self._too_large(end - start)
+                return
+            self._deliver(bytes(buffer[start:end]))
+            start = end + 4
+        del buffer[:start]
+        self._scanned = max(0, len(buffer) - 3)
+        if len(buffer) > MAX_MESSAGE_BYTES and not self.closed:
+            self._too_large(len(buffer))
+
+    def _deliver(self, raw: bytes) -> None:
+        """Parse one message and hand it to panoramisk, unless it is garbled or its action's
+        answer already was: a message must never raise out of here (asyncio would drop the
+        connection) nor complete the wrong action."""
+        text = raw.decode(getattr(self, "encoding", "utf-8"), "ignore").strip()
+        message = Message.from_line(text)
+        if message is None:
+            return
+        # AMI header names are case-insensitive: "ActionID" and "actionid" are one header twice.
+        # str.count on the lowered text, not a second parse: this runs for every message.
+        lines = "\r\n" + text.lower()
+        repeated = [h for h in ROUTING_HEADERS if lines.count(f"\r\n{h}:") > 1]
+        if repeated:
+            self._skip(text, f"{', '.join(sorted(repeated))} repeated", repeated=sorted(repeated))
+            return
+        if message.action_id is not None and message.action_id in self._abandoned:
+            return  # the rest of an answer already failed as garbled
+        try:
+            self.handle_message(message)
+        except Exception as exc:  # noqa: BLE001 - whatever panoramisk or a handler raised, stay up
+            self._skip(text, f"unreadable: {exc!r}", error=repr(exc))
+
+    def _skip(self, text: str, why: str, **fields: Any) -> None:
+        """Log a garbled message once; fail the pending action it answers (by any ActionID or
+        CommandID it carries, in any letter case)."""
+        headers = (line.partition(":") for line in text.split("\r\n"))
+        ids = [value.strip() for key, _, value in headers
+               if key.strip().lower() in ("actionid", "commandid")]
+        failed: list[str] = []
+        for action_id in ids:
+            action = self.responses.pop(action_id, None)
+            if action is None:
+                continue
+            for other in filter(None, (action.id, action.action_id)):
+                self.responses.pop(other, None)
+                self._abandoned[other] = None
+            if not action.future.done():
+                name = str(action.get("Action"))
+                failed.append(name)
+                action.future.set_exception(
+                    AmiGarbledAnswer(f"Asterisk's answer to {name!r} was garbled ({why})")
+                )
+        while len(self._abandoned) > _ABANDONED_IDS:
+            del self._abandoned[next(iter(self._abandoned))]
+        log.warning("ami.garbled_message", reason=why, failed_actions=failed,
+                    excerpt=excerpt(text), **fields)
+
+    def _too_large(self, size: int) -> None:
+        """One message past the cap: drop the connection; the manager reconnects with backoff."""
+        self._buffer.clear()
+        log.error("ami.message_too_large", size=size, limit=MAX_MESSAGE_BYTES)
+        reason = f"an AMI message of over {MAX_MESSAGE_BYTES} bytes"
+        if isinstance(self.factory, _Manager) and self.factory.protocol is self:
+            self.factory.drop(reason)
+        else:
+            self.transport.abort()
 
     def close(self) -> None:
         responses: dict[str, Any] = getattr(self, "responses", {})
@@ -233,6 +365,9 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
         if future.cancelled() or future.exception() is not None:
             # The connection died before the answer; the reconnect logs in again.
             self.authenticated_future = None
+            if not future.cancelled() and isinstance(future.exception(), AmiGarbledAnswer):
+                # Still connected but not logged in: start over rather than wait forever.
+                self.drop("garbled answer to Login")
             return False
         ok = bool(super().login(future))
         if ok:
@@ -255,11 +390,22 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
             return
         previous = self._unanswered_ping
         if previous is not None and not previous.done():
-            self._lost_reason = f"no answer to Ping within {self.ping_interval:g} s"
-            protocol.transport.abort()
+            self.drop(f"no answer to Ping within {self.ping_interval:g} s")
             return
         self._unanswered_ping = protocol.send({"Action": "Ping"})
         self._unanswered_ping.add_done_callback(_retrieve)
+
+    def drop(self, reason: str) -> None:
+        """End the connection now, saying why; ``connection_lost`` reconnects.
+
+        Abort, not close: close would wait for unsent bytes a dead peer never
+        acknowledges.
+        """
+        protocol = self.protocol
+        if protocol is None or protocol.closed:
+            return
+        self._lost_reason = reason
+        protocol.transport.abort()
 
     async def send_awaiting_actions(self, *_: Any) -> None:
         """Run by panoramisk on FullyBooted to re-send queued actions: we fail them instead."""
@@ -344,18 +490,7 @@ class AgentPhones:
         """
         loop = asyncio.get_running_loop()
         self._first_login = loop.create_future()
-        self._manager = _Manager(
-            self,
-            reconnect_delay=self._reconnect_delay,
-            ping_seconds=self._ping_seconds,
-            connect_timeout=self._connect_timeout,
-            loop=loop,
-            events="on",
-            **self._config,
-        )
-        self._manager.register_event("DeviceStateChange", self._on_device_state)
-        self._manager.register_event("PeerStatus", self._on_peer_status)
-        self._manager.register_event("ContactStatus", self._on_contact_status)
+        self._manager = self._new_manager(loop)
         try:
             await self._manager.connect()
         except OSError as exc:
@@ -387,6 +522,22 @@ class AgentPhones:
         await self._cancel_resync()
         self.connected = False
 
+    def _new_manager(self, loop: asyncio.AbstractEventLoop) -> _Manager:
+        """The panoramisk manager, not yet connected, with our event handlers registered."""
+        manager = _Manager(
+            self,
+            reconnect_delay=self._reconnect_delay,
+            ping_seconds=self._ping_seconds,
+            connect_timeout=self._connect_timeout,
+            loop=loop,
+            events="on",
+            **self._config,
+        )
+        manager.register_event("DeviceStateChange", self._on_device_state)
+        manager.register_event("PeerStatus", self._on_peer_status)
+        manager.register_event("ContactStatus", self._on_contact_status)
+        return manager
+
     def state(self, endpoint: str) -> PhoneState:
         """The last known state of a tracked endpoint (KeyError for one we do not track)."""
         return self._states[endpoint]
@@ -395,7 +546,8 @@ class AgentPhones:
         """Send one AMI action; its answer (a Message, or a list for list actions).
 
         Raises :class:`AmiConnectionLost` when AMI is down now or the
-        connection drops before Asterisk answers. The action is then never
+        connection drops before Asterisk answers, :class:`AmiGarbledAnswer`
+        when the answer cannot be read. The action is then never
         sent again after the reconnect (panoramisk would): Asterisk may have
         run it, and an Originate sent twice rings a phone twice. Whether to
         try again is the caller's call, knowing what the action does.

@@ -467,7 +467,13 @@ AMI_EVENT_CLASS = {
     "PeerStatus": "system",          # main/stasis_endpoints.c
     "ContactStatus": "system",       # main/stasis_endpoints.c
     "FullyBooted": "system",         # main/manager.c
+    "Shutdown": "system",            # main/manager.c
 }
+#: Events the controller reads that panoramisk itself listens for, so they are not among
+#: ami_client.py's register_event calls: FullyBooted (Manager.__init__ registers
+#: send_awaiting_actions, which ours overrides) and Shutdown (AMIProtocol.handle_message
+#: ends the connection; ours logs "Asterisk shut down").
+PANORAMISK_EVENTS = {"FullyBooted", "Shutdown"}
 AMI_ACTION_CLASSES: dict[str, set[str]] = {
     "PJSIPShowContacts": {"system"},               # res/res_pjsip/pjsip_options.c
     "PJSIPShowEndpoints": {"system"},              # res/res_pjsip/pjsip_configuration.c
@@ -569,6 +575,53 @@ class TestAmiHardening:
         for cls in sorted(granted):
             assert any(cls in AMI_ACTION_CLASSES[a] for a in actions), \
                 f"manager.conf [liyi] write = …{cls}…: no action of the controller needs it"
+
+
+def raw_options(path: Path, section: str) -> list[tuple[str, str]]:
+    """A section's ``key = value`` lines with the key's case kept (parse_conf lower-cases keys;
+    an eventfilter's name() is matched case-sensitively)."""
+    out: list[tuple[str, str]] = []
+    current = None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = strip_comment(raw)
+        header = re.fullmatch(r"\[([^\]]+)\](?:\([^)]*\))?", line)
+        if header:
+            current = header.group(1)
+        elif line and current == section and "=" in line:
+            key, _, value = line.partition("=")
+            out.append((key.strip(), value.strip()))
+    return out
+
+
+#: Asterisk 22's advanced event filter that lets one event through by its exact name.
+INCLUDE_BY_NAME = re.compile(r"eventfilter\(action\(include\),name\((\w+)\)\)")
+
+
+class TestAmiEventFilter:
+    """Issue 10: Asterisk sends the controller's AMI account only the events it reads."""
+
+    def test_every_event_the_controller_reads_is_let_through_and_nothing_else(self) -> None:
+        """manager.conf [liyi] has one include-by-name filter per event ami_client.py (or panoramisk
+        for it) handles, and no other filter: no legacy regex, no exclude, no extra event."""
+        events, _ = ami_usage()
+        needed = events | PANORAMISK_EVENTS
+        filters = [(k, v) for k, v in raw_options(CONF / "manager.conf", "liyi")
+                   if k.lower().startswith("eventfilter")]
+        odd = [f"{k} = {v}" for k, v in filters if not INCLUDE_BY_NAME.fullmatch(k) or v]
+        assert not odd, f"manager.conf [liyi]: only `eventfilter(action(include),name(X)) =` lines, not {odd}"
+        let_through = [m.group(1) for k, _ in filters if (m := INCLUDE_BY_NAME.fullmatch(k))]
+        assert len(let_through) == len(set(let_through)), f"manager.conf [liyi]: an event filtered twice: {let_through}"
+        assert set(let_through) == needed, (
+            f"manager.conf [liyi] lets through {sorted(set(let_through) - needed)} that nothing reads, "
+            f"and holds back {sorted(needed - set(let_through))} that the controller reads")
+
+    def test_every_event_let_through_is_in_a_read_class(self) -> None:
+        """A filtered-in event still needs its class in `read`, or Asterisk never sends it."""
+        granted = set((option(CONF / "manager.conf", "liyi", "read") or "").split(","))
+        for key, _ in raw_options(CONF / "manager.conf", "liyi"):
+            m = INCLUDE_BY_NAME.fullmatch(key)
+            if m:
+                assert AMI_EVENT_CLASS[m.group(1)] in granted, f"{m.group(1)} needs read = …{AMI_EVENT_CLASS[m.group(1)]}…"
 
 
 class TestSipIdentification:

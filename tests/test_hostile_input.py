@@ -198,7 +198,104 @@ def _assert_sane(phones: AgentPhones, changes: list[PhoneState]) -> None:
         assert state.device_state in KNOWN_DEVICE_STATES, state
 
 
+#: The headers panoramisk routes and frames by (ami_client.ROUTING_HEADERS), as Asterisk spells them.
+ROUTING_KEYS = ["Event", "ActionID", "Response", "Message", "EventList", "CommandID"]
+PENDING_ID = "pending-1"
+ONE_LINE = AMI_VALUES.map(lambda v: v.replace("\r", "").replace("\n", ""))
+
+
+@st.composite
+def ami_wire_message(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """One AMI message as header lines, from the traces' events or an answer to the pending action,
+    with a few of its routing headers written again (in any letter case, with any value, the
+    pending action's id among them)."""
+    if draw(st.booleans()):
+        lines = [(k, str(v)) for k, v in draw(st.sampled_from(REAL_AMI_EVENTS)).items()]
+    else:
+        lines = [("Response", draw(st.sampled_from(["Success", "Error"]))), ("ActionID", PENDING_ID),
+                 ("Message", draw(ONE_LINE))]
+    present = [k for k, _ in lines if k in ROUTING_KEYS]
+    for key in draw(st.lists(st.sampled_from(present), max_size=2)):
+        spelt = draw(st.sampled_from([key, key.lower(), key.upper()]))
+        value = draw(st.sampled_from([dict(lines)[key], PENDING_ID]) | ONE_LINE)
+        lines.insert(draw(st.integers(min_value=0, max_value=len(lines))), (spelt, value))
+    return lines
+
+
+def _names_pending(lines: list[tuple[str, str]]) -> bool:
+    return any(k.lower() == "actionid" and v == PENDING_ID for k, v in lines)
+
+
+def _repeats_routing(lines: list[tuple[str, str]]) -> bool:
+    keys = [k.lower() for k, _ in lines]
+    return any(keys.count(k.lower()) > 1 for k in ROUTING_KEYS)
+
+
+class _Transport:
+    """A transport that keeps what is written and notes an abort or a close."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+        self.ended = False
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    def abort(self) -> None:
+        self.ended = True
+
+    close = abort
+
+
 class TestAmiReaderNeverCrashes:
+    @FUZZ
+    @given(messages=st.lists(ami_wire_message(), max_size=6),
+           cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=8))
+    def test_repeated_routing_headers_are_skipped_and_the_connection_stays(
+            self, messages: list[list[tuple[str, str]]], cuts: list[int]) -> None:
+        """A byte stream (cut anywhere, even inside a character) of real events and answers, some with
+        Event, ActionID, Response... written twice: every such message is skipped with one warning,
+        the connection is never ended, the rest is read, and the pending action is answered or fails
+        with AmiGarbledAnswer by whichever message naming it came first — it never hangs."""
+        from ari_handlers.ami_client import AmiGarbledAnswer, _Protocol
+
+        final = [("Response", "Success"), ("ActionID", PENDING_ID), ("Message", "late")]
+        closing = [("Event", "DeviceStateChange"), ("Device", "PJSIP/agent2"), ("State", "RINGING")]
+        stream = [*messages, final, closing]
+        data = b"Asterisk Call Manager/11.0.0\r\n" + b"".join(
+            ("".join(f"{k}: {v}\r\n" for k, v in lines) + "\r\n").encode("utf-8", "surrogatepass")
+            for lines in stream)
+        first_answer = next(lines for lines in stream if _names_pending(lines))
+        changes: list[PhoneState] = []
+
+        async def run() -> tuple[_Transport, Any]:
+            phones = _phones(changes)
+            manager = phones._new_manager(asyncio.get_running_loop())
+            protocol, transport = _Protocol(), _Transport()
+            protocol.connection_made(transport)
+            protocol.factory, protocol.encoding = manager, "utf8"
+            manager.protocol, manager.responses = protocol, protocol.responses
+            pending = protocol.send({"Action": "PJSIPShowEndpoints", "ActionID": PENDING_ID})
+            edges = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+            for a, b in zip(edges, edges[1:], strict=False):
+                protocol.data_received(data[a:b])
+            await asyncio.sleep(0)  # the FullyBooted handler's task
+            assert not transport.ended and not protocol.closed
+            assert phones.state("agent2").device_state == "RINGING"  # read to the end
+            _assert_sane(phones, changes)
+            return transport, pending
+
+        with capture_logs() as logs:
+            _, pending = asyncio.run(run())
+        skipped = [e for e in logs if e["event"] == "ami.garbled_message"]
+        assert len(skipped) == sum(_repeats_routing(lines) for lines in stream)
+        assert all("\n" not in e["excerpt"] and len(e["excerpt"]) < 1000 for e in skipped)
+        assert pending.done()
+        if _repeats_routing(first_answer):
+            assert isinstance(pending.exception(), AmiGarbledAnswer)
+        else:
+            assert pending.result()["ActionID"] == PENDING_ID
+
     @FUZZ
     @given(events=st.lists(st.tuples(st.sampled_from(["device", "peer", "contact"]), AMI_HEADERS),
                            max_size=6))

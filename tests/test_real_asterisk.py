@@ -19,6 +19,7 @@ import datetime as dt
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import aiohttp
 import pytest
 
 from tests.asterisk_rig import (
+    AMI_SECRET,
     ARI_PASSWORD,
     CARRIER_IP,
     HOW_TO_ENABLE,
@@ -554,6 +556,97 @@ class TestFallback:
         assert "liyi/fallback-apology" in rig.played_to_caller()
         assert a1.count("CALL_ESTABLISHED") == 1
         assert not result.service_sent_bye
+
+
+class AmiListener:
+    """A second AMI login on the controller's account: it gets the events liyi's own connection
+    gets (filters are per account, copied at login), and counts them by name."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.events: list[dict[str, str]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def start(self) -> None:
+        reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        await reader.readline()  # the banner
+        self._writer.write(b"Action: Login\r\nActionID: listen-1\r\nUsername: liyi\r\n"
+                           b"Secret: " + AMI_SECRET.encode() + b"\r\nEvents: on\r\n\r\n")
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"Success" in answer, answer
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            block = await reader.readuntil(b"\r\n\r\n")
+            headers = dict(line.partition(": ")[::2] for line in block.decode(errors="replace").split("\r\n") if line)
+            if "Event" in headers and "ActionID" not in headers:  # an event, not an action's answer
+                self.events.append(headers)
+
+    def count(self, since: int = 0) -> Counter[str]:
+        """Events by name, from the ``since``-th on."""
+        return Counter(e["Event"] for e in self.events[since:])
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+class TestAmiEventFilter:
+    async def test_only_the_events_the_roster_reads_reach_the_controller(self, rig: Rig) -> None:
+        """One call, watched on the liyi account with the shipped filter and without it: filtered,
+        the phones' DeviceStateChange, PeerStatus and ContactStatus still arrive (and liyi's roster
+        follows them) while Newchannel, Newstate or Hangup never do. Prints both counts."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        liyi = await rig.run_liyi()
+        filtered = AmiListener(rig.ast.ami_port)
+        await filtered.start()
+        # The same account without its eventfilter lines, for the "before" figure. A session keeps
+        # the filters it logged in with, so liyi's and `filtered` are unchanged by the reload.
+        conf = rig.ast.etc / "manager.conf"
+        shipped = conf.read_text(encoding="utf-8")
+        conf.write_text("\n".join(line for line in shipped.splitlines()
+                                  if not line.startswith("eventfilter")) + "\n", encoding="utf-8")
+        rig.ast.rx("manager reload")
+        unfiltered = AmiListener(rig.ast.ami_port)
+        await unfiltered.start()
+        try:
+            a2 = await rig.phone("agent2")  # registers now: PeerStatus, ContactStatus
+            await liyi.wait_log(lambda r: r.get("event") == "agent.phone" and r.get("agent") == "agent2"
+                                and r.get("registered"), 15)
+            await asyncio.sleep(1.0)  # the registration's last events
+            marks = len(unfiltered.events), len(filtered.events)
+            result = await rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=10.0))
+            assert result.ok, result.errors
+            await a1.wait_for("CALL_CLOSED", 5)
+            await rig.settle(2.0)
+        finally:
+            await filtered.stop()
+            await unfiltered.stop()
+        phases = {
+            "one phone registering (and the login)": [
+                listener.count() - listener.count(mark)
+                for listener, mark in ((unfiltered, marks[0]), (filtered, marks[1]))],
+            "one call (greeting, menu, agent, bridge)": [
+                unfiltered.count(marks[0]), filtered.count(marks[1])],
+        }
+        for what, (b, a) in phases.items():
+            print(f"\nAMI events on the liyi account, {what}: without the filter {sum(b.values())} "
+                  f"{dict(b.most_common())}, with it {sum(a.values())} {dict(a.most_common())}")
+        before, after = unfiltered.count(), filtered.count()
+        assert set(after) <= {"DeviceStateChange", "PeerStatus", "ContactStatus", "FullyBooted", "Shutdown"}
+        assert {"DeviceStateChange", "PeerStatus", "ContactStatus"} <= set(after), after
+        assert {"Newchannel", "Newstate", "Hangup"} <= set(before), before  # the call made them
+        assert not {"Newchannel", "Newstate", "Hangup", "Newexten", "VarSet"} & set(after)
+        busy = [e["State"] for e in filtered.events if e.get("Device") == "PJSIP/agent1"
+                and e.get("State") in ("INUSE", "BUSY", "RINGING")]
+        assert busy, "agent1's phone going busy never reached the account"
+        assert any(r.get("event") == "agent.phone" and r.get("agent") == "agent1"
+                   and r.get("device_state") == busy[0] for r in liyi.lines), "liyi's roster missed it"
+        assert a2.count("CALL_INCOMING") == 0
 
 
 #: fail2ban 1.0's stock `asterisk` filter, the failregex that reads res_security_log's lines

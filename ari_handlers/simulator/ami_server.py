@@ -14,7 +14,9 @@ Header order follows the trace, so a byte-level comparison is meaningful.
 It keeps two tables, like Asterisk does: device states (``PJSIP/agent1`` →
 ``NOT_INUSE``) and PJSIP contacts. The simulator changes them through
 :meth:`AmiServer.set_device_state` and :meth:`AmiServer.set_contact`, which
-also broadcast the matching events to every logged-in client.
+also broadcast the matching events to every logged-in client. For tests of
+what a broken or hostile peer might send, :meth:`AmiServer.write_raw` writes
+exact bytes and :meth:`AmiServer.stall` leaves a connection half-open.
 """
 
 from __future__ import annotations
@@ -163,6 +165,18 @@ class AmiServer:
         for session in self._sessions:
             session.stalled = True
         log.info("ami_server.stalled", sessions=len(self._sessions))
+
+    def write_raw(self, data: bytes) -> int:
+        """Write ``data`` as it is to every open connection, logged in, stalled or not; how many.
+
+        For tests: the exact bytes a faulty or hostile Asterisk might send (a
+        header written twice, a message with no end), over the real socket.
+        """
+        sessions = [s for s in self._sessions if not s.closed and not s.writer.is_closing()]
+        for session in sessions:
+            session.writer.write(data)
+        log.debug("ami_server.raw", size=len(data), sessions=len(sessions))
+        return len(sessions)
 
     @property
     def clients(self) -> int:
