@@ -203,7 +203,7 @@ class TestClosing:
             await s.crash()
             since = await s.restart()
             live = await s.adopted(call.channel_id, "closing", since)
-            assert "agent-release" in live.timers and "idle" in live.timers
+            await until(lambda: {"agent-release", "idle"} <= set(live.timers), 5)
             assert s.service.controller.roster.get("agent1").engaged_by == live.call_id
             assert leg.outcome == "answered"
             s.sim.caller_hangs_up(call)
