@@ -140,3 +140,35 @@ class TestWhoIsALeg:
         for call in ctl.calls.values():
             if call.task is not None:
                 call.task.cancel()
+
+
+class JournalStore(FakeStore):
+    """A call log whose last record is still in the journal until ``flush`` lands it."""
+
+    def __init__(self, pending: Record) -> None:
+        super().__init__([])
+        self.pending: Record | None = pending
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        if self.pending is not None:
+            self.records.append(self.pending)
+            self.pending = None
+        return True
+
+
+class TestJournalFlushedFirst:
+    async def test_a_record_still_in_the_journal_is_seen_and_its_caller_taken_back_under_its_id(
+            self) -> None:
+        """The restart flushes the journal before reading open calls: a caller whose record was
+        written just before the kill is taken back as that call, not logged a second time."""
+        record = Record("aaaaaaaaaaaa", "1796398541.8", at(NOW - 30), state="greeting",
+                        answered_at=at(NOW - 29))
+        store = JournalStore(record)
+        ari = FakeAri({"1796398541.8": {"id": "1796398541.8", "state": "Up",
+                                        "caller": {"number": "13800138000", "name": ""}}})
+        ctl = controller(ari, store)
+        await ctl.on_connect()
+        assert list(ctl.calls) == ["aaaaaaaaaaaa"]
+        assert not [args for name, args, _ in store.writes if name == "call_started"]
+        assert ari.hung_up == []
+        await ctl.drain(0.1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from callflow import commands as c
@@ -41,6 +42,8 @@ def scenarios(draw: Any) -> dict[str, Any]:
         "agent_leaves_at": draw(st.none() | st.floats(5.0, 200.0)),
         "hang_up": hang_up,
         "kill": draw(st.floats(0.0, hang_up)),
+        "kill_near": draw(st.sampled_from(["anywhere", "hold", "transfer"])),
+        "kill_after": draw(st.floats(0.0, 20.0)),
         "second_kill": draw(st.none() | st.floats(0.0, hang_up)),
     }
 
@@ -64,7 +67,11 @@ def play(s: dict[str, Any]) -> RestartWorld:
         world.press("c1", T0 + s["transfer_at"] + 3.0, "1")
     if s["agent_leaves_at"] is not None:
         world.agent_hangs_up("c1", CURRENT, T0 + s["agent_leaves_at"])
-    world.restart_at(T0 + s["kill"])
+    kill = s["kill"]
+    near = {"hold": s["hold_at"], "transfer": s["transfer_at"]}.get(s["kill_near"])
+    if near is not None:  # right after a hold or a transfer began: its states are short
+        kill = min(s["hang_up"], near + s["kill_after"])
+    world.restart_at(T0 + kill)
     if s["second_kill"] is not None:
         world.restart_at(T0 + s["second_kill"] + 0.37)
     world.run(until=T0 + s["hang_up"] + 3 + CFG.idle_release_seconds)
@@ -130,3 +137,17 @@ def test_waiting_callers_keep_their_order_across_the_restart(gap: float, kill: f
     world.run(until=T0 + gap + 12 + kill + free + 30)
     dials = [(i.at, i.call_id) for i in world.issued if isinstance(i.command, c.Dial)]
     assert dials and dials[0][1] == "c1", dials
+
+
+RESTART_GOALS = (("ringing", "ringing"), ("ringing", "greeting"), ("wait-notice", "wait-notice"),
+                 ("offering", "offering"), ("connected", "connected"), ("hold", "hold"),
+                 ("hold", "connected"), ("transfer-consent", "connected"), ("closing", "closing"))
+
+
+@pytest.mark.parametrize("goal", RESTART_GOALS, ids=["->".join(g) for g in RESTART_GOALS])
+def test_the_random_kills_land_in_each_state(goal: tuple[str, str]) -> None:
+    """The generator kills calls in this state (was -> resumed as), so the properties above are about it."""
+    found = find(scenarios(), lambda s: any((was, now) == goal for _, _, was, now in play(s).restarts),
+                 settings=settings(max_examples=1500, deadline=None, database=None, derandomize=True,
+                                   phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    assert any((was, now) == goal for _, _, was, now in play(found).restarts)
