@@ -48,6 +48,7 @@ RULES = tuple(f"R{n}" for n in range(1, 11))
 OUTCOME_ENDED_WHILE_DOWN = "ended-while-down"
 # Ids the engine makes after a recovery start here, clear of the ones the lost engine used.
 ID_OFFSET = 1000
+MAX_REASON = 200  # a hold's reason read back from a channel variable (outside input) is cut here
 # What a caller taken back hears before waiting again: not yet with an agent, or with one lost.
 WAITING_PROMPT = "queue-continue"  # 好的，请您继续稍候，我们会尽快为您接通。
 AGENT_LOST_PROMPT = "requeue-apology"  # 很抱歉，刚才的客服人员暂时离开，正在为您转接…
@@ -127,7 +128,7 @@ def parse_snapshot(raw: str | None) -> Snapshot | None:
         limit, started, period = (number(k, raw_hold) for k in ("limit", "started_at", "period_at"))
         reason = raw_hold.get("reason")
         if limit and started is not None and period is not None and isinstance(reason, str):
-            hold = HoldSnapshot(reason=reason, limit=limit, started_at=started, period_at=period,
+            hold = HoldSnapshot(reason=reason[:MAX_REASON], limit=limit, started_at=started, period_at=period,
                                 transfer=raw_hold.get("transfer") is True)
     raw_transfer = data.get("transfer")
     transfer: dict[str, Any] = raw_transfer if isinstance(raw_transfer, dict) else {}
@@ -455,7 +456,8 @@ def _resume_with_agent(config: CallFlowConfig, snapshot: Snapshot, caller: LiveC
         return Resumed(engine, out, keep, engage)
     if state == "closing" and me in bridged:
         return _resume_closing_with_agent(config, snapshot, caller, at)
-    if state == "hold" and snapshot.hold is not None and not snapshot.hold.transfer:
+    if state == "hold" and snapshot.hold is not None and not snapshot.hold.transfer \
+            and config.hold.is_allowed(snapshot.hold.limit) and snapshot.hold.period_at <= at:
         engine = _engine(config, snapshot.call_id, caller, at)
         engine._restore_agent(at, agent=agent, leg=leg, bridge=bridge, caller_in_bridge=False,
                               id_offset=ID_OFFSET)

@@ -8,6 +8,7 @@ order (R5).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from callflow import commands as c
 from callflow import events as e
+from callflow import recovery as rc
 from callflow.config import AgentConfig, CallFlowConfig
 from tests.engine_driver import CURRENT, T0, AgentBehaviour
 from tests.restart_world import RestartWorld
@@ -151,3 +153,50 @@ def test_the_random_kills_land_in_each_state(goal: tuple[str, str]) -> None:
                  settings=settings(max_examples=1500, deadline=None, database=None, derandomize=True,
                                    phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
     assert any((was, now) == goal for _, _, was, now in play(found).restarts)
+
+
+# -- a snapshot is outside input: anything in LIYI_CALL, anything Asterisk shows ---------------
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+STATES = ("ringing", "step", "menu", "name", "wait-notice", "offering", "connected", "hold",
+          "transfer-consent", "transfer-handoff", "requeue", "closing-question", "closing", "x")
+LEGS = st.sampled_from([None, "abcdef123456-a1", "abcdef123456-t1", "1796398541.8", ""])
+
+
+@st.composite
+def snapshots(draw: Any) -> str:
+    fields: dict[str, Any] = {"call_id": "abcdef123456", "state": draw(st.sampled_from(STATES))}
+    for name in ("agent", "leg", "bridge", "queue", "step", "queued_at", "rung_at", "closing_at",
+                 "hold", "transfer", "first"):
+        if draw(st.booleans()):
+            fields[name] = draw(st.sampled_from(["a1", "abcdef123456-a1", "abcdef123456-b", "main"])
+                                if name in ("agent", "leg", "bridge", "step") else JSONISH)
+    if draw(st.booleans()):
+        fields["hold"] = {"reason": draw(st.text(max_size=300)), "limit": draw(JSONISH | st.just(60)),
+                          "started_at": draw(st.floats(0, 2e9)), "period_at": draw(st.floats(0, 2e9)),
+                          "transfer": draw(st.booleans())}
+    return json.dumps(fields, allow_nan=True)
+
+
+@SETTINGS
+@given(snapshots(), st.booleans(), LEGS, LEGS,
+       st.frozensets(st.sampled_from(["1796398541.8", "abcdef123456-a1", "abcdef123456-t1"])))
+def test_any_snapshot_and_any_asterisk_view_resume_without_error_or_hanging_up(
+        raw: str, answered: bool, leg: str | None, target: str | None, bridged: frozenset[str]) -> None:
+    """Whatever ``LIYI_CALL`` holds and whatever Asterisk shows, a resume never raises, never
+    hangs up or releases the caller, and the caller's hang-up then ends the call exactly once."""
+    snapshot = rc.parse_snapshot(raw)
+    if snapshot is None:
+        return
+    caller = rc.LiveCaller(channel_id="1796398541.8", created_at=T0 - 30, answered=answered,
+                           answered_at=T0 - 28 if answered else None)
+    around = rc.Around(leg="Up" if leg else None, target="Ringing" if target else None, bridged=bridged)
+    resumed = rc.resume(CFG, snapshot, caller, around, T0)
+    assert not any(isinstance(cmd, (c.Hangup, c.ReleaseIdleLine)) and cmd.channel_id == caller.channel_id
+                   for cmd in resumed.commands)
+    assert not resumed.engine.ended
+    out = resumed.engine.handle(e.ChannelHangupRequest(at=T0 + 1, channel_id=caller.channel_id))
+    assert len([cmd for cmd in out if isinstance(cmd, c.CallEnded)]) == 1
