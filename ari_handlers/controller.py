@@ -610,7 +610,12 @@ class Controller:
                 self._run_call(call, first=adopted.commands), name=f"call-{call.call_id}")
         for leg in legs:
             if leg.split("-", 1)[1].startswith("c") and leg.split("-", 1)[0] not in self.calls:
-                if _state_of(await self._read(self.ari.get_channel(leg), "recovery-get-customer")) != "Up":
+                try:
+                    info = await self.ari.get_channel(leg)
+                except (TimeoutError, AriError, OSError) as exc:
+                    log.warning("recovery.channel_unreadable", channel=leg, error=str(exc))
+                    continue  # cannot tell: never hung up on a guess, looked at next reconnect
+                if _state_of(info) != "Up":
                     alive.remove(leg)  # still dialling (or gone): stopped, its record closed below
                     continue
                 kept = await self._adopt_callback(leg, by_id, now)
