@@ -172,3 +172,23 @@ class TestJournalFlushedFirst:
         assert not [args for name, args, _ in store.writes if name == "call_started"]
         assert ari.hung_up == []
         await ctl.drain(0.1)
+
+
+class TestCallbackCustomers:
+    async def test_a_callback_customer_asterisk_cannot_describe_is_never_hung_up(self) -> None:
+        """A callback's customer listed in the app but unreadable is left alone and its record open."""
+        record = Record("abcdef123456", "abcdef123456-c1", at(NOW - 60))
+        store = FakeStore([record])
+        ari = FakeAri({}, unreadable=("abcdef123456-c1",))
+        await controller(ari, store).on_connect()
+        assert "abcdef123456-c1" not in ari.hung_up and ended(store) == []
+
+    async def test_a_callback_still_dialling_is_stopped_and_its_record_closed(self) -> None:
+        """A callback whose customer's phone still rang at the restart: both legs are hung up (a
+        ringing leg is a dial attempt, not a caller) and the record is closed, not left open."""
+        record = Record("abcdef123456", "abcdef123456-c1", at(NOW - 60))
+        store = FakeStore([record])
+        ari = FakeAri({"abcdef123456-c1": {"id": "abcdef123456-c1", "state": "Ringing"}})
+        await controller(ari, store).on_connect()
+        assert {"abcdef123456-c1", "abcdef123456-a1"} <= set(ari.hung_up)
+        assert ended(store) == ["abcdef123456"]
