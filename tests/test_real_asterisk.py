@@ -523,7 +523,9 @@ class TestRestart:
         ``flow-resumed``) and the key the caller presses afterwards takes them to agent1."""
         a1 = await rig.phone("agent1", auto_answer=True)
         first = await rig.run_liyi()
-        call = asyncio.create_task(rig.call(CallerPlan(keys=((9.0, "1"),), hang_up_after=20.0)))
+        # the key again every 1.5 s: one lands after the restart, while the menu replays or waits
+        presses = tuple((4.5 + 1.5 * i, "1") for i in range(5))
+        call = asyncio.create_task(rig.call(CallerPlan(keys=presses, hang_up_after=20.0)))
         await first.wait_log(lambda r: r.get("event") == "call.flow-step" and r.get("step") == "main", 12)
         await kill(first)
         await rig.run_liyi()
