@@ -67,6 +67,15 @@ class FollowUpLike(Protocol):
     created_at: float
 
 
+@dataclass(frozen=True)
+class _Adopted:
+    """A call taken back after a restart, before its worker starts."""
+
+    call: LiveCall
+    commands: list[c.Command]
+    keep: frozenset[str]
+
+
 @dataclass(eq=False)
 class LiveCall:
     engine: CallEngine | CallbackEngine
@@ -545,11 +554,13 @@ class Controller:
         Asterisk keeps channels in Stasis while the app is gone and replays
         nothing (traces 07, 12). ``GET /applications/{app}`` lists them (or,
         when Asterisk forgot the app, ``GET /channels`` filtered on Stasis);
-        each unknown caller's ``LIYI_CALL`` says which call it was. A caller
-        still bridged with their agent is resumed as connected; any other is
-        answered, told to keep waiting and queued first in line. Agent legs
-        nobody takes back are hung up; bridges left without a caller are
-        deleted. A caller is never hung up (R9).
+        each unknown caller's ``LIYI_CALL`` says which call it was and where
+        it stood, and ``rc.resume`` goes on from there (ringing, greeting,
+        flow step, queued, agent ringing, connected, hold, transfer,
+        closing). The calls taken back start together once all are in the
+        waiting line, so callers keep their order (R5). Agent legs nobody
+        takes back are hung up; bridges left without a caller are deleted;
+        a callback still dialling is stopped. A caller is never hung up (R9).
         """
         alive = await self._app_channels()
         if alive is None:
@@ -563,6 +574,7 @@ class Controller:
         by_id = {r.id: r for r in records}
         kept_legs: set[str] = set()
         legs: list[str] = []
+        taken: list[_Adopted] = []  # started together once all are in line: FIFO across the restart
         now = self.clock()
         for channel in unknown:
             if _our_leg(channel):
@@ -592,101 +604,137 @@ class Controller:
                                                caller_name=caller.caller_name,
                                                created_at=caller.created_at))
                 continue
-            leg = await self._adopt(snapshot, caller, record, now)
-            if leg:
-                kept_legs.add(leg)
-        callbacks = {leg.split("-", 1)[0] for leg in legs if leg.split("-", 1)[1].startswith("c")}
+            adopted = await self._adopt(snapshot, caller, record, now)
+            kept_legs |= adopted.keep
+            taken.append(adopted)
+        for adopted in taken:
+            self._update_line(adopted.call)
+        for adopted in taken:
+            call = adopted.call
+            call.task = asyncio.get_running_loop().create_task(
+                self._run_call(call, first=adopted.commands), name=f"call-{call.call_id}")
         for leg in legs:
             if leg.split("-", 1)[1].startswith("c") and leg.split("-", 1)[0] not in self.calls:
+                try:
+                    info = await self.ari.get_channel(leg)
+                except (TimeoutError, AriError, OSError) as exc:
+                    log.warning("recovery.channel_unreadable", channel=leg, error=str(exc))
+                    continue  # cannot tell: never hung up on a guess, looked at next reconnect
+                if _state_of(info) != "Up":
+                    alive.remove(leg)  # still dialling (or gone): stopped, its record closed below
+                    continue
                 kept = await self._adopt_callback(leg, by_id, now)
                 if kept:
                     kept_legs.add(kept)
         for leg in legs:
-            if leg in kept_legs or leg.split("-", 1)[0] in callbacks:
-                continue  # a callback's customer is a caller (R9); its agent stays with them
+            if leg in kept_legs or leg.split("-", 1)[1].startswith("c"):
+                continue  # a callback's customer is a caller (R9), taken back above
             log.info("recovery.leg_released", channel=leg)
             await self._safe(self.ari.hangup(leg), "recovery-hangup-leg")
+        await self._stop_unreached_callbacks(records, set(alive))
         await self._clean_bridges(kept_legs | legs_of_live(self.calls.values()))
         self._close_ended(records, set(alive), now)
 
     async def _adopt(self, snapshot: rc.Snapshot | None, caller: rc.LiveCaller, record: Any,
-                     now: float) -> str | None:
-        """Build and start the engine for one caller taken back; return the agent leg it keeps."""
-        kept: str | None = None
-        if snapshot is not None and snapshot.state in ("connected", "closing") and snapshot.leg \
-                and snapshot.bridge and snapshot.agent \
-                and await self._bridged(snapshot.bridge, caller.channel_id, snapshot.leg):
-            engine, commands = rc.adopt_connected(self.config, snapshot, caller, now)
-            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
-            kept = snapshot.leg
-        elif snapshot is not None and snapshot.state == "connected" and snapshot.leg \
-                and snapshot.bridge and snapshot.agent \
-                and await self._bridged(snapshot.bridge, snapshot.leg):
-            # the caller was out of the bridge (on hold) and their agent still waits in it
-            engine, commands = rc.adopt_back_to_agent(self.config, snapshot, caller, now)
-            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
-            kept = snapshot.leg
-        elif snapshot is not None and snapshot.state == "closing":
-            engine, commands = rc.adopt_closing(self.config, snapshot, caller, now)
+                     now: float) -> _Adopted:
+        """Build the engine for one caller taken back, where it was (``rc.resume``); not started yet."""
+        if snapshot is None:
+            call_id = record.id if record else uuid.uuid4().hex[:12]
+            engine, commands = rc.adopt_waiting(self.config, call_id, caller, now, was="unknown")
+            resumed = rc.Resumed(engine, commands)
         else:
-            call_id = snapshot.call_id if snapshot else (record.id if record else uuid.uuid4().hex[:12])
-            engine, commands = rc.adopt_waiting(
-                self.config, call_id, caller, now, was=snapshot.state if snapshot else "unknown",
-                agent_lost=snapshot is not None and snapshot.state == "connected",
-                queue=snapshot.queue if snapshot else "")
+            resumed = rc.resume(self.config, snapshot, caller, await self._around(snapshot), now)
+        engine = resumed.engine
         if record is None:  # the log lost its start (a write that never reached the disk)
             self._write("call_started", engine.call_id, channel_id=caller.channel_id,
                         caller_number=caller.caller_number, caller_name=caller.caller_name,
                         created_at=engine.facts.created_at or now)
+        for agent in resumed.engage:
+            self.roster.engage(agent, call_id=engine.call_id)
         call = LiveCall(engine=engine, first_channel=caller.channel_id)
-        if kept and snapshot is not None and snapshot.bridge:
+        if snapshot is not None and snapshot.bridge and engine._bridge == snapshot.bridge:
             call.bridges.add(snapshot.bridge)  # ours to delete when the call ends
         self.calls[engine.call_id] = call
         self._by_channel[caller.channel_id] = call
         self._adopted.add(engine.call_id)
         self.calls_started += 1
         self._write("call_updated", engine.call_id, state=engine.state.value,
-                    **({"agent": engine.facts.agent} if kept else {}))
+                    **({"agent": engine.facts.agent} if engine.agent else {}))
         log.info("recovery.adopted", call_id=engine.call_id, channel=caller.channel_id,
                  state=engine.state.value, was=snapshot.state if snapshot else None)
-        call.task = asyncio.get_running_loop().create_task(
-            self._run_call(call, first=commands), name=f"call-{engine.call_id}")
-        return kept
+        return _Adopted(call, resumed.commands, resumed.keep)
+
+    async def _around(self, snapshot: rc.Snapshot) -> rc.Around:
+        """What Asterisk shows of the channels a snapshot names: only what its state needs read."""
+        leg = target = None
+        if snapshot.leg and snapshot.rung_at is not None:
+            leg = _state_of(await self._read(self.ari.get_channel(snapshot.leg), "recovery-get-leg"))
+        if snapshot.target_leg and snapshot.state == "transfer-handoff":
+            target = _state_of(await self._read(self.ari.get_channel(snapshot.target_leg),
+                                                "recovery-get-target"))
+        bridged: frozenset[str] = frozenset()
+        if snapshot.bridge:
+            found = await self._read(self.ari.get_bridge(snapshot.bridge), "recovery-get-bridge")
+            inside = found.get("channels") if isinstance(found, dict) else None
+            if isinstance(inside, list):
+                bridged = frozenset(ch for ch in inside if isinstance(ch, str))
+        return rc.Around(leg=leg, target=target, bridged=bridged)
 
     async def _adopt_callback(self, customer: str, records: dict[str, Any], now: float) -> str | None:
-        """A callback's customer still in their bridge with the agent: connected again.
-
-        Any other callback customer is left as they are (never hung up, R9) and
-        their record open; taking those back is for a later slice.
-        """
+        """A callback's customer on the line: connected again if still in their bridge with the
+        agent; otherwise the closing words and an open line (R9) — never left with an open record.
+        Returns the agent leg kept."""
         raw = await self._read(self.ari.get_channel_var(customer, rc.VARIABLE), "recovery-getvar")
         snapshot = rc.parse_snapshot(raw if isinstance(raw, str) else None)
-        if snapshot is None or snapshot.kind != "callback" or snapshot.state != "connected" \
-                or not (snapshot.agent and snapshot.leg and snapshot.bridge and snapshot.followup_id) \
-                or snapshot.call_id != customer.split("-", 1)[0] \
-                or not await self._bridged(snapshot.bridge, customer, snapshot.leg):
-            log.info("recovery.callback_left", channel=customer,
-                     state=snapshot.state if snapshot else None)
-            return None
-        status = self.roster.get(snapshot.agent)
-        record = records.get(snapshot.call_id)
-        engine, commands = rc.adopt_callback(
-            self.config, snapshot, number=(getattr(record, "caller_number", "") or ""),
-            endpoint=status.endpoint if status is not None else "", at=now)
-        self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+        call_id = customer.split("-", 1)[0]
+        if snapshot is not None and (snapshot.kind != "callback" or snapshot.call_id != call_id):
+            snapshot = None  # not this callback's: nothing from it is trusted
+        record = records.get(call_id)
+        number = getattr(record, "caller_number", "") or ""
+        connected = snapshot is not None and snapshot.state == "connected" \
+            and bool(snapshot.agent and snapshot.leg and snapshot.bridge and snapshot.followup_id) \
+            and await self._bridged(snapshot.bridge or "", customer, snapshot.leg or "")
+        engine: CallbackEngine
+        if connected:
+            assert snapshot is not None and snapshot.agent and snapshot.bridge
+            status = self.roster.get(snapshot.agent)
+            engine, commands = rc.adopt_callback(
+                self.config, snapshot, number=number,
+                endpoint=status.endpoint if status is not None else "", at=now)
+            self.roster.engage(snapshot.agent, call_id=snapshot.call_id)
+        else:
+            agent = (snapshot.agent if snapshot else None) or getattr(record, "agent", None) or ""
+            engine, commands = rc.adopt_callback_closing(
+                self.config, call_id, followup_id=(snapshot.followup_id if snapshot else None) or "",
+                number=number, agent=agent, at=now)
         call = LiveCall(engine=engine)
-        call.bridges.add(snapshot.bridge)
+        if connected and snapshot is not None and snapshot.bridge:
+            call.bridges.add(snapshot.bridge)
         self.calls[engine.call_id] = call
         self._adopted.add(engine.call_id)
         self.calls_started += 1
         if record is None:
             self._write("call_started", engine.call_id, channel_id=customer,
                         caller_number=engine.number, caller_name="", created_at=now)
-        log.info("recovery.adopted", call_id=engine.call_id, channel=customer, state="connected",
-                 was="callback")
+        log.info("recovery.adopted", call_id=engine.call_id, channel=customer,
+                 state=engine.state.value, was=f"callback-{snapshot.state if snapshot else 'unknown'}")
         call.task = asyncio.get_running_loop().create_task(
             self._run_call(call, first=commands), name=f"callback-{engine.call_id}")
-        return snapshot.leg
+        return snapshot.leg if connected and snapshot is not None else None
+
+    async def _stop_unreached_callbacks(self, records: list[Any], alive: set[str]) -> None:
+        """A callback whose customer had not answered at the restart: its dialling is stopped (a
+        ringing leg is a dial attempt, not a caller, R9) and its record is closed below (R10)."""
+        for record in records:
+            customer = record.channel_id or ""
+            if not _our_leg(customer) or customer in alive or record.id in self.calls \
+                    or not customer.split("-", 1)[1].startswith("c"):
+                continue
+            if record.created_at is not None and record.created_at.timestamp() >= self._started_at:
+                continue
+            log.info("recovery.callback_stopped", call_id=record.id)
+            for leg in (customer, f"{record.id}-a1"):
+                await self._safe(self.ari.hangup(leg), "recovery-hangup-callback-leg")
 
     async def _app_channels(self) -> list[str] | None:
         """The channels in our Stasis app now; None when Asterisk cannot say."""
@@ -704,10 +752,20 @@ class Controller:
             return None
 
     async def _open_records(self) -> list[Any]:
-        """Calls the log holds without an end (``CallStore.open_calls``), [] if it cannot say."""
+        """Calls the log holds without an end (``CallStore.open_calls``), [] if it cannot say.
+
+        The journal is flushed first (at most 1 s), so a record written just
+        before the restart is seen as open, not taken for a stranger.
+        """
         reader = getattr(self.store, "open_calls", None)
         if reader is None:
             return []
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            try:
+                await asyncio.wait_for(flush(timeout=1.0), 1.0)
+            except Exception as exc:  # noqa: BLE001 — an unflushed journal costs a lookup, no call
+                log.info("recovery.flush_failed", error=str(exc))
         try:
             return list(await reader())
         except Exception as exc:  # noqa: BLE001 — the database being down costs only the closing
@@ -791,6 +849,14 @@ def _our_leg(channel_id: str) -> bool:
     call_id, sep, rest = channel_id.partition("-")
     return bool(sep) and len(call_id) == 12 and all(ch in "0123456789abcdef" for ch in call_id) \
         and rest[:1] in ("a", "t", "c") and rest[1:].isdigit()
+
+
+def _state_of(channel: Any) -> str | None:
+    """A channel's state ("Up", "Ringing", …) from ``GET /channels/{id}``; None when it is gone."""
+    if not isinstance(channel, dict):
+        return None
+    state = channel.get("state")
+    return state if isinstance(state, str) else "unknown"
 
 
 def _in_app(channel: dict[str, Any], app: str) -> bool:

@@ -189,6 +189,25 @@ class CallbackEngine(EngineCore):
                           followup_id=self.followup_id),
                 *self._view_notice()]
 
+    def restore_closing(self, at: float, *, id_offset: int) -> Commands:
+        """Taken back after a restart with the customer on the line but not with their agent
+        (never bridged, or the agent gone while no controller ran): the closing words and an
+        open line until the customer hangs up (R9). Nothing before the restart is claimed."""
+        f, r = self.facts, self.record
+        customer = self._customer_leg
+        f.created_at = f.seen_at = r.started_at = at
+        f.recovered_at = at
+        f.caller_channel = r.customer_leg = customer
+        r.customer_dialled_at = r.customer_answered_at = at
+        f.answered_at = at
+        f.first_hangup = "agent"  # the agent's side is gone first; the customer's line stays
+        self._alive = {customer}
+        self._answered = {customer}
+        self._legs = self._playbacks = self._bridges = id_offset
+        return [self._log(at, "recovered", state="closing", agent=self.agent_name,
+                          followup_id=self.followup_id),
+                *self._closing(at)]
+
     def start(self, at: float) -> Commands:
         """Ring the agent's phone (never the customer's first): R1 rings for the agent."""
         if self.state is not CallbackState.NEW:

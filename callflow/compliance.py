@@ -34,8 +34,22 @@ def _secs(a: float | None, b: float | None) -> float | None:
 def score(facts: CallFacts, cfg: CallFlowConfig) -> Record:
     record = _score_all(facts, cfg)
     if facts.recovered_at is not None:
-        record = _unseen_before_recovery(record, facts.recovered_at)
+        record = _unseen_before_recovery(record, facts.recovered_at, _seen_after(facts))
     return record
+
+
+def _seen_after(facts: CallFacts) -> tuple[str, ...]:
+    """Start-of-call rules a resumed call lived through after the restart, so they can be judged:
+    R1 when the answer came after it (a call resumed while ringing), R2 when the greeting was
+    (re)played after it."""
+    at = facts.recovered_at
+    assert at is not None
+    seen: list[str] = []
+    if facts.answered_at is not None and facts.answered_at >= at:
+        seen.append("R1")
+    if facts.greeting_started_at is not None and facts.greeting_started_at >= at:
+        seen.append("R2")
+    return tuple(seen)
 
 
 # Rules whose evidence lies at the start of a call: a controller that took the call back
@@ -46,10 +60,13 @@ UNSEEN_WHEN_RECOVERED = ("R1", "R2", "R5")
 UNKNOWN_IF_BROKEN_WHEN_RECOVERED = ("R3",)
 
 
-def _unseen_before_recovery(record: Record, recovered_at: float) -> Record:
-    """A re-adopted call: its start happened before this controller saw it (issue 9)."""
+def _unseen_before_recovery(record: Record, recovered_at: float, seen: tuple[str, ...] = ()) -> Record:
+    """A re-adopted call: its start happened before this controller saw it (issue 9), except the
+    rules in ``seen`` (resumed early enough that their evidence came after the restart)."""
     out = dict(record)
     for rule in UNSEEN_WHEN_RECOVERED:
+        if rule in seen:
+            continue
         out[rule] = _r(NOT_APPLICABLE, recovered=True, recovered_at=recovered_at,
                        why="happened before a controller restart; not seen")
     for rule in UNKNOWN_IF_BROKEN_WHEN_RECOVERED:
@@ -57,7 +74,7 @@ def _unseen_before_recovery(record: Record, recovered_at: float) -> Record:
             out[rule] = _r(NOT_APPLICABLE, recovered=True, **out[rule]["evidence"],
                            why="may have been recorded before a controller restart; not seen")
     for rule in out:
-        if rule not in UNSEEN_WHEN_RECOVERED:
+        if rule not in UNSEEN_WHEN_RECOVERED or rule in seen:
             out[rule] = {"status": out[rule]["status"],
                          "evidence": {**out[rule]["evidence"], "recovered_at": recovered_at}}
     return out

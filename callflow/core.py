@@ -82,7 +82,12 @@ RELEASE_CONFIRM_SECONDS = 5.0
 JOIN_SECONDS = 6.0
 AGENT_TONE = "sound:beep"
 
-_PERSISTED = frozenset({CallState.RINGING, CallState.OFFERING, CallState.CONNECTED, CallState.CLOSING})
+# States written to ``LIYI_CALL`` on entry (``_goto``); the others resume from the last one written.
+_PERSISTED = frozenset({
+    CallState.RINGING, CallState.STEP, CallState.MENU, CallState.NAME, CallState.WAIT_NOTICE,
+    CallState.OFFERING, CallState.CONNECTED, CallState.HOLD, CallState.CONSENT,
+    CallState.HANDOFF, CallState.REQUEUE, CallState.CLOSE_ASK, CallState.CLOSING})
+_STEP_STATES = frozenset({CallState.STEP, CallState.MENU, CallState.NAME, CallState.WAIT_NOTICE})
 
 Commands = list[c.Command]
 
@@ -181,7 +186,7 @@ class EngineCore:
         f.seen_at = at
         f.recovered_at = at
         f.answered_at = answered_at
-        self._legs = self._target_legs = self._playbacks = id_offset
+        self._legs = self._target_legs = self._playbacks = self._bridges = id_offset
         self._choose_flow(at)
 
     def _choose_flow(self, at: float) -> None:
@@ -199,7 +204,7 @@ class EngineCore:
         f.agents_talked.append(agent)
         f.connected_at = at
         self._bridge = bridge
-        self._bridges = 1 if bridge == f"{self.call_id}-b" else id_offset
+        self._bridges = max(self._bridges, id_offset)  # a new bridge never takes a lost one's id
         there = {leg, self.facts.caller_channel} if caller_in_bridge else {leg}
         self._in_bridge = set(there)
         self._present = set(there)
@@ -362,22 +367,52 @@ class EngineCore:
                 *self._notify(ev.agent, "error", request=request, message=why, **data)]
 
     def _goto(self, state: CallState) -> Commands:
-        """Change state; keep the states a restarted controller needs on the caller's channel.
+        """Change state; keep on the caller's channel what a restarted controller needs to resume it.
 
-        Only the states that change what recovery must do are written (each is an
-        ARI request): the call's id from the first ring, the queue it waits in
-        (a restarted controller queues it there again), who is connected, and
-        whether the caller is in closing (R9 idle timing).
+        Only the states that change what a resume does are written (each is
+        one ARI request, ``recovery.py`` says what each becomes): the first
+        ring, each flow step, joining the queue (with when: the caller keeps
+        their place), an agent's phone ringing (``_persist``), connected, each
+        hold period (reason, announced limit, deadline), a transfer's consent
+        and handoff, and closing. An ordinary call (ring, wait notice, queue,
+        agent rung, connected, closing) makes six writes (bench/restart_adoption.py).
         """
         self.state = state
         if state not in _PERSISTED:
             return []
+        return self._persist()
+
+    def _persist(self) -> Commands:
+        """The snapshot of where the call stands now, as one ``SetVar`` of ``LIYI_CALL``."""
+        f = self.facts
+        offer = self._offer
         snapshot: dict[str, object] = {
-            "call_id": self.call_id, "state": state.value, "agent": self.facts.agent,
-            "leg": self._offer.leg if self._offer else None, "bridge": self._bridge}
+            "call_id": self.call_id, "state": self.state.value,
+            "agent": offer.agent if offer is not None else f.agent,
+            "leg": offer.leg if offer else None, "bridge": self._bridge}
         if self._queue_name:
             snapshot["queue"] = self._queue_name
-        return [c.SetVar(channel_id=self.facts.caller_channel, name="LIYI_CALL",
+        if self._step is not None and self.state in _STEP_STATES:
+            snapshot["step"] = self._step.name
+        if f.queued_at is not None:
+            snapshot["queued_at"] = round(f.queued_at, 3)
+            if f.requeued:
+                snapshot["first"] = True
+        if offer is not None and offer.outcome == "ringing":
+            snapshot["rung_at"] = round(offer.rung_at, 3)
+        hold = self._hold
+        if hold is not None and hold.ended_at is None and hold.periods:
+            snapshot["hold"] = {"reason": hold.reason, "limit": hold.limit_seconds,
+                                "started_at": round(hold.started_at, 3),
+                                "period_at": round(hold.periods[-1], 3),
+                                "transfer": hold.for_transfer}
+        transfer = self._transfer
+        if transfer is not None and transfer.ended_at is None:
+            snapshot["transfer"] = {"target": transfer.target, "target_agent": transfer.target_agent,
+                                    "target_leg": transfer.leg, "accepted": bool(transfer.accepted)}
+        if f.closing_started_at is not None and self.state is CallState.CLOSING:
+            snapshot["closing_at"] = round(f.closing_started_at, 3)
+        return [c.SetVar(channel_id=f.caller_channel, name="LIYI_CALL",
                          value=json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False))]
 
     # -- bridges ----------------------------------------------------------
@@ -615,6 +650,33 @@ class EngineCore:
             # caller chose to keep waiting) gets a whole max wait before the next offer
             since = f.queued_at if first and f.queued_at is not None else at
             out.append(self._timer(QUEUE_MAX, since + q.max_wait_seconds))
+        return out
+
+    def _resume_queue(self, at: float) -> Commands:
+        """Back in the line where the caller stood before a restart (``facts.queued_at`` kept).
+
+        Music again (an announcement may have been cut), the next agent asked
+        for unless one is ringing already, the caller told where they stand
+        at once, and the maximum wait still counted from joining the queue (R5).
+        """
+        f = self.facts
+        assert f.queued_at is not None
+        f.queue = self._queue_name
+        self.state = CallState.OFFERING
+        self._waiting_logged = False
+        self._told_in_line = False
+        q = self.config.queue_for(self._queue_name)
+        out: Commands = [
+            *self._start_music(at),
+            self._log(at, "queue-resumed", queue=self._queue_name or "all", queued_at=f.queued_at,
+                      waited_seconds=round(at - f.queued_at, 3), first_in_line=f.requeued),
+        ]
+        if self._offer is None:
+            out.append(self._request_agent())
+        if q.announce != "none":
+            out.append(self._timer(QUEUE_ANNOUNCE, at + q.announce_every_seconds))
+        if q.callback_offer and f.callback is None:
+            out.append(self._timer(QUEUE_MAX, max(at, f.queued_at + q.max_wait_seconds)))
         return out
 
     def _request_agent(self) -> c.RequestAgent:

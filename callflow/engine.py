@@ -263,6 +263,7 @@ class CallEngine(ClosingFlow):
         f = self.facts
         ring_end = ev.at + self.config.cadence.ring_end(self.config.agent_rings)
         return [
+            *self._persist(),  # before the phone rings: a restart lets it ring on (recovery.py)
             c.Dial(channel_id=leg, endpoint=ev.endpoint, caller_id=_caller_id(f),
                    app_args=f"agent,{f.caller_channel}"),
             self._timer(AGENT_RING, ring_end),

@@ -84,6 +84,38 @@ class HoldFlow(EngineCore):
             out.append(self._timer(HOLD_ALERT, at + hold.limit_seconds - cfg.agent_alert_before_seconds))
         return out
 
+    def _resume_hold(self, at: float, *, reason: str, limit: float, started_at: float,
+                     period_at: float) -> Commands:
+        """A hold taken back after a controller restart: its reason, announced limit and deadline
+        are the ones the caller heard, and its timers run to the same moments (R4).
+
+        The caller hears music again at once (a reassurance or the announcement
+        may have been cut by the restart); the next reassurance keeps its
+        interval from the period's start; a deadline already passed asks the
+        caller at once. The agent's panel is told the same deadline.
+        """
+        cfg = self.config.hold
+        agent = self.agent or self.facts.agent or ""
+        record = HoldRecord(agent=agent, reason=reason, limit_seconds=limit, started_at=started_at)
+        record.periods.append(period_at)
+        self._hold = record
+        self.facts.holds.append(record)
+        self.state = S.HOLD
+        deadline = period_at + limit
+        every = cfg.reassure_every_seconds
+        beats = int(max(0.0, at - period_at) // every) + 1 if every > 0 else 1
+        out = [self._log(at, "hold-resumed", agent=agent, reason=reason, limit_seconds=limit,
+                         period_at=period_at, deadline=round(deadline, 3)),
+               *self._notify(self.agent, "hold", reason=reason, limit_seconds=limit,
+                             ends_at=deadline, for_transfer=False),
+               *self._start_music(at),
+               self._timer(HOLD_LIMIT, max(at, deadline)),
+               self._timer(HOLD_REASSURE, max(at, period_at + beats * every))]
+        alert_at = deadline - cfg.agent_alert_before_seconds
+        if 0 < cfg.agent_alert_before_seconds < limit and alert_at > at:
+            out.append(self._timer(HOLD_ALERT, alert_at))
+        return out
+
     # -- while held -------------------------------------------------------
 
     def _on_hold_prompt_end(self, ev: e.Event) -> Commands:

@@ -178,6 +178,7 @@ class TransferFlow(HoldFlow):
         self._transfer_phase = RINGING
         cfg = self.config
         return [
+            *self._persist(),  # the target's leg on record: a restart releases it (recovery.py)
             c.Dial(channel_id=leg, endpoint=ev.endpoint, caller_id=_caller_id(self.facts.caller_number),
                    app_args=f"agent,{self.facts.caller_channel}"),
             self._timer(TARGET_RING, ev.at + cfg.cadence.ring_end(cfg.agent_rings)),

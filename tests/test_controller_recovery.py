@@ -158,3 +158,55 @@ class TestOnConnected:
         ctl.on_connected = broken
         await ctl.on_connect()
         assert ctl.connected.is_set()
+
+
+class JournalStore(FakeStore):
+    """A call log whose last record is still in the journal until ``flush`` lands it."""
+
+    def __init__(self, pending: Record) -> None:
+        super().__init__([])
+        self.pending: Record | None = pending
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        if self.pending is not None:
+            self.records.append(self.pending)
+            self.pending = None
+        return True
+
+
+class TestJournalFlushedFirst:
+    async def test_a_record_still_in_the_journal_is_seen_and_its_caller_taken_back_under_its_id(
+            self) -> None:
+        """The restart flushes the journal before reading open calls: a caller whose record was
+        written just before the kill is taken back as that call, not logged a second time."""
+        record = Record("aaaaaaaaaaaa", "1796398541.8", at(NOW - 30), state="greeting",
+                        answered_at=at(NOW - 29))
+        store = JournalStore(record)
+        ari = FakeAri({"1796398541.8": {"id": "1796398541.8", "state": "Up",
+                                        "caller": {"number": "13800138000", "name": ""}}})
+        ctl = controller(ari, store)
+        await ctl.on_connect()
+        assert list(ctl.calls) == ["aaaaaaaaaaaa"]
+        assert not [args for name, args, _ in store.writes if name == "call_started"]
+        assert ari.hung_up == []
+        await ctl.drain(0.1)
+
+
+class TestCallbackCustomers:
+    async def test_a_callback_customer_asterisk_cannot_describe_is_never_hung_up(self) -> None:
+        """A callback's customer listed in the app but unreadable is left alone and its record open."""
+        record = Record("abcdef123456", "abcdef123456-c1", at(NOW - 60))
+        store = FakeStore([record])
+        ari = FakeAri({}, unreadable=("abcdef123456-c1",))
+        await controller(ari, store).on_connect()
+        assert "abcdef123456-c1" not in ari.hung_up and ended(store) == []
+
+    async def test_a_callback_still_dialling_is_stopped_and_its_record_closed(self) -> None:
+        """A callback whose customer's phone still rang at the restart: both legs are hung up (a
+        ringing leg is a dial attempt, not a caller) and the record is closed, not left open."""
+        record = Record("abcdef123456", "abcdef123456-c1", at(NOW - 60))
+        store = FakeStore([record])
+        ari = FakeAri({"abcdef123456-c1": {"id": "abcdef123456-c1", "state": "Ringing"}})
+        await controller(ari, store).on_connect()
+        assert {"abcdef123456-c1", "abcdef123456-a1"} <= set(ari.hung_up)
+        assert ended(store) == ["abcdef123456"]

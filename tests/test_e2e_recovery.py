@@ -4,147 +4,25 @@ Asterisk (here the simulator) keeps callers in Stasis while the app is gone
 and replays nothing when it comes back (traces 07, 12). A controller is
 "killed" the way SIGKILL leaves things — its tasks and sockets simply stop,
 nothing is hung up or said goodbye to — and a fresh one is started on the
-same call log. ``tests/test_run_command.py`` does the same to `liyi run`
-with a real SIGKILL.
+same call log (``tests/restart_world.py``). ``TestKilledProcess`` does the
+same to `liyi run` with a real SIGKILL; ``tests/test_e2e_restart_states.py``
+goes through every state a call can be in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ari_handlers.simulator import AsteriskSimulator, CallerScript
-from liyi.app import Service
-from liyi.settings import AsteriskSettings, Settings
 from tests.ari_spec import load_spec
-from tests.e2e_world import call_ended_in_log, fast_settings
+from tests.restart_world import ADOPT_WITHIN, kinds, log_kinds, site, until
 
 pytestmark = pytest.mark.asyncio
-
-ADOPT_WITHIN = 3.0  # seconds after the new controller starts
-
-
-@dataclass
-class Site:
-    sim: AsteriskSimulator
-    settings: Settings
-    asterisk: AsteriskSettings
-    service: Service
-
-    async def crash(self) -> None:
-        """What SIGKILL leaves: no hang-ups, no closing words, the event socket just drops."""
-        service = self.service
-        ctrl = service.controller
-        assert ctrl is not None
-        tasks = [t for t in (service._task, service._followup_watch) if t is not None]
-        for call in list(ctrl.calls.values()):
-            for handle in call.timers.values():
-                handle.cancel()
-            if call.task is not None:
-                tasks.append(call.task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if service.phones is not None:
-            await service.phones.stop()
-        assert service.ari is not None
-        await service.ari.close()
-        await service.store.close()  # what was logged stays (the crash journal's job on a real kill)
-        for _ in range(100):
-            if not self.sim.app_connected:
-                break
-            await asyncio.sleep(0.02)
-
-    async def restart(self) -> float:
-        """A new controller on the same call log; returns when it started."""
-        started = time.monotonic()
-        self.service = Service(self.settings, self.asterisk, web_enabled=False)
-        await self.service.start()
-        await self.service.wait_connected()
-        return started
-
-    @property
-    def store(self) -> Any:
-        return self.service.store
-
-    async def adopted(self, channel_id: str, state: str, since: float) -> Any:
-        """The new controller's live call on ``channel_id`` once it is in ``state`` (within 3 s)."""
-        ctrl = self.service.controller
-        assert ctrl is not None
-        while time.monotonic() - since < ADOPT_WITHIN:
-            call = ctrl._by_channel.get(channel_id)
-            if call is not None and call.engine.state.value == state:
-                return call
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{channel_id} not taken back as {state} within {ADOPT_WITHIN} s")
-
-    async def adopted_call(self, predicate: Any, since: float) -> Any:
-        """The new controller's first live call for which ``predicate`` holds (within 3 s)."""
-        ctrl = self.service.controller
-        assert ctrl is not None
-        while time.monotonic() - since < ADOPT_WITHIN:
-            for call in list(ctrl.calls.values()):
-                if predicate(call):
-                    return call
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no call taken back within {ADOPT_WITHIN} s")
-
-    async def ended_record(self, channel_id: str, timeout: float = 10.0) -> Any:
-        return await call_ended_in_log(self.store, channel_id, timeout)
-
-    async def connected_then_crash(self) -> tuple[Any, Any]:
-        """A caller talking with agent1 when the controller dies: the call and agent1's leg."""
-        call = await self.sim.place_call("13800138000", script=CallerScript())
-        await until(lambda: "connected" in kinds(call))
-        leg = self.sim.legs_of("agent1")[-1]
-        await asyncio.sleep(0.2)
-        await self.crash()
-        return call, leg
-
-
-@asynccontextmanager
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    sim = AsteriskSimulator(prompt_seconds=0.05)
-    await sim.start()
-    for name in ("agent1", "agent2"):
-        sim.add_agent(name)
-    settings = replace(fast_settings(tmp_path / "calls.db"), web_port=0)
-    asterisk = AsteriskSettings(ari_url=sim.ari_url, ari_user="liyi", ari_password="liyi-sim",
-                                ami_host="127.0.0.1", ami_port=sim.ami_port, ami_user="liyi",
-                                ami_secret="liyi-sim")
-    service = Service(settings, asterisk, web_enabled=False)
-    here = Site(sim, settings, asterisk, service)
-    try:
-        await service.start()
-        await service.wait_connected()
-        await asyncio.sleep(0.1)  # AMI device states reach the roster
-        yield here
-    finally:
-        await here.service.stop()
-        await sim.stop()
-
-
-async def until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
-
-
-def kinds(call: Any) -> list[str]:
-    return [h.what for h in call.heard]
-
-
-def log_kinds(record: Any) -> list[str]:
-    return [t.kind for t in record.timeline if t.source == "log"]
 
 
 class TestConnectedCallTakenBack:
@@ -195,10 +73,11 @@ class TestConnectedCallTakenBack:
 
 
 class TestHeldCallerTakenBack:
-    async def test_a_caller_on_hold_when_the_controller_died_is_put_back_with_their_agent(
+    async def test_a_caller_on_hold_when_the_controller_died_stays_on_hold_until_the_agent_resumes(
             self, tmp_path: Path) -> None:
-        """A caller held (*1) when the controller was killed is returned to the same agent with
-        the apology after the restart, and the call then ends normally, caller first."""
+        """A caller held (*1) when the controller was killed is still on hold after the restart
+        (same deadline, music), and the agent's resume (*0) puts them back with the same agent;
+        the call then ends normally, caller first."""
         async with site(tmp_path) as s:
             call = await s.sim.place_call("13800138000", script=CallerScript())
             await until(lambda: "connected" in kinds(call))
@@ -207,19 +86,23 @@ class TestHeldCallerTakenBack:
             s.sim.agent_sends_dtmf(leg.channel_id, "1")
             ctrl = s.service.controller
             await until(lambda: any(c.engine.state.value == "hold" for c in ctrl.calls.values()))
+            held = next(c for c in ctrl.calls.values() if c.engine.state.value == "hold")
+            deadline = held.engine.hold_view()["ends_at"]
             await asyncio.sleep(0.3)
             await s.crash()
             since = await s.restart()
-            await s.adopted(call.channel_id, "connected", since)
+            live = await s.adopted(call.channel_id, "hold", since)
+            assert live.engine.hold_view()["ends_at"] == pytest.approx(deadline, abs=0.01)
+            s.sim.agent_sends_dtmf(leg.channel_id, "*")
+            s.sim.agent_sends_dtmf(leg.channel_id, "0")
             await until(lambda: kinds(call).count("connected") == 2)
             s.sim.caller_hangs_up(call)
             record = await s.ended_record(call.channel_id)
             await until(lambda: leg.outcome != "answered", 5)
-        prompts = [h.detail for h in call.heard if h.what == "prompt"]
-        assert any(p.endswith("hold-return") for p in prompts)
         assert leg.outcome == "service-hung-up" and len(s.sim.legs_of("agent1")) == 1
         assert record.first_hangup == "caller" and record.agent == "agent1"
         assert record.summary["recovered"] is True
+        assert "hold-resumed" in log_kinds(record)
 
 
 @dataclass
@@ -318,9 +201,9 @@ class TestHungUpAsItRestarted:
 
 
 class TestWaitingCallerTakenBack:
-    async def test_a_queued_caller_is_requeued_and_reaches_an_agent(self, tmp_path: Path) -> None:
-        """A caller waiting for an agent when the controller died is told to keep waiting, queued
-        again and connected to the first agent who is free — never hung up."""
+    async def test_a_queued_caller_keeps_waiting_and_reaches_an_agent(self, tmp_path: Path) -> None:
+        """A caller waiting for an agent when the controller died keeps their place (same queued_at),
+        is told where they stand and connected to the first agent who is free — never hung up."""
         async with site(tmp_path) as s:
             s.sim.unregister_agent("agent1")
             s.sim.unregister_agent("agent2")
@@ -329,15 +212,16 @@ class TestWaitingCallerTakenBack:
                                           script=CallerScript(hang_up_after_connected=0.3))
             await until(lambda: "music-start" in kinds(call))
             await asyncio.sleep(0.3)
+            since_wall = time.time()
             await s.crash()
             since = await s.restart()
-            await s.adopted(call.channel_id, "requeue", since)
+            live = await s.adopted(call.channel_id, "offering", since)
+            assert live.engine.facts.queued_at < since_wall
             s.sim.register_agent("agent1")
             await asyncio.wait_for(call.ended.wait(), 15)
             record = await s.ended_record(call.channel_id)
-        heard_after = [h.detail for h in call.heard if h.what == "prompt"]
-        assert any(p.endswith("queue-continue") for p in heard_after)
         assert "connected" in kinds(call) and call.hung_up_by == "caller"
+        assert "queue-resumed" in log_kinds(record)
         assert record.agent == "agent1" and record.first_hangup == "caller"
         assert record.summary["recovered"] is True
         assert log_kinds(record).count("ended") == 1

@@ -442,6 +442,111 @@ class TestRestart:
         assert not rig.channels_left(), rig.channels_left()
 
 
+    async def test_killed_while_an_agent_rings_the_same_ring_goes_on_and_connects(self, rig: Rig) -> None:
+        """liyi run SIGKILLed while agent1's phone rings: the new liyi run keeps that same ring (no
+        second call to the phone) and, when agent1 picks up, the caller is connected to them."""
+        a1 = await rig.phone("agent1")  # rings until picked up by hand
+        first = await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=18.0)))
+        await a1.wait_for("CALL_INCOMING", 12)
+        await kill(first)
+        second = await rig.run_liyi()
+        await second.wait_log(lambda r: r.get("event") == "recovery.adopted", 5)
+        await a1.accept()
+        await a1.wait_for("CALL_ESTABLISHED", 5)
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await a1.wait_for("CALL_CLOSED", 5)
+        await rig.settle()
+        [record] = await rig.calls()
+        assert record.agent == "agent1" and a1.count("CALL_INCOMING") == 1
+        assert "agent-ringing-resumed" in [t.kind for t in record.timeline]
+        assert record.first_hangup == "caller"
+        assert not rig.channels_left(), rig.channels_left()
+
+    async def test_killed_during_a_hold_the_hold_goes_on_to_its_deadline_and_the_agent_resumes(
+            self, rig: Rig) -> None:
+        """liyi run SIGKILLed while the caller is on hold (*1): after the restart the hold goes on
+        with the deadline the caller was told, music plays again, and *0 puts the caller back."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        first = await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=24.0)))
+        await a1.wait_for("CALL_ESTABLISHED", 12)
+        await asyncio.sleep(1.0)
+        await a1.send_keys("*1")
+        await first.wait_log(lambda r: r.get("event") == "call.hold-started", 5)
+        await asyncio.sleep(1.0)
+        await kill(first)
+        second = await rig.run_liyi()
+        await second.wait_log(lambda r: r.get("event") == "call.hold-resumed", 5)
+        await asyncio.sleep(1.0)
+        await a1.send_keys("*0")
+        await second.wait_log(lambda r: r.get("event") == "call.back-with-agent", 5)
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await rig.settle()
+        [record] = await rig.calls()
+        started = next(t for t in record.timeline if t.kind == "hold-started")
+        resumed = next(t for t in record.timeline if t.kind == "hold-resumed")
+        deadline = started.at.timestamp() + started.detail["limit_seconds"]
+        assert resumed.detail["deadline"] == pytest.approx(deadline, abs=0.01)
+        assert rig.ast.music_started(CALLER) >= 2  # the music was started again after the restart
+        assert record.first_hangup == "caller" and record.agent == "agent1"
+
+    async def test_killed_while_queued_the_caller_keeps_their_place_and_reaches_the_agent(
+            self, rig: Rig) -> None:
+        """liyi run SIGKILLed while the caller waits with no agent registered: after the restart
+        they wait on (same queued_at, music) and reach agent1 once agent1's phone registers."""
+        first = await rig.run_liyi()
+        call = asyncio.create_task(rig.call(CallerPlan(keys=menu_key("1"), hang_up_after=26.0)))
+        await first.wait_log(lambda r: r.get("event") == "call.queued", 12)
+        await asyncio.sleep(1.0)
+        await kill(first)
+        second = await rig.run_liyi()
+        await second.wait_log(lambda r: r.get("event") == "call.queue-resumed", 5)
+        a1 = await rig.phone("agent1", auto_answer=True)
+        await a1.wait_for("CALL_ESTABLISHED", 15)
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await rig.settle()
+        [record] = await rig.calls()
+        queued = next(t for t in record.timeline if t.kind == "queued")
+        resumed = next(t for t in record.timeline if t.kind == "queue-resumed")
+        assert resumed.detail["queued_at"] == pytest.approx(queued.at.timestamp(), abs=0.01)
+        assert record.agent == "agent1" and record.first_hangup == "caller"
+
+    async def test_killed_in_the_menu_the_menu_is_played_again_and_the_key_counts(self, rig: Rig) -> None:
+        """liyi run SIGKILLed while the menu plays: the new liyi run plays the menu again (timeline
+        ``flow-resumed``) and the key the caller presses afterwards takes them to agent1."""
+        a1 = await rig.phone("agent1", auto_answer=True)
+        first = await rig.run_liyi()
+        # the key again every 1.5 s: one lands after the restart, while the menu replays or waits
+        presses = tuple((4.5 + 1.5 * i, "1") for i in range(5))
+        call = asyncio.create_task(rig.call(CallerPlan(keys=presses, hang_up_after=20.0)))
+        await first.wait_log(lambda r: r.get("event") == "call.flow-step" and r.get("step") == "main", 12)
+        await kill(first)
+        await rig.run_liyi()
+        await a1.wait_for("CALL_ESTABLISHED", 15)
+        result = await call
+        assert result.ok, result.errors
+        assert not result.service_sent_bye
+        await rig.settle()
+        [record] = await rig.calls()
+        kinds = [t.kind for t in record.timeline]
+        assert "flow-resumed" in kinds and "menu-choice" in kinds[kinds.index("flow-resumed"):]
+        assert record.agent == "agent1" and record.first_hangup == "caller"
+
+
+async def kill(liyi: Any) -> None:
+    """SIGKILL, as a crash or the OOM killer would: nothing is said goodbye to."""
+    assert liyi.proc is not None
+    liyi.proc.kill()
+    await liyi.proc.wait()
+
+
 class TestFallback:
     async def test_without_the_controller_the_dialplan_answers_and_rings_agents(self, rig: Rig) -> None:
         """liyi not running: the fallback answers within ring 1 and rings the agents, never hanging up on the caller; once liyi starts, the call is in its log from Asterisk's CEL file, handled_by fallback, once."""

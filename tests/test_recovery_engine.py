@@ -14,7 +14,8 @@ from callflow import commands as c
 from callflow import events as e
 from callflow import recovery as rc
 from callflow.config import AgentConfig, CallFlowConfig, Department
-from callflow.engine import CallState
+from callflow.engine import CallEngine, CallState
+from callflow.flow import GREETING, MENU, QUEUE, Flow, Step
 from callflow.roster import Roster
 
 AGENTS = (AgentConfig("a1", "PJSIP/a1"), AgentConfig("a2", "PJSIP/a2"))
@@ -239,3 +240,255 @@ class TestRosterEngage:
         assert roster.engage("a1", call_id="abcdef123456")
         picked = roster.pick("other", now=1.0)
         assert picked is not None and picked.name == "a2"
+
+
+# -- exact resume, per state (rc.resume) -----------------------------------------------------
+
+CALL = "abcdef123456"
+LEG = f"{CALL}-a1"
+BRIDGE = f"{CALL}-b"
+
+
+def snap(state: str, **fields: object) -> rc.Snapshot:
+    return rc.Snapshot(call_id=CALL, state=state, **fields)  # type: ignore[arg-type]
+
+
+def timer(out: list[c.Command], name: str) -> c.StartTimer:
+    return next(cmd for cmd in out if isinstance(cmd, c.StartTimer) and cmd.name == name)
+
+
+def logs(out: list[c.Command]) -> list[str]:
+    return [cmd.kind for cmd in out if isinstance(cmd, c.Log)]
+
+
+def never_hangs_up_the_caller(out: list[c.Command]) -> bool:
+    return not any(isinstance(cmd, (c.Hangup, c.ReleaseIdleLine)) and cmd.channel_id == CALLER
+                   for cmd in out)
+
+
+def ringing_caller(created: float) -> rc.LiveCaller:
+    return rc.LiveCaller(channel_id=CALLER, caller_number="13800138000", created_at=created,
+                         answered=False)
+
+
+class TestResumeRinging:
+    def test_a_ringing_caller_is_answered_on_the_original_r1_plan(self) -> None:
+        """Still ringing at the restart: answered at the planned moment counted from the first ring,
+        then greeted; R1 is judged (kept), not waved through."""
+        created = T - 0.5
+        r = rc.resume(CFG, snap("ringing"), ringing_caller(created), rc.Around(), T)
+        assert r.engine.state is CallState.RINGING and not any(isinstance(x, c.Answer) for x in r.commands)
+        answer = timer(r.commands, "answer")
+        assert answer.at == created + CFG.answer_seconds()
+        out = r.engine.handle(e.TimerFired(at=answer.at, name="answer", token=answer.token))
+        assert c.Answer(channel_id=CALLER) in out and r.engine.state is CallState.GREETING
+        play = next(cmd for cmd in out if isinstance(cmd, c.Play))
+        r.engine.handle(e.PlaybackFinished(at=answer.at + 3, playback_id=play.playback_id, state="done"))
+        out = r.engine.handle(e.ChannelHangupRequest(at=answer.at + 9, channel_id=CALLER))
+        ended = next(cmd for cmd in out if isinstance(cmd, c.CallEnded))
+        assert ended.compliance["R1"]["status"] == "kept"
+        assert ended.compliance["R2"]["status"] == "kept"
+
+    def test_a_caller_whose_answer_moment_passed_during_the_restart_is_answered_at_once(self) -> None:
+        """The plan's moment went by while no controller ran: answered at once, never left ringing."""
+        r = rc.resume(CFG, snap("ringing"), ringing_caller(T - 4), rc.Around(), T)
+        assert c.Answer(channel_id=CALLER) in r.commands
+
+
+class TestResumeGreeting:
+    def test_an_answered_caller_hears_the_greeting_again_in_full_before_the_queue(self) -> None:
+        """Answered, greeting cut by the restart: the greeting is played again, then the flow goes on
+        (R2 still met); the caller is not answered twice."""
+        r = rc.resume(CFG, snap("ringing"), live(), rc.Around(), T)
+        assert r.engine.state is CallState.GREETING
+        assert not any(isinstance(cmd, c.Answer) for cmd in r.commands)
+        play = next(cmd for cmd in r.commands if isinstance(cmd, c.Play))
+        assert play.media[0].endswith(CFG.greeting_for(T - 58))
+        assert "flow-resumed" in logs(r.commands)
+        out = r.engine.handle(e.PlaybackFinished(at=T + 3, playback_id=play.playback_id, state="done"))
+        assert any(isinstance(cmd, c.RequestAgent) for cmd in out)
+        out = r.engine.handle(e.ChannelHangupRequest(at=T + 9, channel_id=CALLER))
+        ended = next(cmd for cmd in out if isinstance(cmd, c.CallEnded))
+        assert ended.compliance["R2"]["status"] == "kept"
+
+
+MENU_CFG = CallFlowConfig(
+    agents=AGENTS, wait_prompt=None, departments=(Department("咨询", "1", ("a1",)), Department("报修", "2", ("a2",))),
+    open_flow=Flow("open", "greeting", (
+        Step("greeting", GREETING, next="main"),
+        Step("main", MENU, prompt="menu-main", keys=(("1", "consult"), ("2", "repair")),
+             default="consult", repeat=2, timeout_seconds=5.0),
+        Step("consult", QUEUE, department="咨询"),
+        Step("repair", QUEUE, department="报修"))))
+
+
+class TestResumeStep:
+    def test_a_caller_in_a_menu_hears_the_menu_again_and_their_key_counts(self) -> None:
+        """In a menu at the restart: the menu is replayed (timeline ``flow-resumed``) and the key the
+        caller then presses takes them to that department's queue."""
+        r = rc.resume(MENU_CFG, snap("menu", step="main"), live(), rc.Around(), T)
+        assert r.engine.state is CallState.MENU and "flow-resumed" in logs(r.commands)
+        play = next(cmd for cmd in r.commands if isinstance(cmd, c.Play))
+        assert play.media[0].endswith("menu-main")
+        r.engine.handle(e.PlaybackFinished(at=T + 2, playback_id=play.playback_id, state="done"))
+        out = r.engine.handle(e.ChannelDtmfReceived(at=T + 3, channel_id=CALLER, digit="2"))
+        request = next(cmd for cmd in out if isinstance(cmd, c.RequestAgent))
+        assert request.queue == "报修" and request.only == ("a2",)
+
+    def test_a_step_removed_from_the_flow_since_queues_the_caller_instead(self) -> None:
+        """A step the edited flow no longer has: the caller is queued, never stuck or dropped."""
+        r = rc.resume(MENU_CFG, snap("menu", step="gone"), live(), rc.Around(), T)
+        assert r.engine.state is CallState.REQUEUE and never_hangs_up_the_caller(r.commands)
+
+
+class TestResumeQueued:
+    def test_a_queued_caller_keeps_their_place_and_their_maximum_wait(self) -> None:
+        """Queued at T-40: after the restart the caller is still counted from T-40 (their place in
+        line), hears music, and the callback offer still comes at T-40 + max wait (R5)."""
+        r = rc.resume(CFG, snap("offering", queued_at=T - 40), live(), rc.Around(), T)
+        f = r.engine.facts
+        assert r.engine.state is CallState.OFFERING and f.queued_at == T - 40 and not f.requeued
+        assert r.engine.waiting_queue == ""
+        assert any(isinstance(cmd, c.StartMusic) for cmd in r.commands)
+        assert any(isinstance(cmd, c.RequestAgent) for cmd in r.commands)
+        q = CFG.queue_for("")
+        assert timer(r.commands, "queue-max-wait").at == T - 40 + q.max_wait_seconds
+
+    def test_the_engine_s_queue_snapshot_reads_back_with_when_it_joined(self) -> None:
+        """The snapshot written on joining the queue carries queued_at, so a restart keeps the place."""
+        engine = CallEngine(CFG, CALL)
+        out = engine.handle(e.StasisStart(at=T, channel_id=CALLER, created_at=T))
+        answer = timer(out, "answer")
+        out = engine.handle(e.TimerFired(at=answer.at, name="answer", token=answer.token))
+        play = next(cmd for cmd in out if isinstance(cmd, c.Play))
+        out = engine.handle(e.PlaybackFinished(at=T + 5, playback_id=play.playback_id, state="done"))
+        setvar = [cmd for cmd in out if isinstance(cmd, c.SetVar)][-1]
+        read = rc.parse_snapshot(setvar.value)
+        assert read is not None and read.state == "offering" and read.queued_at == T + 5
+
+
+class TestResumeRingingAgent:
+    SNAP = snap("offering", queued_at=T - 20, agent="a1", leg=LEG, rung_at=T - 4)
+
+    def test_the_agent_leg_rings_on_to_its_three_rings_then_rolls_over(self) -> None:
+        """Ringing an agent at the restart: the leg rings on until 3 rings counted from when it
+        began, then it is hung up, the agent released and the next agent asked for (R1)."""
+        r = rc.resume(CFG, self.SNAP, live(), rc.Around(leg="Ringing"), T)
+        assert r.keep == frozenset({LEG}) and r.engage == ("a1",)
+        assert not any(isinstance(cmd, c.RequestAgent) for cmd in r.commands)
+        ring = timer(r.commands, "agent-ring")
+        assert ring.at == T - 4 + CFG.cadence.ring_end(CFG.agent_rings)
+        out = r.engine.handle(e.TimerFired(at=ring.at, name="agent-ring", token=ring.token))
+        assert c.Hangup(channel_id=LEG) in out
+        assert [cmd.agent for cmd in out if isinstance(cmd, c.ReleaseAgent)] == ["a1"]
+        request = next(cmd for cmd in out if isinstance(cmd, c.RequestAgent))
+        assert "a1" in request.skip
+
+    def test_an_agent_who_answered_while_no_controller_ran_is_bridged_with_the_caller(self) -> None:
+        """The leg is Up at the restart: the caller is put in a bridge with it and connected."""
+        r = rc.resume(CFG, self.SNAP, live(), rc.Around(leg="Up"), T)
+        bridge = next(cmd for cmd in r.commands if isinstance(cmd, c.Bridge))
+        assert set(bridge.channel_ids) == {CALLER, LEG} and bridge.bridge_id != BRIDGE
+        for ch in bridge.channel_ids:
+            r.engine.handle(e.ChannelEnteredBridge(at=T + 0.1, channel_id=ch, bridge_id=bridge.bridge_id))
+        assert r.engine.state is CallState.CONNECTED and r.engine.agent == "a1"
+
+    def test_a_leg_gone_while_down_is_not_waited_for(self) -> None:
+        """The leg vanished meanwhile: the next agent is asked for at once."""
+        r = rc.resume(CFG, self.SNAP, live(), rc.Around(leg=None), T)
+        assert any(isinstance(cmd, c.RequestAgent) for cmd in r.commands) and not r.keep
+
+
+class TestResumeHold:
+    HOLD = rc.HoldSnapshot(reason="查询相关信息", limit=60.0, started_at=T - 20, period_at=T - 20)
+
+    def test_a_hold_keeps_its_limit_deadline_and_timers(self) -> None:
+        """On hold at the restart, agent still in the bridge: still on hold with music, the same
+        announced limit and deadline, the limit question at the deadline (R4)."""
+        r = rc.resume(CFG, snap("hold", agent="a1", leg=LEG, bridge=BRIDGE, hold=self.HOLD),
+                      live(), rc.Around(bridged=frozenset({LEG})), T)
+        assert r.engine.state is CallState.HOLD
+        view = r.engine.hold_view()
+        assert view is not None and view["ends_at"] == T + 40 and view["limit_seconds"] == 60.0
+        assert any(isinstance(cmd, c.StartMusic) for cmd in r.commands)
+        limit = timer(r.commands, "hold-limit")
+        assert limit.at == T + 40
+        out = r.engine.handle(e.TimerFired(at=limit.at, name="hold-limit", token=limit.token))
+        assert r.engine.state is CallState.HOLD_ASK
+        assert any(isinstance(cmd, c.Play) and cmd.media[-1].endswith("hold-limit-ask") for cmd in out)
+
+    def test_the_hold_written_by_the_engine_reads_back_exactly(self) -> None:
+        """The snapshot an engine writes when a hold starts carries reason, limit and period start."""
+        engine, _ = connected_engine()
+        out = engine.handle(e.HoldRequested(at=T + 1, agent="a1", reason="查账", limit_seconds=90))
+        read = rc.parse_snapshot([cmd for cmd in out if isinstance(cmd, c.SetVar)][-1].value)
+        assert read is not None and read.state == "hold" and read.hold is not None
+        assert (read.hold.reason, read.hold.limit, read.hold.period_at) == ("查账", 90.0, T + 1)
+
+    def test_a_hold_whose_agent_left_while_down_requeues_with_the_apology(self) -> None:
+        """The holding agent is gone: the caller hears the apology and waits for the next agent."""
+        r = rc.resume(CFG, snap("hold", agent="a1", leg=LEG, bridge=BRIDGE, hold=self.HOLD),
+                      live(), rc.Around(), T)
+        play = next(cmd for cmd in r.commands if isinstance(cmd, c.Play))
+        assert play.media[-1].endswith(rc.AGENT_LOST_PROMPT) and never_hangs_up_the_caller(r.commands)
+
+
+class TestResumeTransfer:
+    TARGET_LEG = f"{CALL}-t1"
+
+    def test_a_transfer_in_consultation_falls_back_to_the_first_agent_with_the_apology(self) -> None:
+        """Held for a transfer at the restart: the target's leg is released and the caller goes
+        back to the first agent with ``transfer-failed`` (R6.5) — never dropped."""
+        hold = rc.HoldSnapshot(reason="转接", limit=60.0, started_at=T - 10, period_at=T - 10, transfer=True)
+        r = rc.resume(CFG, snap("hold", agent="a1", leg=LEG, bridge=BRIDGE, hold=hold,
+                                target_agent="a2", target_leg=self.TARGET_LEG),
+                      live(), rc.Around(bridged=frozenset({LEG, self.TARGET_LEG})), T)
+        assert c.Hangup(channel_id=self.TARGET_LEG) in r.commands
+        assert any(isinstance(cmd, c.Play) and cmd.media[-1].endswith("transfer-failed") for cmd in r.commands)
+        assert "transfer-ended" in logs(r.commands) and never_hangs_up_the_caller(r.commands)
+        assert r.keep == frozenset({LEG})
+
+    def test_a_handoff_that_had_happened_is_completed_with_the_target(self) -> None:
+        """Caller and target both in the bridge at the restart: the transfer is completed, the
+        first agent's leg released, the caller now talks with the target."""
+        r = rc.resume(CFG, snap("transfer-handoff", agent="a1", leg=LEG, bridge=BRIDGE,
+                                target_agent="a2", target_leg=self.TARGET_LEG),
+                      live(), rc.Around(target="Up", bridged=frozenset({CALLER, self.TARGET_LEG, LEG})), T)
+        assert r.engine.state is CallState.CONNECTED and r.engine.agent == "a2"
+        assert c.Hangup(channel_id=LEG) in r.commands and r.engage == ("a2",)
+
+    def test_consent_being_asked_goes_back_to_the_agent_without_a_transfer(self) -> None:
+        """Asked for consent at the restart: no consent, no transfer — back with the first agent."""
+        r = rc.resume(CFG, snap("transfer-consent", agent="a1", leg=LEG, bridge=BRIDGE), live(),
+                      rc.Around(bridged=frozenset({LEG})), T)
+        bridge = next(cmd for cmd in r.commands if isinstance(cmd, c.Bridge))
+        assert bridge.channel_ids == (CALLER,) and "transfer-ended" in logs(r.commands)
+
+
+class TestResumeClosing:
+    def test_closing_with_the_agent_waiting_keeps_the_line_and_releases_the_agent_after_20_s(self) -> None:
+        """Closing at the restart, agent still on the line: the line stays open; the agent is
+        released after the usual 20 s; the idle release still counts from the closing's start."""
+        r = rc.resume(CFG, snap("closing", agent="a1", leg=LEG, bridge=BRIDGE, closing_at=T - 5),
+                      live(), rc.Around(bridged=frozenset({CALLER, LEG})), T)
+        assert r.engine.state is CallState.CLOSING and never_hangs_up_the_caller(r.commands)
+        release = timer(r.commands, "agent-release")
+        assert release.at == T + 20
+        assert timer(r.commands, "idle").at == T - 5 + CFG.idle_release_seconds
+        out = r.engine.handle(e.TimerFired(at=release.at, name="agent-release", token=release.token))
+        assert c.Hangup(channel_id=LEG) in out and never_hangs_up_the_caller(out)
+        out = r.engine.handle(e.ChannelHangupRequest(at=T + 30, channel_id=CALLER))
+        assert len([cmd for cmd in out if isinstance(cmd, c.CallEnded)]) == 1
+
+
+class TestCallbackNotConnected:
+    def test_a_customer_not_with_their_agent_hears_the_closing_and_keeps_the_line(self) -> None:
+        """A callback's customer on the line but not bridged at the restart: the closing words,
+        the line open (R9), and the record ends when they hang up."""
+        engine, out = rc.adopt_callback_closing(CFG, CALL, followup_id="f00d", number="13900139000",
+                                                agent="a1", at=T)
+        customer = f"{CALL}-c1"
+        assert any(isinstance(cmd, c.Play) and cmd.channel_id == customer for cmd in out)
+        assert not any(isinstance(cmd, c.Hangup) and cmd.channel_id == customer for cmd in out)
+        out = engine.handle(e.ChannelHangupRequest(at=T + 5, channel_id=customer))
+        assert len([cmd for cmd in out if isinstance(cmd, c.CallEnded)]) == 1
