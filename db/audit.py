@@ -46,7 +46,7 @@ async def entries(conn: AsyncConnection, *, limit: int, offset: int = 0) -> list
         select(AuditRow).order_by(AuditRow.id.desc()).limit(limit).offset(offset)
     )
     return [AuditEntry(id=r.id, at=r.at, actor=r.actor, action=r.action, detail=r.detail,
-                       address=r.address) for r in rows.scalars()]
+                       address=r.address) for r in rows]
 
 
 async def count(conn: AsyncConnection) -> int:
