@@ -53,7 +53,7 @@ from db.records import (
 from web import pages
 from web.auth import AuthOptions, auth_middleware, setup_auth
 from web.panel import Desk, PanelOptions, add_panel_routes
-from web.users import add_user_routes
+from web.users import UserAccounts, add_user_routes
 
 logger = structlog.get_logger()
 
@@ -153,7 +153,7 @@ def create_app(
     timezone: str | tzinfo = "Asia/Shanghai",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     desk: Desk | None = None,
-    accounts: Any = None,
+    accounts: UserAccounts | None = None,
     panel_options: PanelOptions | None = None,
     report_max_calls: int = REPORT_MAX_CALLS,
     auth_options: AuthOptions | None = None,

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from db.accounts import ROLES, AccountError, AccountInfo
 from db.audit import AuditEntry
-from web.auth import AUTH_KEY, SESSION_KEY, address_of, render, see_other
+from web.auth import AUTH_KEY, SESSION_KEY, AdminAccounts, address_of, render, see_other
 from web.sessions import Session
 
 logger = structlog.get_logger()
@@ -37,8 +37,8 @@ AUDIT_PAGE_SIZE = 50
 MAX_AUDIT_OFFSET = 10_000_000
 
 
-class UserAccounts(Protocol):
-    """The account changes the admin makes (``db.accounts.Accounts`` provides them)."""
+class UserAccounts(AdminAccounts, Protocol):
+    """Sign-in plus the account changes the admin makes (``db.accounts.Accounts``)."""
 
     async def list_accounts(self) -> list[AccountInfo]: ...
 
@@ -53,8 +53,6 @@ class UserAccounts(Protocol):
 
     async def remove(self, name: str, *, actor: str = "cli",
                      address: str | None = None) -> None: ...
-
-    async def audit_entries(self, limit: int = 50, offset: int = 0) -> list[AuditEntry]: ...
 
 
 def add_user_routes(app: web.Application) -> None:
