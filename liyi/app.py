@@ -144,11 +144,11 @@ class Service:
             on_change(self.phones.state(endpoint))
 
     async def _start_web(self) -> None:
-        from db.accounts import AgentAccounts
+        from db.accounts import Accounts
         from web.app import create_app
 
         assert self.controller is not None
-        self.accounts = AgentAccounts(self.settings.database_url)
+        self.accounts = Accounts(self.settings.database_url)
         await self.accounts.start()
         app = create_app(self.store, live=LiveState(self.controller),
                          timezone=self.settings.callflow.timezone,
@@ -160,6 +160,9 @@ class Service:
         port = self._runner.addresses[0][1] if self._runner.addresses else self.settings.web_port
         self.web_url = f"http://{self.settings.web_host}:{port}/"
         log.info("web.listening", url=self.web_url)
+        if not any(a.role == "admin" for a in await self.accounts.list_accounts()):
+            # Every admin page refuses until someone signs in; say how the first admin is made.
+            log.warning("web.no_admin_account", hint="liyi users add NAME --role admin")
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         assert self.controller is not None

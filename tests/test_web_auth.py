@@ -357,6 +357,23 @@ class TestUsersPage:
         await boss.post("/users/sue/role", data={"role": "agent", "csrf": token})
         assert (await sue.get("/", allow_redirects=False)).status == 303
 
+    async def test_removing_an_agent_ends_their_panel_session(self, site: Site) -> None:
+        """An agent signed in to the panel is signed out there when the admin removes them."""
+        agent = await site.client()
+        form = await agent.get("/panel/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+        assert token
+        signed = await agent.post("/panel/login", allow_redirects=False, data={
+            "name": "agent1", "password": PASSWORDS["agent1"], "csrf": token.group(1)})
+        assert signed.status == 303 and signed.headers["Location"] == "/panel"
+        assert (await agent.get("/panel", allow_redirects=False)).status == 200
+        boss = await site.client("boss")
+        done = await boss.post("/users/agent1/remove", data={"csrf": await csrf_of(boss)},
+                               allow_redirects=False)
+        assert done.status == 303
+        page = await agent.get("/panel", allow_redirects=False)
+        assert page.status == 303 and page.headers["Location"] == "/panel/login"
+
     async def test_hostile_account_name_is_escaped(self, site: Site) -> None:
         """A name with markup shows as text on /users and /audit (templates autoescape)."""
         hostile = "<script>alert(1)</script>"

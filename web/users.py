@@ -112,15 +112,15 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-def _end_sessions(request: web.Request, name: str) -> None:
-    """Sign ``name`` out everywhere: admin pages and agent panel."""
+async def _end_sessions(request: web.Request, name: str) -> None:
+    """Sign ``name`` out everywhere: admin pages and agent panel (its open panels close)."""
     request.app[AUTH_KEY].sessions.close_for(name)
     from web.panel import PANEL_KEY  # the panel is optional; imported late to keep it so
     panel = request.app.get(PANEL_KEY)
     if panel is not None:
         for session in panel.sessions.close_for(name):
             for ws in list(session.sockets):
-                request.app.loop.create_task(ws.close(code=4001, message=b"account changed"))
+                await ws.close(code=4001, message=b"account changed")
 
 
 def _actor(request: web.Request) -> tuple[str, str]:
@@ -150,7 +150,7 @@ async def change_role(request: web.Request) -> web.StreamResponse:
                              _accounts(request).set_role(name, role, actor=actor,
                                                          address=address))
     if response.status == 303:
-        _end_sessions(request, name)
+        await _end_sessions(request, name)
     return response
 
 
@@ -163,7 +163,7 @@ async def reset_password(request: web.Request) -> web.StreamResponse:
                              _accounts(request).reset_password(name, password, actor=actor,
                                                                address=address))
     if response.status == 303:
-        _end_sessions(request, name)
+        await _end_sessions(request, name)
     return response
 
 
@@ -174,7 +174,7 @@ async def remove_user(request: web.Request) -> web.StreamResponse:
     response = await _change(request, f"removed {name}",
                              _accounts(request).remove(name, actor=actor, address=address))
     if response.status == 303:
-        _end_sessions(request, name)
+        await _end_sessions(request, name)
     return response
 
 
