@@ -31,7 +31,7 @@ from web.panel import (
 PASSWORDS = {"agent1": "agent1-secret", "agent2": "agent2-secret", "ghost": "ghost-secret",
              "sue": "sue-secret-1"}
 # Accounts not listed are agents; a supervisor's password is right but the panel is not theirs.
-ROLES = {"sue": "supervisor"}
+ROLES = {"sue": "supervisor", "agent2": "admin"}  # agent2: an admin who also takes calls
 AnyClient = TestClient[Any, Any] | aiohttp.ClientSession
 HOSTILE = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
 
@@ -202,6 +202,12 @@ class TestSignIn:
         assert "/login" in await resp.text()
         page = await world.client.get("/panel", allow_redirects=False)
         assert page.status == 303 and page.headers["Location"] == "/panel/login"
+
+    async def test_admin_on_the_desk_may_use_the_panel(self, world: World) -> None:
+        """An admin account that is an agent of the desk signs in to the panel like an agent."""
+        resp = await world.sign_in("agent2")
+        assert resp.status == 303 and resp.headers["Location"] == "/panel"
+        assert (await world.client.get("/panel", allow_redirects=False)).status == 200
 
     async def test_lockout_after_five_failures(self, world: World) -> None:
         """Five wrong passwords lock the agent out for 30 s, even with the right one; then not."""

@@ -15,7 +15,10 @@ How it stays safe:
   ``desk.view(agent)`` and forwards the agent's buttons to ``desk.act``. The
   agent is always the one of the session, never a request field, so an agent
   cannot act for another.
-- Sessions are random ids in an ``HttpOnly``, ``SameSite=Strict`` cookie
+- Agents sign in with the same accounts as the admin (``db.accounts``):
+  role ``agent``, or ``admin`` for an admin who also takes calls, and the
+  name must be an agent of the desk; a supervisor is refused (403).
+- Sessions (``web.sessions``) are random ids in an ``HttpOnly``, ``SameSite=Strict`` cookie
   (``Secure`` over https), kept server-side in memory with an idle expiry and
   a maximum age. Memory is enough: a controller restart signs agents out,
   which they notice at once because the WebSocket drops.
