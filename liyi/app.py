@@ -160,8 +160,16 @@ class Service:
         port = self._runner.addresses[0][1] if self._runner.addresses else self.settings.web_port
         self.web_url = f"http://{self.settings.web_host}:{port}/"
         log.info("web.listening", url=self.web_url)
-        if not any(a.role == "admin" for a in await self.accounts.list_accounts()):
-            # Every admin page refuses until someone signs in; say how the first admin is made.
+        await self._say_if_no_admin()
+
+    async def _say_if_no_admin(self) -> None:
+        """Every admin page refuses until someone signs in: say how the first admin is made."""
+        try:
+            admins = [a for a in await self.accounts.list_accounts() if a.role == "admin"]
+        except Exception as exc:  # noqa: BLE001 - a hint is not worth failing the start for
+            log.warning("web.accounts_unreadable", error=repr(exc))
+            return
+        if not admins:
             log.warning("web.no_admin_account", hint="liyi users add NAME --role admin")
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
