@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
@@ -26,7 +28,16 @@ from liyi.settings import Settings, parse_settings
 from tests.test_panel import FakeDesk
 from tests.web_signin import sign_in
 from web import create_app
-from web.auth import ADMINS, PANEL, POLICY, PUBLIC, READERS, SESSION_COOKIE, AuthOptions
+from web.auth import (
+    ADMINS,
+    PANEL,
+    POLICY,
+    PUBLIC,
+    READERS,
+    SESSION_COOKIE,
+    AuthOptions,
+    safe_next,
+)
 
 PASSWORDS = {"boss": "boss-secret-1", "sue": "sue-secret-1", "agent1": "agent1-secret"}
 ROLES = {"boss": "admin", "sue": "supervisor", "agent1": "agent"}
@@ -437,3 +448,20 @@ class TestBindAddress:
         assert settings is not None, problems
         assert settings.web_host == "127.0.0.1"
         assert Settings.__dataclass_fields__["web_host"].default == "127.0.0.1"
+
+
+class TestSafeNext:
+    @given(st.text(max_size=60))
+    def test_never_leaves_the_site(self, target: str) -> None:
+        """Whatever ``next`` holds, sign-in goes to a path on this site, never another host."""
+        where = safe_next(target)
+        assert where.startswith("/") and not where.startswith("//")
+        assert "\\" not in where and not any(ord(ch) <= 0x20 for ch in where)
+        assert urlsplit(where).netloc == "" and urlsplit(where).scheme == ""
+
+    @given(st.sampled_from(["/", "//", "/\\", "/\t/", "/\n/", "https://", "http:"]),
+           st.text(max_size=20))
+    def test_tricks_give_the_home_page(self, prefix: str, rest: str) -> None:
+        """Two slashes, a backslash, a tab or a scheme before a host: the home page instead."""
+        where = safe_next(prefix + "evil.example" + rest)
+        assert where == "/" or (prefix == "/" and where == "/evil.example" + rest)

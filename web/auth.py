@@ -245,12 +245,21 @@ def _refuse(request: web.Request, status: int, message: str) -> web.Response:
     return render(request, "refused.html", {"status": status, "message": message}, status)
 
 
-def _safe_next(target: str | None) -> str:
-    """Where to go after sign-in: a path on this site only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+def safe_next(target: str | None) -> str:
+    r"""Where to go after sign-in: a path on this site only (no open redirect).
+
+    Browsers drop tabs and newlines inside a URL and read ``\`` as ``/``, so
+    ``/<tab>/evil`` or ``/\evil`` would leave the site: any such character, or
+    a second leading slash, means "/" instead.
+    """
+    if not target or len(target) > 2000 or not target.startswith("/"):
+        return "/"
+    if target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in target):
         return "/"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or "\\" in target:
+    if parts.scheme or parts.netloc:
         return "/"
     return target
 
@@ -307,7 +316,7 @@ def _login_page(request: web.Request, *, status: int = 200, message: str = "",
         message = NO_ACCOUNTS_MESSAGE
     response = render(request, "login.html", {
         "login_csrf": auth.login_token(nonce), "message": message, "name": name,
-        "next": _safe_next(request.query.get("next")),
+        "next": safe_next(request.query.get("next")),
     }, status)
     set_cookie(request, response, PRE_SESSION_COOKIE, nonce, path="/login")
     return response
@@ -317,7 +326,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     """``GET /login``: the form (signed in already: straight on)."""
     session = request.app[AUTH_KEY].current(request)
     if session is not None and session.role in ADMIN_APP_ROLES:
-        raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
+        raise web.HTTPSeeOther(safe_next(request.query.get("next")))
     return _login_page(request)
 
 
@@ -368,7 +377,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     session = auth.sessions.open(name, role)
     logger.info("auth.login", account=name, role=role, address=address)
     await auth.audit(request, name, "sign-in", f"{name} ({role})")
-    response = see_other(_safe_next(str(form.get("next", "")) or None))
+    response = see_other(safe_next(str(form.get("next", "")) or None))
     set_cookie(request, response, SESSION_COOKIE, session.sid)
     response.del_cookie(PRE_SESSION_COOKIE, path="/login")
     return response
