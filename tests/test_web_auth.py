@@ -378,6 +378,8 @@ class TestUsersPage:
             "name": "agent1", "password": PASSWORDS["agent1"], "csrf": token.group(1)})
         assert signed.status == 303 and signed.headers["Location"] == "/panel"
         assert (await agent.get("/panel", allow_redirects=False)).status == 200
+        latest = (await site.accounts.audit_entries(1))[0]
+        assert (latest.actor, latest.action) == ("agent1", "panel-sign-in")
         boss = await site.client("boss")
         done = await boss.post("/users/agent1/remove", data={"csrf": await csrf_of(boss)},
                                allow_redirects=False)

@@ -426,10 +426,26 @@ async def login(request: web.Request) -> web.StreamResponse:
         await _end_session(panel, old)
     session = panel.sessions.open(name, role)
     logger.info("panel.login", agent=name, address=address, role=role)
+    await _audit_sign_in(panel, name, role, address)
     response = _redirect("/panel")
     _set_cookie(request, response, SESSION_COOKIE, session.sid)
     response.del_cookie(PRE_SESSION_COOKIE, path=COOKIE_PATH)
     return response
+
+
+async def _audit_sign_in(panel: Panel, name: str, role: str, address: str) -> None:
+    """Put the sign-in in the audit trail (``/audit``), if the accounts keep one.
+
+    A failed write is logged and costs nothing else: the agent is signed in.
+    """
+    record = getattr(panel.accounts, "record", None)
+    if record is None:
+        return
+    try:
+        await record(actor=name, action="panel-sign-in", detail=f"{name} ({role})",
+                     address=address)
+    except Exception as exc:  # noqa: BLE001 - the trail must not cost the agent the panel
+        logger.warning("panel.audit_failed", agent=name, error=repr(exc))
 
 
 def _lockout_message(seconds: float) -> str:
