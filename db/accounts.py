@@ -1,4 +1,12 @@
-"""Agent accounts for the agent panel: one argon2 password hash per agent.
+"""Accounts for the web admin and the agent panel: a role and an argon2 hash per name.
+
+Roles (revision ``0005``): ``admin`` changes everything, ``supervisor`` reads
+every admin page and changes nothing, ``agent`` signs in to the agent panel
+only. There is no default account and no default password: the first admin
+is made with ``liyi users add NAME --role admin``. Every change to an account
+is written to the audit trail (``db.audit``) in the same transaction, and
+the last admin can be neither removed nor demoted, so the admin cannot lock
+everyone out of the admin by a slip.
 
 Why argon2id (argon2-cffi's ``PasswordHasher``): it is slow and memory-hard on
 purpose, so a stolen ``agent_accounts`` table is expensive to guess from, and
@@ -23,16 +31,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from db import audit
+from db.audit import AuditEntry
 from db.migrations import upgrade
 from db.models import AgentAccount
 
@@ -49,8 +60,27 @@ _DUMMY_PASSWORD = "liyi-no-such-agent"
 T = TypeVar("T")
 
 
+ROLES = ("admin", "supervisor", "agent")
+
+
 class AccountError(ValueError):
-    """A name or password that cannot be stored; the message says why, for the CLI."""
+    """A name, password or role that cannot be stored; the message says why (CLI and pages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """An account as the admin lists it (never its hash)."""
+
+    name: str
+    role: str
+    updated_at: datetime
+
+
+def check_role(role: str) -> str:
+    """``role`` if it is one of :data:`ROLES`, else :class:`AccountError`."""
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
 
 
 def check_name(name: str) -> str:
@@ -73,8 +103,8 @@ def check_password(password: str) -> str:
     return password
 
 
-class AgentAccounts:
-    """Set and check agents' panel passwords in the ``agent_accounts`` table."""
+class Accounts:
+    """Set and check accounts (name, role, password hash) in the ``agent_accounts`` table."""
 
     def __init__(self, url: str, *, hasher: PasswordHasher | None = None) -> None:
         """``hasher`` defaults to argon2-cffi's recommended parameters; tests pass cheap ones."""
@@ -116,28 +146,134 @@ class AgentAccounts:
         async with self._hashing:
             return await asyncio.to_thread(fn, *args)
 
-    async def set_password(self, name: str, password: str) -> None:
-        """Store a fresh argon2 hash of ``password`` for ``name`` (creating the account)."""
+    async def set_password(self, name: str, password: str, *, actor: str = "cli",
+                           address: str | None = None) -> None:
+        """Store a fresh argon2 hash of ``password`` for ``name`` (creating an agent account).
+
+        ``liyi agents set-password`` and the demo use this; an existing account
+        keeps its role.
+        """
         check_name(name)
         check_password(password)
         hashed = await self._run(self._hasher.hash, password)
-        await self._store(name, hashed)
-        logger.info("agent_account.password_set", agent=name)
-
-    async def _store(self, name: str, hashed: str) -> None:
-        now = datetime.now(UTC)
         async with self._db().begin() as conn:
-            result = await conn.execute(
-                update(AgentAccount)
-                .where(AgentAccount.name == name)
-                .values(password_hash=hashed, updated_at=now)
+            created = await self._store(conn, name, hashed)
+            await audit.append(conn, actor=actor, action="user-add" if created else "passwd",
+                               detail=f"{name} (agent)" if created else name, address=address)
+        logger.info("account.password_set", account=name, created=created, actor=actor)
+
+    async def _store(self, conn: AsyncConnection, name: str, hashed: str,
+                     role: str = "agent") -> bool:
+        """Set ``name``'s hash; insert it with ``role`` if new. Returns whether it was new."""
+        now = datetime.now(UTC)
+        result = await conn.execute(
+            update(AgentAccount)
+            .where(AgentAccount.name == name)
+            .values(password_hash=hashed, updated_at=now)
+        )
+        if result.rowcount:
+            return False
+        await conn.execute(
+            AgentAccount.__table__.insert().values(  # type: ignore[attr-defined]
+                name=name, password_hash=hashed, updated_at=now, role=role
             )
-            if result.rowcount == 0:
-                await conn.execute(
-                    AgentAccount.__table__.insert().values(  # type: ignore[attr-defined]
-                        name=name, password_hash=hashed, updated_at=now
-                    )
-                )
+        )
+        return True
+
+    async def add(self, name: str, password: str, role: str, *, actor: str = "cli",
+                  address: str | None = None) -> None:
+        """Create the account ``name`` with ``role``; an existing name is an :class:`AccountError`."""
+        check_name(name)
+        check_password(password)
+        check_role(role)
+        hashed = await self._run(self._hasher.hash, password)
+        async with self._db().begin() as conn:
+            if await self._role_in(conn, name) is not None:
+                raise AccountError(f"an account named {name!r} already exists")
+            await self._store(conn, name, hashed, role)
+            await audit.append(conn, actor=actor, action="user-add", detail=f"{name} ({role})",
+                               address=address)
+        logger.info("account.added", account=name, role=role, actor=actor)
+
+    async def reset_password(self, name: str, password: str, *, actor: str = "cli",
+                             address: str | None = None) -> None:
+        """Give the existing account ``name`` a new password (an unknown name is refused)."""
+        check_password(password)
+        hashed = await self._run(self._hasher.hash, password)
+        async with self._db().begin() as conn:
+            if await self._role_in(conn, name) is None:
+                raise AccountError(f"no account named {name!r}")
+            await self._store(conn, name, hashed)
+            await audit.append(conn, actor=actor, action="passwd", detail=name, address=address)
+        logger.info("account.password_reset", account=name, actor=actor)
+
+    async def set_role(self, name: str, role: str, *, actor: str = "cli",
+                       address: str | None = None) -> None:
+        """Change ``name``'s role; demoting the last admin is refused."""
+        check_role(role)
+        async with self._db().begin() as conn:
+            old = await self._role_in(conn, name)
+            if old is None:
+                raise AccountError(f"no account named {name!r}")
+            if old == role:
+                return
+            if old == "admin":
+                await self._keep_an_admin(conn, name)
+            await conn.execute(update(AgentAccount).where(AgentAccount.name == name)
+                               .values(role=role, updated_at=datetime.now(UTC)))
+            await audit.append(conn, actor=actor, action="role",
+                               detail=f"{name}: {old} → {role}", address=address)
+        logger.info("account.role_changed", account=name, old=old, role=role, actor=actor)
+
+    async def remove(self, name: str, *, actor: str = "cli", address: str | None = None) -> None:
+        """Delete the account ``name``; removing the last admin is refused."""
+        async with self._db().begin() as conn:
+            old = await self._role_in(conn, name)
+            if old is None:
+                raise AccountError(f"no account named {name!r}")
+            if old == "admin":
+                await self._keep_an_admin(conn, name)
+            await conn.execute(delete(AgentAccount).where(AgentAccount.name == name))
+            await audit.append(conn, actor=actor, action="user-remove", detail=f"{name} ({old})",
+                               address=address)
+        logger.info("account.removed", account=name, role=old, actor=actor)
+
+    async def _keep_an_admin(self, conn: AsyncConnection, leaving: str) -> None:
+        others = await conn.scalar(
+            select(func.count()).select_from(AgentAccount)
+            .where(AgentAccount.role == "admin", AgentAccount.name != leaving)
+        )
+        if not others:
+            raise AccountError(f"{leaving!r} is the last admin; make another admin first")
+
+    async def _role_in(self, conn: AsyncConnection, name: str) -> str | None:
+        value = await conn.scalar(select(AgentAccount.role).where(AgentAccount.name == name))
+        return None if value is None else str(value)
+
+    async def role_of(self, name: str) -> str | None:
+        """``name``'s role, or None if there is no such account."""
+        async with self._db().connect() as conn:
+            return await self._role_in(conn, name)
+
+    async def list_accounts(self) -> list[AccountInfo]:
+        """Every account with its role, sorted by name."""
+        async with self._db().connect() as conn:
+            rows = await conn.execute(
+                select(AgentAccount.name, AgentAccount.role, AgentAccount.updated_at)
+                .order_by(AgentAccount.name)
+            )
+            return [AccountInfo(name=r.name, role=r.role, updated_at=r.updated_at) for r in rows]
+
+    async def record(self, *, actor: str, action: str, detail: str,
+                     address: str | None = None) -> None:
+        """Add a line to the audit trail that goes with no account change (a sign-in)."""
+        async with self._db().begin() as conn:
+            await audit.append(conn, actor=actor, action=action, detail=detail, address=address)
+
+    async def audit_entries(self, limit: int = 50, offset: int = 0) -> list[AuditEntry]:
+        """The audit trail, newest first."""
+        async with self._db().connect() as conn:
+            return await audit.entries(conn, limit=limit, offset=offset)
 
     async def _hash_of(self, name: str) -> str | None:
         async with self._db().connect() as conn:
@@ -147,36 +283,52 @@ class AgentAccounts:
         return None if value is None else str(value)
 
     async def verify(self, name: str, password: str) -> bool:
-        """Whether ``password`` is ``name``'s; as slow for an unknown agent as for a wrong one.
+        """Whether ``password`` is ``name``'s (whatever the role); see :meth:`authenticate`."""
+        return await self.authenticate(name, password) is not None
 
-        Raises only if the database cannot be read (the panel shows that as an
-        outage, not as a wrong password).
+    async def authenticate(self, name: str, password: str) -> str | None:
+        """``name``'s role if ``password`` is theirs, else None.
+
+        As slow for an unknown name as for a wrong password. Raises only if
+        the database cannot be read (sign-in pages show that as an outage,
+        not as a wrong password).
         """
         if not isinstance(name, str) or not isinstance(password, str):
-            return False
+            return None
         if len(password) > MAX_PASSWORD_LENGTH or len(name) > MAX_NAME_LENGTH:
-            return False
-        stored = await self._hash_of(name)
+            return None
+        async with self._db().connect() as conn:
+            row = (await conn.execute(
+                select(AgentAccount.password_hash, AgentAccount.role)
+                .where(AgentAccount.name == name)
+            )).first()
+        stored = None if row is None else str(row.password_hash)
         assert self._dummy_hash is not None
         try:
             await self._run(self._hasher.verify, stored or self._dummy_hash, password)
         except VerifyMismatchError:
-            return False
+            return None
         except (VerificationError, InvalidHashError):
-            logger.warning("agent_account.bad_hash", agent=name)
-            return False
-        if stored is None:  # the dummy password itself was typed for an unknown name
-            return False
+            logger.warning("account.bad_hash", account=name)
+            return None
+        if row is None or stored is None:  # the dummy password itself, for an unknown name
+            return None
         if self._hasher.check_needs_rehash(stored):
-            await self._store(name, await self._run(self._hasher.hash, password))
-            logger.info("agent_account.rehashed", agent=name)
-        return True
+            rehashed = await self._run(self._hasher.hash, password)
+            async with self._db().begin() as conn:
+                await self._store(conn, name, rehashed)
+            logger.info("account.rehashed", account=name)
+        return str(row.role)
 
     async def names(self) -> list[str]:
         """Agents that have a password, sorted."""
         async with self._db().connect() as conn:
             rows = await conn.scalars(select(AgentAccount.name).order_by(AgentAccount.name))
             return list(rows)
+
+
+# The panel's accounts were agents' only before roles came; the old name still works.
+AgentAccounts = Accounts
 
 
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
@@ -187,7 +339,7 @@ def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
 
 async def set_agent_password(url: str, name: str, password: str) -> None:
     """One-shot for the CLI: set ``name``'s panel password in the database at ``url``."""
-    accounts = AgentAccounts(url)
+    accounts = Accounts(url)
     await accounts.start()
     try:
         await accounts.set_password(name, password)

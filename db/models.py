@@ -183,13 +183,34 @@ class JournalMark(Base):
 
 
 class AgentAccount(Base):
-    """One agent's panel password, as an argon2 PHC string (never the password)."""
+    """One account (agent, supervisor or admin): an argon2 PHC string, never the password."""
 
     __tablename__ = "agent_accounts"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # "admin" | "supervisor" | "agent" (revision 0005; older accounts were agents).
+    role: Mapped[str] = mapped_column(Text, nullable=False, server_default="agent")
+
+
+class AuditRow(Base):
+    """One change made through the web admin or ``liyi users``: who, when, what, detail.
+
+    Append-only, like the call log: the audit trail is evidence of who
+    changed an account, so nothing in the product updates or deletes a row.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    address: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
 
 
 class FollowUpRow(Base):

@@ -162,11 +162,11 @@ class Service:
             on_change(self.phones.state(endpoint))
 
     async def _start_web(self) -> None:
-        from db.accounts import AgentAccounts
+        from db.accounts import Accounts
         from web.app import create_app
 
         assert self.controller is not None
-        self.accounts = AgentAccounts(self.settings.database_url)
+        self.accounts = Accounts(self.settings.database_url)
         await self.accounts.start()
         app = create_app(self.store, live=LiveState(self.controller),
                          timezone=self.settings.callflow.timezone,
@@ -178,6 +178,17 @@ class Service:
         port = self._runner.addresses[0][1] if self._runner.addresses else self.settings.web_port
         self.web_url = f"http://{self.settings.web_host}:{port}/"
         log.info("web.listening", url=self.web_url)
+        await self._say_if_no_admin()
+
+    async def _say_if_no_admin(self) -> None:
+        """Every admin page refuses until someone signs in: say how the first admin is made."""
+        try:
+            admins = [a for a in await self.accounts.list_accounts() if a.role == "admin"]
+        except Exception as exc:  # noqa: BLE001 - a hint is not worth failing the start for
+            log.warning("web.accounts_unreadable", error=repr(exc))
+            return
+        if not admins:
+            log.warning("web.no_admin_account", hint="liyi users add NAME --role admin")
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         assert self.controller is not None

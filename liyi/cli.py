@@ -2,7 +2,8 @@
 
 Commands: ``demo`` (everything against the simulator), ``run`` (against a
 real Asterisk), ``check-config``, ``calls`` (the call log), ``followups``
-(promises and callbacks to keep, R8), ``report``, ``agents``, ``prompts``
+(promises and callbacks to keep, R8), ``report``, ``users`` (accounts and
+roles for the web admin and agent panel), ``agents``, ``prompts``
 (build and install the prompt audio), ``asterisk ari-password`` (the hash
 for ari.conf), ``import-fallback`` (calls the dialplan fallback served). Errors are one clear line on stderr
 and a non-zero exit status; tracebacks are for bugs only.
@@ -536,6 +537,13 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    """Accounts and roles for the web admin and the agent panel (``liyi.users``)."""
+    from liyi import users
+
+    return users.run(args, _settings(args.config, args.db).database_url)
+
+
 def cmd_asterisk(args: argparse.Namespace) -> int:
     """Print the crypt(3) hash for ari.conf, so the file never holds the ARI password itself.
 
@@ -627,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--config")
     ag.add_argument("--db", help="SQLite file or SQLAlchemy URL (default from config / liyi.db)")
     ag.set_defaults(fn=cmd_agents)
+
+    from liyi.users import add_parser as add_users_parser
+    add_users_parser(sub, cmd_users)
 
     fu = sub.add_parser("followups",
                         help="promises and callbacks to keep (R8): overdue first; `done ID` closes one")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import time
 import wave
@@ -382,21 +383,37 @@ async def run_demo(settings: Settings, *, once: bool, fast: bool, out: TextIO = 
     return timeline.done
 
 
-DEMO_PASSWORD = "liyi-demo-{name}"
+DEMO_ADMIN = "demo-admin"
 
 
 async def _demo_panel_accounts(service: Service, out: TextIO) -> None:
-    """Give demo agents a panel password (only where none is set) and say how to sign in."""
+    """Give the demo a signed-in way in, with passwords made up now and printed once.
+
+    No default password: the demo admin (``demo-admin``) gets a fresh random
+    password every run, and demo agents without a password of their own get
+    one random password for this run.
+    """
     accounts = service.accounts
     if accounts is None:
         return
-    have = set(await accounts.names())
-    for agent in service.settings.callflow.agents:
-        if agent.name not in have:
-            await accounts.set_password(agent.name, DEMO_PASSWORD.format(name=agent.name))
-    print(f"agent panel: {service.web_url}panel  (demo sign-in: agent1 / "
-          f"{DEMO_PASSWORD.format(name='agent1')}, for agents without a password of their own)",
+    admin_password = secrets.token_urlsafe(12)
+    if await accounts.role_of(DEMO_ADMIN) is None:
+        await accounts.add(DEMO_ADMIN, admin_password, "admin", actor="demo")
+    else:
+        await accounts.reset_password(DEMO_ADMIN, admin_password, actor="demo")
+    print(f"web admin sign-in: {service.web_url}login  {DEMO_ADMIN} / {admin_password}",
           file=out)
+    have = set(await accounts.names())
+    agent_password = secrets.token_urlsafe(9)
+    fresh = [a.name for a in service.settings.callflow.agents if a.name not in have]
+    for name in fresh:
+        await accounts.set_password(name, agent_password, actor="demo")
+    if fresh:
+        print(f"agent panel: {service.web_url}panel  (demo sign-in: {fresh[0]} / "
+              f"{agent_password}; the same for {', '.join(fresh)})", file=out)
+    else:
+        print(f"agent panel: {service.web_url}panel  (agents sign in with their own passwords)",
+              file=out)
 
 
 def _agents_in_offer_order(service: Service) -> list[str]:

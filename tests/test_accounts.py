@@ -196,3 +196,69 @@ class TestMigration:
         finally:
             await engine.dispose()
         assert "agent_accounts" in tables
+
+    async def test_0005_makes_existing_accounts_agents_and_adds_the_audit_log(
+            self, tmp_path: Path) -> None:
+        """An agent account made before roles is an agent after 0005; downgrade drops audit_log."""
+        engine = create_async_engine(url_of(tmp_path / "m5.db"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c: command_upgrade(c, "0003"))
+                await conn.execute(sa.text(
+                    "INSERT INTO agent_accounts (name, password_hash, updated_at) "
+                    "VALUES ('old-agent', 'x', '2026-11-30 00:00:00')"))
+            await upgrade(engine)
+            async with engine.connect() as conn:
+                role = await conn.scalar(sa.text(
+                    "SELECT role FROM agent_accounts WHERE name = 'old-agent'"))
+                tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+            assert role == "agent" and "audit_log" in tables
+            async with engine.begin() as conn:
+                await conn.run_sync(downgrade_to, "0003")
+            async with engine.connect() as conn:
+                tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+                columns = await conn.run_sync(
+                    lambda c: [col["name"] for col in sa.inspect(c).get_columns("agent_accounts")])
+            assert "audit_log" not in tables and "role" not in columns
+            assert "agent_accounts" in tables
+        finally:
+            await engine.dispose()
+
+
+def command_upgrade(connection: sa.Connection, revision: str) -> None:
+    """``alembic upgrade REVISION`` on an open connection."""
+    from alembic import command
+
+    command.upgrade(alembic_config(connection=connection), revision)
+
+
+class TestRoles:
+    async def test_roles_add_change_remove_and_the_trail(self, accounts: AgentAccounts) -> None:
+        """add/set_role/reset_password/remove change what authenticate says, each one audited."""
+        await accounts.add("boss", PASSWORD, "admin", actor="setup")
+        await accounts.add("sue", PASSWORD, "supervisor", actor="boss", address="10.0.0.7")
+        assert await accounts.authenticate("sue", PASSWORD) == "supervisor"
+        await accounts.set_role("sue", "agent", actor="boss")
+        assert await accounts.authenticate("sue", PASSWORD) == "agent"
+        await accounts.reset_password("sue", "a-new-password", actor="boss")
+        assert await accounts.authenticate("sue", PASSWORD) is None
+        await accounts.remove("sue", actor="boss")
+        assert await accounts.authenticate("sue", "a-new-password") is None
+        trail = await accounts.audit_entries()
+        assert [(e.actor, e.action) for e in trail] == [
+            ("boss", "user-remove"), ("boss", "passwd"), ("boss", "role"), ("boss", "user-add"),
+            ("setup", "user-add")]
+        assert trail[3].address == "10.0.0.7" and trail[2].detail == "sue: supervisor → agent"
+
+    async def test_refusals_change_nothing(self, accounts: AgentAccounts) -> None:
+        """Unknown role, unknown account, taken name, last admin: AccountError, nothing written."""
+        await accounts.add("boss", PASSWORD, "admin")
+        before = await accounts.audit_entries()
+        for attempt in (accounts.add("x", PASSWORD, "root"), accounts.set_role("nobody", "agent"),
+                        accounts.add("boss", PASSWORD, "agent"), accounts.remove("boss"),
+                        accounts.set_role("boss", "supervisor"),
+                        accounts.reset_password("nobody", PASSWORD)):
+            with pytest.raises(AccountError):
+                await attempt
+        assert await accounts.audit_entries() == before
+        assert await accounts.role_of("boss") == "admin"

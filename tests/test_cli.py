@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,6 +105,17 @@ class TestCheckConfig:
         assert "no such file" in capsys.readouterr().err
 
 
+async def _role_of_password(db: Path, name: str, password: str) -> str | None:
+    from db.accounts import Accounts
+
+    accounts = Accounts(f"sqlite+aiosqlite:///{db}")
+    await accounts.start()
+    try:
+        return await accounts.authenticate(name, password)
+    finally:
+        await accounts.close()
+
+
 class TestDemoAndCallLog:
     def test_demo_calls_end_in_the_log_and_the_cli_lists_them(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,6 +140,10 @@ class TestDemoAndCallLog:
                      "followup-promised", "callback-connected"):
             assert step in text, step
         assert "BROKEN" not in text
+        # The demo admin's password is made up for this run, printed once, and signs in.
+        match = re.search(r"web admin sign-in: \S+/login  demo-admin / (\S+)", text)
+        assert match, text[:500]
+        assert asyncio.run(_role_of_password(db, "demo-admin", match.group(1))) == "admin"
         firsts = sorted(e.first_hangup for e in ended.values())
         assert firsts.count("agent") == 1 and firsts.count("caller") == 13
 

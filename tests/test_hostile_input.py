@@ -555,20 +555,21 @@ class TestHostileCallerIdsOnTheWebPages:
         shown escaped on the call list and on its call page, where nothing of it can run."""
         from html import escape
 
-        from aiohttp.test_utils import TestClient, TestServer
+        from aiohttp.test_utils import TestClient
 
         from db import CallStore
         from db.sanitize import clean_text
         from tests.test_web import runnable
+        from tests.web_signin import serve
         from web import create_app
 
         store = CallStore(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
         await store.start()
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(store), host="127.0.0.1", port=0))
+        client: TestClient[Any, Any] | None = None
         try:
             ids = [_hostile_call(store, i, text) for i, text in enumerate(HOSTILE_IDS)]
             assert await store.flush()
-            await client.start_server()
+            client = await serve(create_app(store))  # signed in as an admin
             listing = await (await client.get("/?limit=100")).text()
             for call_id, text in zip(ids, HOSTILE_IDS, strict=True):
                 record = await store.get_call(call_id)
@@ -580,7 +581,8 @@ class TestHostileCallerIdsOnTheWebPages:
                     assert all(s.get("src") == "/static/refresh.js" for s in found.scripts)
                 assert escape(clean_text(text), quote=True) in page
         finally:
-            await client.close()
+            if client is not None:
+                await client.close()
             await store.close()
 
 
@@ -588,11 +590,12 @@ class TestHostileCallEndToEnd:
     async def test_a_hostile_caller_id_call_is_logged_and_shown_escaped(self, tmp_path: Path) -> None:
         """A call through the simulator from a caller id of SQL, markup, CR/LF, NUL and RTL marks ends
         in the call log, and its page shows the cleaned name as text."""
-        from aiohttp.test_utils import TestClient, TestServer
+        from aiohttp.test_utils import TestClient
 
         from ari_handlers.simulator import CallerScript
         from tests.e2e_world import running_world
         from tests.test_web import runnable
+        from tests.web_signin import serve
         from web import create_app
 
         name = "'; DROP TABLE calls;--<script>alert(1)</script>\r\nAction: Hangup\x00\u202e📞"
@@ -601,8 +604,7 @@ class TestHostileCallEndToEnd:
                                               script=CallerScript(hang_up_after_connected=0.1))
             await asyncio.wait_for(call.ended.wait(), 10)
             record = await world.call_ended_in_log(call.channel_id)
-            client: TestClient[Any, Any] = TestClient(TestServer(create_app(world.store), host="127.0.0.1", port=0))
-            await client.start_server()
+            client: TestClient[Any, Any] = await serve(create_app(world.store))  # as an admin
             try:
                 page = await (await client.get(f"/calls/{record.id}")).text()
             finally:

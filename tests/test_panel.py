@@ -28,7 +28,10 @@ from web.panel import (
     Sessions,
 )
 
-PASSWORDS = {"agent1": "agent1-secret", "agent2": "agent2-secret", "ghost": "ghost-secret"}
+PASSWORDS = {"agent1": "agent1-secret", "agent2": "agent2-secret", "ghost": "ghost-secret",
+             "sue": "sue-secret-1"}
+# Accounts not listed are agents; a supervisor's password is right but the panel is not theirs.
+ROLES = {"sue": "supervisor", "agent2": "admin"}  # agent2: an admin who also takes calls
 AnyClient = TestClient[Any, Any] | aiohttp.ClientSession
 HOSTILE = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
 
@@ -92,9 +95,9 @@ class FakeAccounts:
     def __init__(self) -> None:
         self.checked: list[str] = []
 
-    async def verify(self, name: str, password: str) -> bool:
+    async def authenticate(self, name: str, password: str) -> str | None:
         self.checked.append(name)
-        return PASSWORDS.get(name) == password
+        return ROLES.get(name, "agent") if PASSWORDS.get(name) == password else None
 
 
 class EmptyLog:
@@ -191,6 +194,20 @@ class TestSignIn:
         assert (await world.sign_in("nobody", "whatever-pass")).status == 401
         assert (await world.sign_in("ghost")).status == 401  # has a password, not on the desk
         assert "nobody" in world.accounts.checked  # the password was still checked (timing)
+
+    async def test_supervisor_account_cannot_use_the_panel(self, world: World) -> None:
+        """A supervisor's right password at /panel/login is a 403 pointing to /login, no session."""
+        resp = await world.sign_in("sue")
+        assert resp.status == 403
+        assert "/login" in await resp.text()
+        page = await world.client.get("/panel", allow_redirects=False)
+        assert page.status == 303 and page.headers["Location"] == "/panel/login"
+
+    async def test_admin_on_the_desk_may_use_the_panel(self, world: World) -> None:
+        """An admin account that is an agent of the desk signs in to the panel like an agent."""
+        resp = await world.sign_in("agent2")
+        assert resp.status == 303 and resp.headers["Location"] == "/panel"
+        assert (await world.client.get("/panel", allow_redirects=False)).status == 200
 
     async def test_lockout_after_five_failures(self, world: World) -> None:
         """Five wrong passwords lock the agent out for 30 s, even with the right one; then not."""

@@ -34,7 +34,8 @@ from db.sanitize import NUL_REPLACEMENT
 T0 = 1_763_000_000.125  # an epoch with milliseconds
 RULES = [f"R{i}" for i in range(1, 11)]
 APP_TABLES = {
-    "calls", "timeline", "compliance", "agents", "journal_marks", "agent_accounts", "followups"
+    "calls", "timeline", "compliance", "agents", "journal_marks", "agent_accounts", "followups",
+    "audit_log",
 }
 
 
@@ -1196,7 +1197,7 @@ class TestMigrations:
                 assert await table_names(conn) == APP_TABLES | {"alembic_version"}
                 assert await schema_diffs(conn) == []
                 assert (
-                    await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0004"
+                    await conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0005"
                 )
         finally:
             await engine.dispose()

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import exc as sa_exc
 
 from db import CallRecord, CallStore, CallSummary, ComplianceMark
+from tests.web_signin import serve as serve_signed_in
 from web import create_app
 from web.pages import badge, local_time, relative
 
@@ -116,9 +117,8 @@ async def seeded(store: CallStore) -> CallStore:
 
 
 async def serve(app: web.Application) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
-    await client.start_server()
-    return client
+    """The app on loopback, signed in as an admin (sign-in itself: tests/test_web_auth.py)."""
+    return await serve_signed_in(app)
 
 
 @pytest.fixture

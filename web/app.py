@@ -1,5 +1,9 @@
 """The admin web pages: read-only views of the call log, served by the controller.
 
+Every route needs a signed-in session of a role ``web.auth.POLICY`` allows
+(admin and supervisor read these pages; accounts and the audit trail are
+``web.users``; sign-in is ``web.auth``).
+
 Routes::
 
     GET /                  live calls and agents (if a LiveView is given), recent calls
@@ -47,7 +51,9 @@ from db.records import (
     TimelineEntry,
 )
 from web import pages
-from web.panel import Desk, PanelAccounts, PanelOptions, add_panel_routes
+from web.auth import AuthOptions, auth_middleware, setup_auth
+from web.panel import Desk, PanelOptions, add_panel_routes
+from web.users import UserAccounts, add_user_routes
 
 logger = structlog.get_logger()
 
@@ -147,19 +153,23 @@ def create_app(
     timezone: str | tzinfo = "Asia/Shanghai",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     desk: Desk | None = None,
-    accounts: PanelAccounts | None = None,
+    accounts: UserAccounts | None = None,
     panel_options: PanelOptions | None = None,
     report_max_calls: int = REPORT_MAX_CALLS,
+    auth_options: AuthOptions | None = None,
 ) -> web.Application:
     """The admin web app over ``store``; times are shown in ``timezone`` (the center's clock).
 
     ``report_max_calls`` caps how many recent calls one view of ``/report`` reads.
-    With both ``desk`` (the controller's live calls per agent) and ``accounts``
-    (agents' passwords, ``db.accounts.AgentAccounts``) the agent panel is
-    served under ``/panel`` too.
+    ``accounts`` (``db.accounts.Accounts``) is who may sign in: every page
+    and API but ``/login``, ``/healthz`` and ``/static`` needs a session of
+    a role ``web.auth.POLICY`` allows (without accounts nobody can sign in,
+    so every admin page refuses). With a ``desk`` too (the controller's live
+    calls per agent) the agent panel is served under ``/panel``, on the same
+    accounts.
     """
     tz = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
-    app = web.Application(middlewares=[_errors_middleware])
+    app = web.Application(middlewares=[_errors_middleware, auth_middleware])
     if report_max_calls < 1:
         raise ValueError(f"report_max_calls must be at least 1, got {report_max_calls}")
     app[CONFIG_KEY] = _Config(store, live, title, tz, now, report_max_calls)
@@ -173,6 +183,8 @@ def create_app(
     app.router.add_get("/api/report", api_report)
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
+    setup_auth(app, accounts, options=auth_options, title=title, timezone=tz)
+    add_user_routes(app)
     app.on_response_prepare.append(_security_headers)
     if desk is not None and accounts is not None:
         add_panel_routes(app, desk, accounts, timezone=timezone, options=panel_options,

@@ -277,7 +277,10 @@ def layout(site_title: str, page_title: str, body: str, *, refresh: bool) -> str
         f'<header class="top"><a class="brand" href="/">{esc(site_title)}</a>'
         '<nav class="sub"><a class="sub" href="/">通话记录 · Call log</a> · '
         '<a class="sub" href="/followups">跟进 · Follow-ups</a> · '
-        '<a class="sub" href="/report">合规 · Report</a></nav>'
+        '<a class="sub" href="/report">合规 · Report</a> · '
+        '<a class="sub" href="/audit">审计 · Audit</a> · '
+        '<a class="sub" href="/users">账号 · Users</a> · '
+        '<a class="sub" href="/logout">退出 · Sign out</a></nav>'
         '<span id="stale" class="stale" hidden>连接中断，数据可能已过时 · connection lost</span>'
         "</header>\n"
         f'<main id="main">\n{body}\n</main>\n'

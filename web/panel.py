@@ -15,7 +15,10 @@ How it stays safe:
   ``desk.view(agent)`` and forwards the agent's buttons to ``desk.act``. The
   agent is always the one of the session, never a request field, so an agent
   cannot act for another.
-- Sessions are random ids in an ``HttpOnly``, ``SameSite=Strict`` cookie
+- Agents sign in with the same accounts as the admin (``db.accounts``):
+  role ``agent``, or ``admin`` for an admin who also takes calls, and the
+  name must be an agent of the desk; a supervisor is refused (403).
+- Sessions (``web.sessions``) are random ids in an ``HttpOnly``, ``SameSite=Strict`` cookie
   (``Secure`` over https), kept server-side in memory with an idle expiry and
   a maximum age. Memory is enough: a controller restart signs agents out,
   which they notice at once because the WebSocket drops.
@@ -44,7 +47,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import tzinfo
 from functools import partial
 from typing import Any, Protocol
@@ -54,6 +57,10 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from web.pages import attr, esc
+from web.sessions import LoginThrottle, Session, Sessions
+
+# The panel's sessions are the shared kind (``web.sessions``); the name is kept for callers.
+PanelSession = Session
 
 logger = structlog.get_logger()
 
@@ -115,6 +122,8 @@ CSRF_MESSAGE = (
 )
 SIGNED_OUT_MESSAGE = "未登录或会话已过期，请重新登录。Not signed in, or the session expired."
 WRONG_PASSWORD_MESSAGE = "坐席名或密码错误。Wrong agent name or password."
+WRONG_ROLE_MESSAGE = ("此账号不能登录坐席面板，请在 /login 登录管理页面。"
+                      "This account cannot use the agent panel; sign in to the admin at /login.")
 
 
 class Desk(Protocol):
@@ -186,9 +195,15 @@ class Desk(Protocol):
 
 
 class PanelAccounts(Protocol):
-    """The password check the panel needs (``db.accounts.AgentAccounts`` provides it)."""
+    """The password check the panel needs (``db.accounts.Accounts`` provides it)."""
 
-    async def verify(self, name: str, password: str) -> bool: ...
+    async def authenticate(self, name: str, password: str) -> str | None:
+        """The account's role if the password is right, else None."""
+        ...
+
+
+# Who may sign in to the panel: agents, and an admin who also takes calls.
+PANEL_ROLES = frozenset({"agent", "admin"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,149 +222,6 @@ class PanelOptions:
     clock: Callable[[], float] = time.monotonic
     # How often an open WebSocket checks that its session is still alive.
     session_check_interval: float = 5.0
-
-
-# ------------------------------------------------------------------ sessions
-
-
-@dataclass(slots=True, eq=False)
-class PanelSession:
-    """One signed-in browser: whose it is, its CSRF token, when it was last used."""
-
-    sid: str
-    agent: str
-    csrf: str
-    created: float
-    last_seen: float
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
-    flash: str | None = None
-
-
-class Sessions:
-    """Server-side session table: random ids, idle expiry, a maximum age."""
-
-    def __init__(self, options: PanelOptions) -> None:
-        self._options = options
-        self._by_id: dict[str, PanelSession] = {}
-
-    def open(self, agent: str) -> PanelSession:
-        """A new session for ``agent`` (a fresh id every sign-in: no session fixation)."""
-        self._prune()
-        now = self._options.clock()
-        session = PanelSession(sid=secrets.token_urlsafe(32), agent=agent,
-                               csrf=secrets.token_urlsafe(32), created=now, last_seen=now)
-        self._by_id[session.sid] = session
-        return session
-
-    def _expired(self, session: PanelSession, now: float) -> bool:
-        if now - session.created > self._options.max_age:
-            return True
-        # An open panel (WebSocket) is the agent at work, not idleness.
-        return not session.sockets and now - session.last_seen > self._options.idle_timeout
-
-    def get(self, sid: str | None, *, touch: bool = True) -> PanelSession | None:
-        """The live session with id ``sid``; an expired one is removed and gives None."""
-        if not sid:
-            return None
-        session = self._by_id.get(sid)
-        if session is None:
-            return None
-        now = self._options.clock()
-        if self._expired(session, now):
-            self._by_id.pop(sid, None)
-            logger.info("panel.session_expired", agent=session.agent)
-            return None
-        if touch:
-            session.last_seen = now
-        return session
-
-    def alive(self, session: PanelSession) -> bool:
-        """Whether ``session`` is still signed in (not ended, not past its maximum age)."""
-        return self._by_id.get(session.sid) is session and self.get(session.sid) is session
-
-    def close(self, sid: str) -> PanelSession | None:
-        """End a session (sign-out); returns it so its sockets can be closed."""
-        return self._by_id.pop(sid, None)
-
-    def sockets(self) -> list[web.WebSocketResponse]:
-        """Every open panel's WebSocket (for shutdown)."""
-        return [ws for session in self._by_id.values() for ws in session.sockets]
-
-    def _prune(self) -> None:
-        now = self._options.clock()
-        for sid, session in list(self._by_id.items()):
-            if self._expired(session, now):
-                del self._by_id[sid]
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-
-@dataclass(slots=True)
-class _Failures:
-    count: int = 0
-    locked_until: float = 0.0
-    last: float = 0.0
-
-
-class LoginThrottle:
-    """Locks out repeated wrong passwords: per (name, address) pair and per address.
-
-    Why both keys: the pair stops guessing one agent's password without
-    letting a stranger lock a colleague out from elsewhere; the address key
-    stops one machine from trying many names. A lockout expires by itself
-    and its count starts again; a good sign-in clears the pair.
-    """
-
-    _FORGET_AFTER = 3600.0
-    _MAX_ENTRIES = 10_000
-
-    def __init__(self, options: PanelOptions) -> None:
-        self._options = options
-        self._entries: dict[tuple[str, ...], _Failures] = {}
-
-    def _keys(self, name: str, address: str) -> list[tuple[tuple[str, ...], int]]:
-        return [(("pair", name, address), self._options.max_failures),
-                (("address", address), self._options.address_max_failures)]
-
-    def locked_for(self, name: str, address: str) -> float:
-        """Seconds until ``name`` may try again from ``address`` (0: not locked)."""
-        now = self._options.clock()
-        wait = 0.0
-        for key, _ in self._keys(name, address):
-            entry = self._entries.get(key)
-            if entry is not None and entry.locked_until > now:
-                wait = max(wait, entry.locked_until - now)
-        return wait
-
-    def failed(self, name: str, address: str) -> float:
-        """Count a wrong password; returns the lockout it caused, in seconds (0: none)."""
-        now = self._options.clock()
-        if len(self._entries) >= self._MAX_ENTRIES:
-            self._prune(now)
-        wait = 0.0
-        for key, limit in self._keys(name, address):
-            entry = self._entries.setdefault(key, _Failures())
-            if entry.locked_until and entry.locked_until <= now:
-                entry.count, entry.locked_until = 0, 0.0  # served its lockout: start again
-            entry.count += 1
-            entry.last = now
-            if entry.count >= limit:
-                entry.locked_until = now + self._options.lockout_seconds
-                wait = max(wait, self._options.lockout_seconds)
-        return wait
-
-    def succeeded(self, name: str, address: str) -> None:
-        """A good password: forget this pair's failures."""
-        self._entries.pop(("pair", name, address), None)
-
-    def _prune(self, now: float) -> None:
-        for key, entry in list(self._entries.items()):
-            if entry.locked_until <= now and now - entry.last > self._FORGET_AFTER:
-                del self._entries[key]
-        while len(self._entries) >= self._MAX_ENTRIES:  # a flood: drop the oldest
-            oldest = min(self._entries, key=lambda k: self._entries[k].last)
-            del self._entries[oldest]
 
 
 # ------------------------------------------------------------------ the panel's state
@@ -526,7 +398,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_response(request, panel, status=429, message=_lockout_message(wait),
                                name=name)
     try:
-        verified = await panel.accounts.verify(name, password)
+        role = await panel.accounts.authenticate(name, password)
     except Exception as exc:  # noqa: BLE001 - an outage is not a wrong password
         logger.warning("panel.accounts_unavailable", agent=name, error=repr(exc))
         return _login_response(
@@ -535,7 +407,12 @@ async def login(request: web.Request) -> web.StreamResponse:
                     "try again shortly.",
         )
     known = name in panel.desk.agent_names()
-    if not (verified and known):
+    if role is not None and role not in PANEL_ROLES:
+        # The password was right: no lock-out, but a supervisor has no calls to take.
+        logger.warning("panel.login_refused", agent=name, address=address, role=role)
+        return _login_response(request, panel, status=403, name=name,
+                               message=WRONG_ROLE_MESSAGE)
+    if not (role is not None and known):
         locked = panel.throttle.failed(name, address)
         logger.warning("panel.login_failed", agent=name, address=address,
                        reason="wrong password" if known else "unknown agent", locked=locked)
@@ -547,12 +424,28 @@ async def login(request: web.Request) -> web.StreamResponse:
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         await _end_session(panel, old)
-    session = panel.sessions.open(name)
-    logger.info("panel.login", agent=name, address=address)
+    session = panel.sessions.open(name, role)
+    logger.info("panel.login", agent=name, address=address, role=role)
+    await _audit_sign_in(panel, name, role, address)
     response = _redirect("/panel")
     _set_cookie(request, response, SESSION_COOKIE, session.sid)
     response.del_cookie(PRE_SESSION_COOKIE, path=COOKIE_PATH)
     return response
+
+
+async def _audit_sign_in(panel: Panel, name: str, role: str, address: str) -> None:
+    """Put the sign-in in the audit trail (``/audit``), if the accounts keep one.
+
+    A failed write is logged and costs nothing else: the agent is signed in.
+    """
+    record = getattr(panel.accounts, "record", None)
+    if record is None:
+        return
+    try:
+        await record(actor=name, action="panel-sign-in", detail=f"{name} ({role})",
+                     address=address)
+    except Exception as exc:  # noqa: BLE001 - the trail must not cost the agent the panel
+        logger.warning("panel.audit_failed", agent=name, error=repr(exc))
 
 
 def _lockout_message(seconds: float) -> str:
