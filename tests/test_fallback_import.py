@@ -287,15 +287,13 @@ class TestSettings:
 class TestWeb:
     async def test_pages_and_api_show_who_handled_the_call(self, tmp_path: Path) -> None:
         """The call list, a call's page and the JSON API say a fallback call was handled by the fallback."""
-        from aiohttp.test_utils import TestClient, TestServer
-
+        from tests.web_signin import serve
         from web import create_app
 
         store = await started(tmp_path / "log.db")
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(store), host="127.0.0.1", port=0))
+        await FallbackImporter(TRACE, store, CFG).run_once()
+        client = await serve(create_app(store), role="supervisor")
         try:
-            await FallbackImporter(TRACE, store, CFG).run_once()
-            await client.start_server()
             listing = await (await client.get("/")).text()
             assert listing.count('<span class="code">fallback</span>') == 4
             data = await (await client.get("/api/calls")).json()
